@@ -1,0 +1,26 @@
+import { DynamicModule, MiddlewareConsumer, Module, NestModule, RequestMethod } from '@nestjs/common';
+import { APP_FILTER } from '@nestjs/core';
+import { AppConfig, ConfigModule } from '@app/config';
+import { AuthModule } from './auth/auth.module';
+import { HealthController } from './health/health.controller';
+import { MatrixExceptionFilter } from './http/matrix-exception.filter';
+import { RawBodyMiddleware } from './http/raw-body.middleware';
+import { CommandBus } from './send/command-bus';
+import { SEND_PATHS, SendController } from './send/send.controller';
+import { SendService } from './send/send.service';
+
+@Module({})
+export class GatewayModule implements NestModule {
+  static forRoot(config: AppConfig): DynamicModule {
+    return {
+      module: GatewayModule,
+      imports: [ConfigModule.forRoot(config), AuthModule],
+      controllers: [SendController, HealthController],
+      providers: [CommandBus, SendService, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
+    };
+  }
+
+  configure(consumer: MiddlewareConsumer): void {
+    consumer.apply(RawBodyMiddleware).forRoutes(...SEND_PATHS.map((path) => ({ path, method: RequestMethod.PUT })));
+  }
+}

@@ -1,0 +1,36 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import type { Response } from 'express';
+import { MatrixError, unrecognized } from '@app/matrix';
+
+/**
+ * Every error leaves as a Matrix standard error in JSON: never an HTML page or a stack trace. Unexpected errors
+ * are logged once, without the request (which may hold a token or message content).
+ */
+@Catch()
+export class MatrixExceptionFilter implements ExceptionFilter {
+  private readonly logger = new Logger('http');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const res = host.switchToHttp().getResponse<Response>();
+    const error = this.toMatrixError(exception);
+    if (res.headersSent) return;
+    if (error.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(error.retryAfterSeconds));
+    res.status(error.status).json(error.toBody());
+  }
+
+  private toMatrixError(exception: unknown): MatrixError {
+    if (exception instanceof MatrixError) return exception;
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      if (status === 404) return unrecognized(404);
+      if (status === 405) return unrecognized(405);
+      if (status === 413) return new MatrixError(413, 'M_TOO_LARGE', 'Request too large');
+      if (status < 500) return new MatrixError(status, 'M_UNKNOWN', exception.message);
+    }
+    // Body-parser style errors carry a status and a type; anything else is a bug on our side.
+    const status = (exception as { status?: unknown } | null)?.status;
+    if (typeof status === 'number' && status >= 400 && status < 500) return new MatrixError(status, 'M_UNKNOWN', 'Bad request');
+    this.logger.error(`unhandled error: ${exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)}`);
+    return new MatrixError(500, 'M_UNKNOWN', 'Internal server error');
+  }
+}

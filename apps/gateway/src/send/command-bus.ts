@@ -1,0 +1,62 @@
+import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Admin, Kafka } from 'kafkajs';
+import { AppConfig } from '@app/config';
+import { decodeSendReply, SendCommand, SendReply } from '@app/contracts';
+import { BatchingProducer, createKafka, ensureTopics, ReplyChannel } from '@app/kafka';
+
+/**
+ * The gateway's side of request-reply: commands go out through a batching producer, replies come back on this
+ * instance's own reply topic.
+ */
+@Injectable()
+export class CommandBus implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(CommandBus.name);
+  private readonly kafka: Kafka;
+  private readonly admin: Admin;
+  private readonly producer: BatchingProducer;
+  private readonly replies: ReplyChannel<SendReply>;
+
+  constructor(private readonly config: AppConfig) {
+    const instance = `${hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-gateway`);
+    this.admin = this.kafka.admin();
+    this.producer = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH);
+    this.replies = new ReplyChannel(this.kafka, this.admin, `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`, decodeSendReply);
+  }
+
+  async onModuleInit(): Promise<void> {
+    await this.admin.connect();
+    await ensureTopics(this.admin, this.config);
+    await this.producer.connect();
+    await this.replies.start();
+    this.logger.log(`replies arrive on ${this.replies.topic}`);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.producer.disconnect().catch(() => undefined);
+    await this.replies.stop().catch(() => undefined);
+    await this.admin.disconnect().catch(() => undefined);
+  }
+
+  get isReady(): boolean {
+    return this.replies.isReady && this.producer.isConnected;
+  }
+
+  get replyTopic(): string {
+    return this.replies.topic;
+  }
+
+  /** Publishes the command and resolves with its reply; rejects with ReplyTimeout after `timeoutMs`. */
+  async request(key: string, command: SendCommand, timeoutMs: number): Promise<SendReply> {
+    const { reply, cancel } = this.replies.wait(command.correlation_id, timeoutMs);
+    try {
+      await this.producer.send(this.config.KAFKA_TOPIC_COMMANDS, { key, value: JSON.stringify(command) });
+    } catch (error) {
+      cancel();
+      throw error;
+    }
+    return reply;
+  }
+}

@@ -1,0 +1,80 @@
+import { Injectable } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
+import { AppConfig } from '@app/config';
+import { commandKey, SEND_COMMAND_VERSION, SendCommand } from '@app/contracts';
+import {
+  canonicalJsonByteLength,
+  JsonObject,
+  MatrixError,
+  MatrixErrorBody,
+  scopeHash,
+  Sender,
+  tooLarge,
+  unavailable,
+} from '@app/matrix';
+import { ReplyTimeout } from '@app/kafka';
+import { SendParams } from './send-params.dto';
+import { CommandBus } from './command-bus';
+
+/** The spec's limit on a whole event, as canonical JSON (the PDU size limit). */
+export const MAX_EVENT_BYTES = 65536;
+/** Stands in for fields the consumer adds, so the size check counts them. */
+const EVENT_ID_PLACEHOLDER = `$${'x'.repeat(43)}`;
+
+/** Turns a validated request into a send command, publishes it, and waits for the consumer's outcome. */
+@Injectable()
+export class SendService {
+  private inFlight = 0;
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly bus: CommandBus,
+  ) {}
+
+  async send(sender: Sender, params: SendParams, content: JsonObject, originServerTs: number): Promise<{ event_id: string }> {
+    const eventSize = canonicalJsonByteLength({
+      event_id: EVENT_ID_PLACEHOLDER,
+      room_id: params.roomId,
+      sender: sender.userId,
+      type: params.eventType,
+      content,
+      origin_server_ts: originServerTs,
+    });
+    if (eventSize > MAX_EVENT_BYTES) throw tooLarge(`Event is ${eventSize} bytes as canonical JSON; the limit is ${MAX_EVENT_BYTES}`);
+    if (!this.bus.isReady) throw unavailable('The server is not ready to accept events yet', 2);
+    if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
+
+    const hash = scopeHash(sender);
+    const command: SendCommand = {
+      v: SEND_COMMAND_VERSION,
+      room_id: params.roomId,
+      type: params.eventType,
+      txn_id: params.txnId,
+      scope_hash: hash,
+      sender: sender.userId,
+      device_id: sender.deviceId ?? null,
+      content,
+      origin_server_ts: originServerTs,
+      correlation_id: randomUUID(),
+      reply_to: this.bus.replyTopic,
+    };
+    this.inFlight++;
+    try {
+      const reply = await this.bus.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
+      if (reply.status === 200) return reply.body as { event_id: string };
+      const body = reply.body as MatrixErrorBody;
+      const { errcode, error, ...extra } = body;
+      throw new MatrixError(reply.status, errcode, error, extra);
+    } catch (error) {
+      if (error instanceof MatrixError) throw error;
+      if (error instanceof ReplyTimeout) throw unavailable('Timed out waiting for the event to be stored; retry with the same transaction ID', 1);
+      throw unavailable('The event store is unavailable; retry with the same transaction ID', 2);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  get requestsInFlight(): number {
+    return this.inFlight;
+  }
+}

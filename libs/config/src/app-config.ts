@@ -1,0 +1,77 @@
+import { plainToInstance, Transform } from 'class-transformer';
+import { IsIn, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, Min, validateSync } from 'class-validator';
+
+const toInt = ({ value }: { value: unknown }): unknown =>
+  typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : value;
+
+/**
+ * Every setting of both apps, read from the environment once at startup and validated here. Property names are
+ * the environment variables; the README's configuration table lists the same names and defaults.
+ */
+export class AppConfig {
+  @IsString()
+  @Matches(/^[^,\s]+:\d+(,[^,\s]+:\d+)*$/, { message: 'a comma-separated list of host:port' })
+  KAFKA_BROKERS = '127.0.0.1:9092';
+
+  @IsString() @IsNotEmpty() KAFKA_CLIENT_ID = 'matrix-send';
+  @IsString() @IsNotEmpty() KAFKA_TOPIC_COMMANDS = 'matrix.send.commands';
+  @IsString() @IsNotEmpty() KAFKA_TOPIC_TXNS = 'matrix.send.txns';
+  @IsString() @IsNotEmpty() KAFKA_TOPIC_EVENTS = 'matrix.room.events';
+  @IsString() @IsNotEmpty() KAFKA_TOPIC_DEAD_LETTERS = 'matrix.send.dead-letters';
+  @IsString() @IsNotEmpty() KAFKA_REPLY_TOPIC_PREFIX = 'matrix.send.replies.';
+  @IsString() @IsNotEmpty() KAFKA_CONSUMER_GROUP = 'matrix-send-consumer';
+
+  /** Partitions of the commands topic (and of the txns changelog, which must match): the consumer parallelism. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(10000) KAFKA_COMMAND_PARTITIONS = 8;
+  @Transform(toInt) @IsInt() @Min(1) @Max(10000) KAFKA_EVENT_PARTITIONS = 8;
+  @Transform(toInt) @IsInt() @Min(1) @Max(32767) KAFKA_REPLICATION_FACTOR = 1;
+
+  @IsString() @IsNotEmpty() MATRIX_SERVER_NAME = 'localhost';
+  @IsOptional() @IsString() @IsNotEmpty() MATRIX_TOKENS_FILE?: string;
+
+  @IsString() @IsNotEmpty() HTTP_HOST = '0.0.0.0';
+  @Transform(toInt) @IsInt() @Min(0) @Max(65535) GATEWAY_PORT = 8008;
+  @Transform(toInt) @IsInt() @Min(0) @Max(65535) CONSUMER_PORT = 8009;
+
+  /** How long a request waits for the consumer's reply before a retryable 503. */
+  @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
+  /** Requests a gateway instance holds at once; more are turned away with 503 + Retry-After. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1000000) MAX_IN_FLIGHT = 10000;
+  /** Hard cap on the raw request body; the canonical event limit (65536 bytes) applies on top. */
+  @Transform(toInt) @IsInt() @Min(1024) @Max(16777216) MAX_BODY_BYTES = 131072;
+
+  /** The gateway coalesces concurrent commands into one produce call for up to this long. */
+  @Transform(toInt) @IsInt() @Min(0) @Max(1000) PRODUCER_LINGER_MS = 1;
+  @Transform(toInt) @IsInt() @Min(1) @Max(100000) PRODUCER_MAX_BATCH = 1000;
+
+  /** How long transactions are remembered for deduplication (Synapse: 24 h). */
+  @Transform(toInt) @IsInt() @Min(1000) TXN_WINDOW_MS = 86_400_000;
+  /** How long the group waits for a silent consumer before moving its partitions (broker bounds: 6 s to 5 min). */
+  @Transform(toInt) @IsInt() @Min(6000) @Max(300000) CONSUMER_SESSION_TIMEOUT_MS = 10000;
+  /** Partitions one consumer process works on at the same time. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1000) CONSUMER_PARTITIONS_CONCURRENTLY = 4;
+
+  @IsIn(['fatal', 'error', 'warn', 'info', 'debug']) LOG_LEVEL = 'info';
+}
+
+export class ConfigError extends Error {}
+
+/** Builds the config from an environment; throws one ConfigError naming each bad variable and what it expects. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const defaults = new AppConfig();
+  const given: Record<string, unknown> = {};
+  for (const key of Object.keys(defaults).concat(['MATRIX_TOKENS_FILE'])) {
+    const value = env[key];
+    if (value !== undefined && value !== '') given[key] = value;
+  }
+  const config = plainToInstance(AppConfig, given, { exposeDefaultValues: true });
+  const errors = validateSync(config, { forbidUnknownValues: true });
+  if (errors.length > 0) {
+    const lines = errors.map((error) => {
+      const expected = Object.values(error.constraints ?? {}).join('; ');
+      return `${error.property}=${JSON.stringify(given[error.property])}: expected ${expected}`;
+    });
+    throw new ConfigError(`invalid configuration: ${lines.join(' | ')}`);
+  }
+  return config;
+}

@@ -1,0 +1,4 @@
+export * from './room-event';
+export * from './send-command';
+export * from './send-reply';
+export * from './txn-record';

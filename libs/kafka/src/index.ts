@@ -1,0 +1,5 @@
+export * from './batching-producer';
+export * from './kafka-client';
+export * from './reply-channel';
+export * from './topics';
+export * from './changelog-restore';

@@ -1,0 +1,54 @@
+import { Logger } from '@nestjs/common';
+import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig } from 'kafkajs';
+import { AppConfig } from '@app/config';
+
+/**
+ * Retries are bounded on purpose (a send must fail within the request's wait bound rather than retry forever);
+ * idempotence still holds for the retries that happen, so kafkajs' warning about it is only noise.
+ */
+const QUIET_WARNINGS = ['Limiting retries for the idempotent producer'];
+
+/** kafkajs logs through Nest's logger, errors and warnings only: its info level is one line per request. */
+function logCreator(): (entry: LogEntry) => void {
+  const logger = new Logger('kafkajs');
+  return ({ level, log }) => {
+    const { message, error } = log;
+    if (QUIET_WARNINGS.some((quiet) => message.startsWith(quiet))) return;
+    const text = error ? `${message}: ${String(error)}` : message;
+    if (level <= logLevel.ERROR) logger.error(text);
+    else if (level === logLevel.WARN) logger.warn(text);
+  };
+}
+
+export function createKafka(config: AppConfig, clientId: string): Kafka {
+  return new Kafka({
+    clientId,
+    brokers: config.KAFKA_BROKERS.split(','),
+    logLevel: logLevel.WARN,
+    logCreator,
+    connectionTimeout: 3000,
+    requestTimeout: 10000,
+    retry: { initialRetryTime: 100, maxRetryTime: 2000, retries: 5 },
+  });
+}
+
+/**
+ * Every producer of the project: the Java client's murmur2 partitioner, so a command key maps to the same
+ * partition whichever client produced it.
+ */
+export function createProducer(kafka: Kafka, options: ProducerConfig): Producer {
+  return kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false, ...options });
+}
+
+/**
+ * kafkajs computes some timer delays from stale clocks and Node 24 warns about the negative value
+ * (TimeoutNegativeWarning; Node clamps it to 1 ms, which is what kafkajs means). Hide that one warning only.
+ */
+export function silenceKafkajsTimerWarnings(): void {
+  const listeners = process.listeners('warning');
+  process.removeAllListeners('warning');
+  process.on('warning', (warning) => {
+    if (warning.name === 'TimeoutNegativeWarning') return;
+    for (const listener of listeners) listener(warning);
+  });
+}

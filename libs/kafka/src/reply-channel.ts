@@ -1,0 +1,92 @@
+import { Admin, Consumer, Kafka } from 'kafkajs';
+
+export class ReplyTimeout extends Error {}
+
+interface Waiter<T> {
+  resolve: (reply: T) => void;
+  timer: NodeJS.Timeout;
+}
+
+/**
+ * The receiving end of request-reply over Kafka for one process: a topic of its own, so each gateway instance
+ * reads only its own replies and no reply is lost to a consumer-group rebalance (the flaw of NestJS' built-in
+ * Kafka request-response, nestjs/nest#2984). Replies are matched to waiters by correlation id.
+ */
+export class ReplyChannel<T extends { correlation_id: string }> {
+  private readonly waiters = new Map<string, Waiter<T>>();
+  private readonly consumer: Consumer;
+  private ready = false;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly admin: Admin,
+    readonly topic: string,
+    private readonly decode: (value: Buffer | null) => T | null,
+    private readonly retentionMs = 3_600_000,
+  ) {
+    this.consumer = kafka.consumer({ groupId: `${topic}.reader`, maxWaitTimeInMs: 500, retry: { retries: 10 } });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => (this.ready = true));
+    this.consumer.on(this.consumer.events.CRASH, () => (this.ready = false));
+  }
+
+  /** True once replies addressed to this channel will be seen. */
+  get isReady(): boolean {
+    return this.ready;
+  }
+
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
+  async start(): Promise<void> {
+    await this.admin.createTopics({
+      topics: [{ topic: this.topic, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(this.retentionMs) }] }],
+      waitForLeaders: true,
+    });
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
+    const joined = new Promise<void>((resolve) => this.consumer.on(this.consumer.events.GROUP_JOIN, () => resolve()));
+    await this.consumer.run({
+      eachBatch: async ({ batch }) => {
+        for (const message of batch.messages) {
+          const reply = this.decode(message.value);
+          if (reply) this.settle(reply);
+        }
+      },
+    });
+    await joined;
+  }
+
+  /** Waits for the reply to `correlationId`, at most `timeoutMs`. Register before sending the request. */
+  wait(correlationId: string, timeoutMs: number): { reply: Promise<T>; cancel: () => void } {
+    let cancel = (): void => undefined;
+    const reply = new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(correlationId);
+        reject(new ReplyTimeout(`no reply within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.set(correlationId, { resolve, timer });
+      cancel = () => {
+        clearTimeout(timer);
+        this.waiters.delete(correlationId);
+      };
+    });
+    return { reply, cancel };
+  }
+
+  private settle(reply: T): void {
+    const waiter = this.waiters.get(reply.correlation_id);
+    if (!waiter) return; // timed out already, or a duplicate reply
+    clearTimeout(waiter.timer);
+    this.waiters.delete(reply.correlation_id);
+    waiter.resolve(reply);
+  }
+
+  /** Stops reading and removes the topic: nobody else will ever read it. */
+  async stop(): Promise<void> {
+    this.ready = false;
+    await this.consumer.disconnect();
+    await this.admin.deleteTopics({ topics: [this.topic], timeout: 5000 }).catch(() => undefined);
+    await this.admin.deleteGroups([`${this.topic}.reader`]).catch(() => undefined);
+  }
+}
