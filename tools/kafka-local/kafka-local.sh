@@ -2,6 +2,7 @@
 # A single-node Apache Kafka (KRaft, broker+controller in one JVM) for development, tests and the benchmark,
 # resolved from Maven Central because there is no Docker engine on these machines.
 #
+#   kafka-local.sh resolve  fetch the broker's jars from Maven Central (start does it when needed)
 #   kafka-local.sh start    resolve (once), format (once), start, wait until it answers; reuses a running one
 #   kafka-local.sh stop     stop the broker this script started
 #   kafka-local.sh status   exit 0 if it runs and answers
@@ -130,9 +131,10 @@ stop() {
 }
 
 case "${1:-}" in
+  resolve) resolve ;;
   start) start ;;
   stop) stop ;;
   status) running_pid >/dev/null && port_open "$port" ;;
   brokers) echo "127.0.0.1:$port" ;;
-  *) echo "usage: $0 start|stop|status|brokers" >&2; exit 2 ;;
+  *) echo "usage: $0 resolve|start|stop|status|brokers" >&2; exit 2 ;;
 esac

@@ -47,6 +47,7 @@ export function serverNameOf(userId: string): string {
 
 /** Event types are free-form namespaced strings (`m.room.message`, `com.example.x`), at most 255 bytes. */
 export function isEventType(value: string): boolean {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
   return value.length > 0 && byteLength(value) <= MAX_IDENTIFIER_BYTES && !/[\x00-\x1f\x7f]/.test(value);
 }
 

@@ -108,9 +108,9 @@ export class CommandProcessor implements OnModuleInit, OnApplicationShutdown {
   }
 
   private async releaseAll(partitions: number[]): Promise<void> {
-    const owners = partitions.map((partition) => this.owners.get(partition));
+    const owners = partitions.flatMap((partition) => this.owners.get(partition) ?? []);
     partitions.forEach((partition) => this.owners.delete(partition));
-    await Promise.all(owners.map((owner) => owner?.then((o) => o.release(), () => undefined)));
+    await Promise.all(owners.map((owner) => owner.then((o) => o.release(), () => undefined)));
   }
 
   private async ownerOf(partition: number, heartbeat: () => Promise<void>): Promise<PartitionOwner> {
@@ -125,8 +125,10 @@ export class CommandProcessor implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  private async processBatch({ batch, heartbeat, resolveOffset, isRunning, isStale }: EachBatchPayload): Promise<void> {
-    if (batch.messages.length === 0 || !isRunning() || isStale()) return;
+  private async processBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    const heartbeat = (): Promise<void> => payload.heartbeat();
+    if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
     const { topic, partition } = batch;
     let owner: PartitionOwner;
     try {
@@ -205,7 +207,7 @@ export class CommandProcessor implements OnModuleInit, OnApplicationShutdown {
       return;
     }
     staged.commit();
-    resolveOffset(batch.lastOffset());
+    payload.resolveOffset(batch.lastOffset());
     for (const { to, reply } of replies) {
       this.replies.send(to, { value: JSON.stringify(reply) }).catch(() => {
         // The gateway may be gone; its client retries the same transaction and gets the remembered answer.

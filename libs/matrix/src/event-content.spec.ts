@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MatrixError } from './errors';
+import { parseEventContent } from './event-content';
+
+const parse = (text: string | Buffer) => parseEventContent(typeof text === 'string' ? Buffer.from(text) : text);
+
+function errcodeOf(text: string | Buffer): string {
+  try {
+    parse(text);
+    return 'accepted';
+  } catch (error) {
+    assert.ok(error instanceof MatrixError);
+    assert.equal(error.status, 400);
+    return error.errcode;
+  }
+}
+
+describe('event content parsing (room v6+ canonical JSON rules)', () => {
+  it('accepts an object with integers, strings, nesting and unicode', () => {
+    assert.deepEqual(parse('{"a": [1, -2, {"b": null}], "c": "é\\u00e9", "d": true, "n": 9007199254740991}'), {
+      a: [1, -2, { b: null }],
+      c: 'éé',
+      d: true,
+      n: 9007199254740991,
+    });
+  });
+
+  for (const [body, errcode] of [
+    // Complement TestJson "Invalid numerical values"
+    ['{"body": 9007199254740992}', 'M_BAD_JSON'],
+    ['{"body": -9007199254740992}', 'M_BAD_JSON'],
+    ['{"body": 1.1}', 'M_BAD_JSON'],
+    ['{"body": 1e3}', 'M_BAD_JSON'],
+    ['{"body": 1.0}', 'M_BAD_JSON'],
+    // Complement TestJson "Invalid JSON special values"
+    ['{"body": Infinity}', 'M_NOT_JSON'],
+    ['{"body": -Infinity}', 'M_NOT_JSON'],
+    ['{"body": NaN}', 'M_NOT_JSON'],
+    // not an object
+    ['[]', 'M_BAD_JSON'],
+    ['"text"', 'M_BAD_JSON'],
+    ['null', 'M_BAD_JSON'],
+    ['42', 'M_BAD_JSON'],
+    // not JSON
+    ['', 'M_NOT_JSON'],
+    ['{', 'M_NOT_JSON'],
+    ["{'a': 1}", 'M_NOT_JSON'],
+    ['{"a": 1,}', 'M_NOT_JSON'],
+  ] as const) {
+    it(`answers ${errcode} for ${body === '' ? 'an empty body' : body}`, () => {
+      assert.equal(errcodeOf(body), errcode);
+    });
+  }
+
+  it('does not mistake digits inside strings for numbers', () => {
+    assert.deepEqual(parse('{"body": "1.5e10 and 9007199254740993", "k\\"1.5": 1}'), {
+      body: '1.5e10 and 9007199254740993',
+      'k"1.5': 1,
+    });
+  });
+
+  it('answers M_NOT_JSON for bytes that are not UTF-8', () => {
+    assert.equal(errcodeOf(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d])), 'M_NOT_JSON');
+  });
+
+  it('refuses absurd nesting with M_BAD_JSON instead of exhausting the stack', () => {
+    assert.equal(errcodeOf(`{"a":${'['.repeat(10000)}${']'.repeat(10000)}}`), 'M_BAD_JSON');
+  });
+});

@@ -1,0 +1,125 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const DIST = resolve(__dirname, '../..');
+
+export const TEST_USERS = {
+  alice: { token: 'test-token-alice-0001', user_id: '@alice:test.local', device_id: 'ALICEDEV' },
+  /** Alice again, on a new token for the same device (a refresh): the same transaction scope. */
+  aliceRefreshed: { token: 'test-token-alice-0002', user_id: '@alice:test.local', device_id: 'ALICEDEV' },
+  /** Alice on another device: another scope. */
+  alicePhone: { token: 'test-token-alice-0003', user_id: '@alice:test.local', device_id: 'ALICEPHONE' },
+  bob: { token: 'test-token-bob-00001', user_id: '@bob:test.local', device_id: 'BOBDEV' },
+} as const;
+
+export async function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => done(port));
+    });
+  });
+}
+
+/** Topic and group names of one test's own, so tests never see each other's records on a shared broker. */
+export function isolatedEnv(extra: Record<string, string> = {}): Record<string, string> {
+  const ns = `t${Date.now().toString(36)}${randomBytes(3).toString('hex')}`;
+  const dir = mkdtempSync(join(tmpdir(), 'matrix-send-test-'));
+  const tokensFile = join(dir, 'tokens.json');
+  writeFileSync(tokensFile, JSON.stringify(Object.values(TEST_USERS)));
+  return {
+    KAFKA_BROKERS: process.env.KAFKA_BROKERS ?? '127.0.0.1:9092',
+    KAFKA_TOPIC_COMMANDS: `${ns}.commands`,
+    KAFKA_TOPIC_TXNS: `${ns}.txns`,
+    KAFKA_TOPIC_EVENTS: `${ns}.events`,
+    KAFKA_TOPIC_DEAD_LETTERS: `${ns}.dead-letters`,
+    KAFKA_REPLY_TOPIC_PREFIX: `${ns}.replies.`,
+    KAFKA_CONSUMER_GROUP: `${ns}.consumer`,
+    KAFKA_COMMAND_PARTITIONS: '4',
+    KAFKA_EVENT_PARTITIONS: '4',
+    MATRIX_SERVER_NAME: 'test.local',
+    MATRIX_TOKENS_FILE: tokensFile,
+    HTTP_HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    ...extra,
+  };
+}
+
+export class AppProcess {
+  private exited: Promise<number | null>;
+  readonly output: string[] = [];
+
+  constructor(
+    readonly name: 'gateway' | 'consumer',
+    readonly url: string,
+    private readonly child: ChildProcess,
+  ) {
+    this.exited = new Promise((done) => child.once('exit', (code) => done(code)));
+    const keep = (chunk: Buffer): void => void this.output.push(chunk.toString());
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+  }
+
+  static async start(name: 'gateway' | 'consumer', env: Record<string, string>): Promise<AppProcess> {
+    const port = await freePort();
+    const portVar = name === 'gateway' ? 'GATEWAY_PORT' : 'CONSUMER_PORT';
+    const child = spawn(process.execPath, [join(DIST, 'apps', name, 'src', 'main.js')], {
+      env: { ...process.env, ...env, [portVar]: String(port) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const app = new AppProcess(name, `http://127.0.0.1:${port}`, child);
+    await app.waitReady();
+    return app;
+  }
+
+  async waitReady(timeoutMs = 60000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (this.child.exitCode !== null) throw new Error(`${this.name} exited (${this.child.exitCode}):\n${this.output.join('')}`);
+      const ok = await fetch(`${this.url}/health/ready`).then((res) => res.ok, () => false);
+      if (ok) return;
+      await new Promise((done) => setTimeout(done, 100));
+    }
+    throw new Error(`${this.name} not ready within ${timeoutMs} ms:\n${this.output.join('')}`);
+  }
+
+  /** A graceful stop (SIGTERM), as an orchestrator does it. */
+  async stop(): Promise<number | null> {
+    if (this.child.exitCode === null) this.child.kill('SIGTERM');
+    return this.exited;
+  }
+
+  /** A crash: no shutdown hooks, no goodbye to the group. */
+  async kill(): Promise<void> {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+export interface Pipeline {
+  env: Record<string, string>;
+  gateway: AppProcess;
+  consumer: AppProcess;
+  stop(): Promise<void>;
+}
+
+/** One consumer and one gateway, as separate processes against the test broker. */
+export async function startPipeline(extraEnv: Record<string, string> = {}): Promise<Pipeline> {
+  const env = isolatedEnv(extraEnv);
+  const consumer = await AppProcess.start('consumer', env);
+  const gateway = await AppProcess.start('gateway', env);
+  return {
+    env,
+    gateway,
+    consumer,
+    stop: async () => {
+      await Promise.all([gateway.stop(), consumer.stop()]);
+    },
+  };
+}
