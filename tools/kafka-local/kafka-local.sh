@@ -46,7 +46,7 @@ resolve() {
   need mvn "install Maven (apt-get install maven) so the broker can be resolved from Maven Central"
   say "resolving Apache Kafka from Maven Central into $lib"
   rm -rf "$lib"
-  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
     -DoutputDirectory="$lib" -DincludeScope=runtime >&2 || die "Maven could not resolve the broker (see above)"
   touch "$lib/.resolved"
 }
