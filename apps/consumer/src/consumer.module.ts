@@ -1,7 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { AppConfig, ConfigModule } from '@app/config';
 import { HealthController } from './health/health.controller';
-import { CommandProcessor } from './processing/command-processor';
+import { PipelineService } from './processing/pipeline.service';
 
 @Module({})
 export class ConsumerModule {
@@ -10,7 +10,7 @@ export class ConsumerModule {
       module: ConsumerModule,
       imports: [ConfigModule.forRoot(config)],
       controllers: [HealthController],
-      providers: [CommandProcessor],
+      providers: [PipelineService],
     };
   }
 }

@@ -18,10 +18,15 @@ export class AppConfig {
   @IsString() @IsNotEmpty() KAFKA_TOPIC_TXNS = 'matrix.send.txns';
   @IsString() @IsNotEmpty() KAFKA_TOPIC_EVENTS = 'matrix.room.events';
   @IsString() @IsNotEmpty() KAFKA_TOPIC_DEAD_LETTERS = 'matrix.send.dead-letters';
+  @IsString() @IsNotEmpty() KAFKA_TOPIC_ANNOTATIONS = 'matrix.send.annotations';
+  @IsString() @IsNotEmpty() KAFKA_TOPIC_ANNOTATION_STATE = 'matrix.send.annotations.state';
   @IsString() @IsNotEmpty() KAFKA_REPLY_TOPIC_PREFIX = 'matrix.send.replies.';
   @IsString() @IsNotEmpty() KAFKA_CONSUMER_GROUP = 'matrix-send-consumer';
 
-  /** Partitions of the commands topic (and of the txns changelog, which must match): the consumer parallelism. */
+  /**
+   * Partitions of the commands topic (and of the txns changelog, the annotations topic and its changelog, which
+   * must match): the consumer parallelism.
+   */
   @Transform(toInt) @IsInt() @Min(1) @Max(10000) KAFKA_COMMAND_PARTITIONS = 8;
   @Transform(toInt) @IsInt() @Min(1) @Max(10000) KAFKA_EVENT_PARTITIONS = 8;
   @Transform(toInt) @IsInt() @Min(1) @Max(32767) KAFKA_REPLICATION_FACTOR = 1;

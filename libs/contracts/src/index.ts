@@ -2,3 +2,4 @@ export * from './room-event';
 export * from './send-command';
 export * from './send-reply';
 export * from './txn-record';
+export * from './annotation-records';

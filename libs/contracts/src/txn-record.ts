@@ -7,6 +7,8 @@ export interface TxnRecord {
   /** Outcome: an event ID, or a definitive rejection that retries must see again. */
   event_id?: string;
   error?: { status: number; errcode: string; error: string };
+  /** An annotation handed to the annotation stage (keyed by this annotation identity), which owns the outcome. */
+  forwarded?: string;
   /** When the transaction was first accepted (ms): entries older than the window are forgotten. */
   ts: number;
 }
@@ -15,7 +17,8 @@ export function decodeTxnRecord(value: Buffer | null): TxnRecord | null {
   if (value === null) return null; // a tombstone
   try {
     const parsed = JSON.parse(value.toString('utf8')) as TxnRecord;
-    if (typeof parsed.ts === 'number' && (typeof parsed.event_id === 'string' || parsed.error)) return parsed;
+    const hasOutcome = typeof parsed.event_id === 'string' || typeof parsed.forwarded === 'string' || parsed.error !== undefined;
+    if (typeof parsed.ts === 'number' && hasOutcome) return parsed;
   } catch {
     // fall through
   }

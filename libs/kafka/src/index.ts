@@ -3,3 +3,4 @@ export * from './kafka-client';
 export * from './reply-channel';
 export * from './topics';
 export * from './changelog-restore';
+export * from './transactional-processor';

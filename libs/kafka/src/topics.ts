@@ -4,22 +4,26 @@ import { AppConfig } from '@app/config';
 export class TopicLayoutError extends Error {}
 
 /**
- * Creates the pipeline's topics when missing. The txns changelog must have as many partitions as the commands
- * topic: a processor restores partition p of one from partition p of the other.
+ * Creates the pipeline's topics when missing and checks their layout. The commands topic, its changelog, the
+ * annotations topic and its changelog must have the same number of partitions: a processor restores partition p
+ * of its input from partition p of its changelog. Returns that number.
  */
-export async function ensureTopics(admin: Admin, config: AppConfig): Promise<void> {
+export async function ensureTopics(admin: Admin, config: AppConfig): Promise<number> {
   const replicationFactor = config.KAFKA_REPLICATION_FACTOR;
+  const numPartitions = config.KAFKA_COMMAND_PARTITIONS;
+  const windowed = [
+    { name: 'cleanup.policy', value: 'compact,delete' },
+    { name: 'retention.ms', value: String(config.TXN_WINDOW_MS) },
+  ];
+  const coPartitioned: ITopicConfig[] = [
+    { topic: config.KAFKA_TOPIC_COMMANDS, numPartitions, replicationFactor },
+    { topic: config.KAFKA_TOPIC_TXNS, numPartitions, replicationFactor, configEntries: windowed },
+    { topic: config.KAFKA_TOPIC_ANNOTATIONS, numPartitions, replicationFactor },
+    // Annotation holders stay until redacted, so this changelog is compacted, never expired by time.
+    { topic: config.KAFKA_TOPIC_ANNOTATION_STATE, numPartitions, replicationFactor, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
+  ];
   const wanted: ITopicConfig[] = [
-    { topic: config.KAFKA_TOPIC_COMMANDS, numPartitions: config.KAFKA_COMMAND_PARTITIONS, replicationFactor },
-    {
-      topic: config.KAFKA_TOPIC_TXNS,
-      numPartitions: config.KAFKA_COMMAND_PARTITIONS,
-      replicationFactor,
-      configEntries: [
-        { name: 'cleanup.policy', value: 'compact,delete' },
-        { name: 'retention.ms', value: String(config.TXN_WINDOW_MS) },
-      ],
-    },
+    ...coPartitioned,
     { topic: config.KAFKA_TOPIC_EVENTS, numPartitions: config.KAFKA_EVENT_PARTITIONS, replicationFactor },
     { topic: config.KAFKA_TOPIC_DEAD_LETTERS, numPartitions: 1, replicationFactor },
   ];
@@ -33,11 +37,11 @@ export async function ensureTopics(admin: Admin, config: AppConfig): Promise<voi
       if (!String(error).includes('already exists')) throw error;
     }
   }
-  const metadata = await admin.fetchTopicMetadata({ topics: [config.KAFKA_TOPIC_COMMANDS, config.KAFKA_TOPIC_TXNS] });
-  const [commands, txns] = metadata.topics.map((topic) => topic.partitions.length);
-  if (commands !== txns) {
-    throw new TopicLayoutError(
-      `${config.KAFKA_TOPIC_COMMANDS} has ${commands} partitions but ${config.KAFKA_TOPIC_TXNS} has ${txns}: they must match`,
-    );
+  const metadata = await admin.fetchTopicMetadata({ topics: coPartitioned.map(({ topic }) => topic) });
+  const counts = metadata.topics.map((topic) => `${topic.name}=${topic.partitions.length}`);
+  const first = metadata.topics[0].partitions.length;
+  if (metadata.topics.some((topic) => topic.partitions.length !== first)) {
+    throw new TopicLayoutError(`these topics must have the same number of partitions: ${counts.join(', ')}`);
   }
+  return first;
 }

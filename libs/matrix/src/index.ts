@@ -5,3 +5,4 @@ export * from './event-id';
 export * from './grammar';
 export * from './hash';
 export * from './transaction';
+export * from './relations';

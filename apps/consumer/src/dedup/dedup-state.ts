@@ -1,3 +1,4 @@
+import { Message } from 'kafkajs';
 import { TxnRecord } from '@app/contracts';
 
 /**
@@ -48,23 +49,28 @@ export class DedupState {
 }
 
 /**
- * A batch's view of the state: outcomes decided in this batch shadow the committed ones, and only reach the
- * committed state once the batch's Kafka transaction has committed.
+ * A batch's changes to a keyed state: they shadow the committed state for the rest of the batch, become
+ * changelog records in the batch's transaction, and reach the committed state only once it has committed.
  */
-export class StagedState {
-  private readonly staged = new Map<string, TxnRecord>();
+export class StagedChanges<V> {
+  private readonly changes = new Map<string, V | null>();
 
-  constructor(private readonly committed: DedupState) {}
+  constructor(private readonly committed: (key: string) => V | undefined) {}
 
-  get(identity: string): TxnRecord | undefined {
-    return this.staged.get(identity) ?? this.committed.get(identity);
+  get(key: string): V | undefined {
+    return this.changes.has(key) ? (this.changes.get(key) ?? undefined) : this.committed(key);
   }
 
-  set(identity: string, record: TxnRecord): void {
-    this.staged.set(identity, record);
+  /** Stages a new value, or a deletion (a tombstone in the changelog). */
+  set(key: string, value: V | null): void {
+    this.changes.set(key, value);
   }
 
-  commit(): void {
-    for (const [identity, record] of this.staged) this.committed.apply(identity, record);
+  toChangelog(partition: number): Message[] {
+    return [...this.changes].map(([key, value]) => ({ key, value: value === null ? null : JSON.stringify(value), partition }));
+  }
+
+  commit(apply: (key: string, value: V | null) => void): void {
+    for (const [key, value] of this.changes) apply(key, value);
   }
 }

@@ -1,10 +1,10 @@
 import { Controller, Get, HttpException } from '@nestjs/common';
-import { CommandProcessor } from '../processing/command-processor';
+import { PipelineService } from '../processing/pipeline.service';
 
 /** Liveness: the process answers. Readiness: in the consumer group, with every assigned partition restored. */
 @Controller('health')
 export class HealthController {
-  constructor(private readonly processor: CommandProcessor) {}
+  constructor(private readonly processor: PipelineService) {}
 
   @Get('live')
   live(): { status: 'ok' } {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SEND_COMMAND_VERSION, SendCommand, TxnRecord } from '@app/contracts';
-import { DedupState, StagedState } from '../dedup/dedup-state';
+import { DedupState, StagedChanges } from '../dedup/dedup-state';
 import { decide } from './decide';
 
 const command = (overrides: Partial<SendCommand> = {}): SendCommand => ({
@@ -32,14 +32,14 @@ describe('deciding a command', () => {
 
   it('answers a retry with the first outcome, even with another body, in the same batch or a later one', () => {
     const state = new DedupState(60_000, () => 2000);
-    const staged = new StagedState(state);
+    const staged = new StagedChanges<TxnRecord>((id) => state.get(id));
     const first = decide(command(), at(5), (id) => staged.get(id), 2000);
     assert.equal(first.kind, 'accepted');
     if (first.kind !== 'accepted') return;
     staged.set(first.identity, first.remember);
     const retry = decide(command({ content: { body: 'changed' }, correlation_id: 'c2' }), at(6), (id) => staged.get(id), 2000);
     assert.deepEqual(retry, { kind: 'duplicate', identity: first.identity, reply: { ...first.reply, correlation_id: 'c2' } });
-    staged.commit();
+    staged.commit((id, record) => state.apply(id, record));
     assert.equal(decide(command(), at(9), (id) => state.get(id), 2000).kind, 'duplicate');
   });
 
@@ -54,7 +54,33 @@ describe('deciding a command', () => {
   it('replays a remembered rejection as the same error', () => {
     const rejection: TxnRecord = { error: { status: 400, errcode: 'M_DUPLICATE_ANNOTATION', error: 'dup' }, ts: 1 };
     const decision = decide(command(), at(1), () => rejection, 2000);
+    assert.equal(decision.kind, 'duplicate');
+    if (decision.kind !== 'duplicate') return;
     assert.deepEqual(decision.reply, { correlation_id: 'c1', status: 400, body: { errcode: 'M_DUPLICATE_ANNOTATION', error: 'dup' } });
+  });
+});
+
+describe('annotations and redactions', () => {
+  const reaction = (key: string, txn_id: string, target = '$target') =>
+    command({ type: 'm.reaction', txn_id, content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: target, key } } });
+
+  it('hands an annotation to the annotation stage, by annotation identity, and its retries too', () => {
+    const first = decide(reaction('👍', 't1'), at(1), () => undefined, 5);
+    assert.equal(first.kind, 'forward');
+    if (first.kind !== 'forward') return;
+    assert.deepEqual(first.remember, { forwarded: first.annotationId, ts: 5 });
+    const sameAnnotationOtherTxn = decide(reaction('👍', 't2'), at(2), () => undefined, 5);
+    assert.equal(sameAnnotationOtherTxn.kind === 'forward' && sameAnnotationOtherTxn.annotationId, first.annotationId);
+    const otherKey = decide(reaction('👎', 't3'), at(3), () => undefined, 5);
+    assert.notEqual(otherKey.kind === 'forward' && otherKey.annotationId, first.annotationId);
+    // A retry with another body still goes where the first went.
+    const retry = decide(reaction('🎉', 't1'), at(4), () => first.remember!, 5);
+    assert.deepEqual(retry, { kind: 'forward', identity: first.identity, annotationId: first.annotationId, remember: null });
+  });
+
+  it('notes what a redaction redacts', () => {
+    const redaction = decide(command({ type: 'm.room.redaction', content: { redacts: '$gone' } }), at(1), () => undefined, 5);
+    assert.equal(redaction.kind === 'accepted' && redaction.redacts, '$gone');
   });
 });
 
@@ -76,10 +102,11 @@ describe('the dedup state', () => {
 
   it('keeps a batch staged until it commits', () => {
     const state = new DedupState(1000, () => 0);
-    const staged = new StagedState(state);
+    const staged = new StagedChanges<TxnRecord>((id) => state.get(id));
     staged.set('t', { event_id: '$e', ts: 0 });
+    assert.equal(staged.get('t')?.event_id, '$e');
     assert.equal(state.get('t'), undefined);
-    staged.commit();
+    staged.commit((id, record) => state.apply(id, record));
     assert.equal(state.get('t')?.event_id, '$e');
   });
 });

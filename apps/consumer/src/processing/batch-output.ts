@@ -1,0 +1,59 @@
+import { KafkaMessage, Message, TopicMessages } from 'kafkajs';
+import { EVENT_HEADERS, peekReplyAddress, RoomEvent, SendCommand, SendReply } from '@app/contracts';
+
+export type ReplySender = (to: string, reply: SendReply) => void;
+
+/** What one batch writes (inside its transaction) and answers (after it commits). */
+export class BatchOutput {
+  private readonly byTopic = new Map<string, Message[]>();
+  private readonly replies: { to: string; reply: SendReply }[] = [];
+
+  constructor(private readonly deadLetterTopic: string) {}
+
+  add(topic: string, ...messages: Message[]): void {
+    const list = this.byTopic.get(topic);
+    if (list) list.push(...messages);
+    else this.byTopic.set(topic, messages);
+  }
+
+  /** Appends an event to the event log, keyed by room so downstream readers see each room in order. */
+  addEvent(topic: string, event: RoomEvent, command: SendCommand): void {
+    this.add(topic, {
+      key: event.room_id,
+      value: JSON.stringify(event),
+      headers: {
+        [EVENT_HEADERS.txnId]: command.txn_id,
+        [EVENT_HEADERS.scopeHash]: command.scope_hash,
+        ...(command.device_id === null ? {} : { [EVENT_HEADERS.deviceId]: command.device_id }),
+      },
+    });
+  }
+
+  reply(to: string, reply: SendReply): void {
+    this.replies.push({ to, reply });
+  }
+
+  /**
+   * Sets a record aside that cannot be processed, with the reason, so it never blocks its partition; its sender,
+   * if the record says who that is, gets an error instead of waiting.
+   */
+  deadLetter(message: KafkaMessage, source: string, reason: string): void {
+    this.add(this.deadLetterTopic, { key: message.key, value: message.value, headers: { reason, source } });
+    const address = peekReplyAddress(message.value);
+    if (address) {
+      this.reply(address.reply_to, {
+        correlation_id: address.correlation_id,
+        status: 500,
+        body: { errcode: 'M_UNKNOWN', error: 'The server could not process this event' },
+      });
+    }
+  }
+
+  records(): TopicMessages[] {
+    return [...this.byTopic].map(([topic, messages]) => ({ topic, messages }));
+  }
+
+  sendReplies(send: ReplySender): void {
+    for (const { to, reply } of this.replies) send(to, reply);
+  }
+}

@@ -1,0 +1,91 @@
+import { Batch, KafkaMessage } from 'kafkajs';
+import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, TxnRecord } from '@app/contracts';
+import { PartitionHandler, BatchResult } from '@app/kafka';
+import { DedupState, StagedChanges } from '../dedup/dedup-state';
+import { BatchOutput, ReplySender } from './batch-output';
+import { decide } from './decide';
+
+export interface SendTopics {
+  events: string;
+  txns: string;
+  annotations: string;
+  deadLetters: string;
+}
+
+/**
+ * The first stage: send commands, partitioned by scope + txnId. Deduplicates each partition's transactions,
+ * appends accepted events, and hands annotations to the annotation stage.
+ */
+export class SendHandler implements PartitionHandler<DedupState> {
+  constructor(
+    private readonly topics: SendTopics,
+    private readonly annotationPartitions: number,
+    private readonly windowMs: number,
+    private readonly sendReply: ReplySender,
+    private readonly observe: (counts: { accepted: number; duplicates: number; forwarded: number; deadLetters: number }) => void = () => undefined,
+  ) {}
+
+  createState(): DedupState {
+    return new DedupState(this.windowMs);
+  }
+
+  restore(state: DedupState, message: KafkaMessage): void {
+    const identity = message.key?.toString();
+    if (identity) state.apply(identity, decodeTxnRecord(message.value));
+  }
+
+  processBatch(state: DedupState, batch: Batch): BatchResult {
+    const now = Date.now();
+    const staged = new StagedChanges<TxnRecord>((identity) => state.get(identity));
+    const out = new BatchOutput(this.topics.deadLetters);
+    const counts = { accepted: 0, duplicates: 0, forwarded: 0, deadLetters: 0 };
+    for (const message of batch.messages) {
+      const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
+      try {
+        const command = decodeSendCommand(message.value);
+        const decision = decide(command, position, (identity) => staged.get(identity), now);
+        switch (decision.kind) {
+          case 'duplicate':
+            counts.duplicates++;
+            out.reply(command.reply_to, decision.reply);
+            break;
+          case 'accepted':
+            counts.accepted++;
+            staged.set(decision.identity, decision.remember);
+            out.addEvent(this.topics.events, decision.event, command);
+            out.reply(command.reply_to, decision.reply);
+            if (decision.redacts !== null) this.announceRedaction(out, command.room_id, decision.redacts);
+            break;
+          case 'forward': {
+            counts.forwarded++;
+            if (decision.remember) staged.set(decision.identity, decision.remember);
+            const record: AnnotationStageRecord = { kind: 'annotation', annotation_id: decision.annotationId, txn_identity: decision.identity, command };
+            out.add(this.topics.annotations, { key: decision.annotationId, value: JSON.stringify(record) });
+            break;
+          }
+        }
+      } catch (error) {
+        counts.deadLetters++;
+        out.deadLetter(message, `${position.topic}/${position.partition}/${position.offset}`, error instanceof Error ? error.message : String(error));
+      }
+    }
+    out.add(this.topics.txns, ...staged.toChangelog(batch.partition));
+    return {
+      records: out.records(),
+      afterCommit: () => {
+        staged.commit((identity, record) => state.apply(identity, record));
+        out.sendReplies(this.sendReply);
+        this.observe(counts);
+      },
+    };
+  }
+
+  /** Any annotation stage partition may hold the redacted event's annotation: tell them all. */
+  private announceRedaction(out: BatchOutput, roomId: string, redacts: string): void {
+    const notice: AnnotationStageRecord = { kind: 'redaction', room_id: roomId, redacts };
+    const value = JSON.stringify(notice);
+    for (let partition = 0; partition < this.annotationPartitions; partition++) {
+      out.add(this.topics.annotations, { key: redacts, value, partition });
+    }
+  }
+}

@@ -1,0 +1,37 @@
+import { SendCommand } from './send-command';
+import { TxnRecord } from './txn-record';
+
+/**
+ * Records of `matrix.send.annotations`, keyed by annotation identity so that every annotation of one
+ * (room, target, type, sender, key) meets the same processor, whatever partition its send command took.
+ */
+export type AnnotationStageRecord =
+  /** An annotation to accept or reject as a duplicate; also a retry of one, which gets the remembered outcome. */
+  | { kind: 'annotation'; annotation_id: string; txn_identity: string; command: SendCommand }
+  /** A redaction was accepted: if it names a held annotation, that annotation may be sent again. Sent to every partition. */
+  | { kind: 'redaction'; room_id: string; redacts: string };
+
+/** Changelog of the annotation stage (`matrix.send.annotations.state`). */
+export const ANNOTATION_STATE_KEYS = {
+  /** → TxnRecord: the outcome of one annotation transaction. */
+  txn: (identity: string): string => `txn:${identity}`,
+  /** → AnnotationHolder, or a tombstone once redacted. */
+  holder: (annotationId: string): string => `ann:${annotationId}`,
+};
+
+/** The accepted annotation that holds an annotation identity. */
+export interface AnnotationHolder {
+  event_id: string;
+  ts: number;
+}
+
+export type AnnotationStateValue = TxnRecord | AnnotationHolder;
+
+export function decodeAnnotationStageRecord(value: Buffer | null): AnnotationStageRecord {
+  const parsed = JSON.parse(value?.toString('utf8') ?? 'null') as AnnotationStageRecord | null;
+  if (parsed?.kind === 'annotation' && typeof parsed.annotation_id === 'string' && typeof parsed.txn_identity === 'string' && parsed.command) {
+    return parsed;
+  }
+  if (parsed?.kind === 'redaction' && typeof parsed.room_id === 'string' && typeof parsed.redacts === 'string') return parsed;
+  throw new Error('not an annotation stage record');
+}

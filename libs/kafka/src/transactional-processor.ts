@@ -1,0 +1,220 @@
+import { Logger } from '@nestjs/common';
+import { Batch, Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessages } from 'kafkajs';
+import { restoreChangelog, RestoreStats, writeRestoreMarker } from './changelog-restore';
+import { createProducer } from './kafka-client';
+
+/** What a processor does with its partitions; the Kafka side (ownership, restore, transactions) is not its concern. */
+export interface PartitionHandler<S> {
+  /** Empty state for a partition that is about to be restored. */
+  createState(partition: number): S;
+  /** Applies one changelog record of the partition, in log order, while restoring. */
+  restore(state: S, message: KafkaMessage): void;
+  /** Decides a batch against the state: the records to commit atomically with the batch's offsets. */
+  processBatch(state: S, batch: Batch): BatchResult;
+}
+
+export interface BatchResult {
+  records: TopicMessages[];
+  /** Runs once the transaction has committed: apply staged state, send replies. */
+  afterCommit(): void;
+}
+
+export interface TransactionalProcessorOptions {
+  /** For logs. */
+  name: string;
+  groupId: string;
+  inputTopic: string;
+  /** Where the handler writes its state changes, partition for partition with the input topic. */
+  changelogTopic: string;
+  partitionsConcurrently: number;
+  sessionTimeoutMs: number;
+}
+
+interface Owned<S> {
+  producer: Producer;
+  state: S;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Exactly-once read-process-write over one input topic. Each partition this process is assigned gets a
+ * transactional producer whose id is tied to the partition, so initialising it fences the previous owner (how
+ * kafkajs stops zombies), and state restored from the same partition of a changelog topic. Each batch's output
+ * records and consumed offsets commit in one Kafka transaction; nothing reaches the handler's afterCommit unless
+ * that transaction committed.
+ */
+export class TransactionalProcessor<S> {
+  private readonly logger: Logger;
+  private readonly consumer: Consumer;
+  private readonly owned = new Map<number, Promise<Owned<S>>>();
+  private joined = false;
+  private restoring = 0;
+  private lastRestore: RestoreStats | null = null;
+
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly options: TransactionalProcessorOptions,
+    private readonly handler: PartitionHandler<S>,
+  ) {
+    this.logger = new Logger(options.name);
+    this.consumer = kafka.consumer({
+      groupId: options.groupId,
+      readUncommitted: false,
+      maxWaitTimeInMs: 500,
+      sessionTimeout: options.sessionTimeoutMs,
+      heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
+      retry: { retries: 10 },
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => this.onAssignment(payload.memberAssignment));
+    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
+      this.joined = false;
+      this.logger.error(`consumer crashed (${payload.error.message}); restart=${String(payload.restart)}`);
+    });
+  }
+
+  /** In the group, with the state of every assigned partition restored. */
+  get isReady(): boolean {
+    return this.joined && this.restoring === 0;
+  }
+
+  get restoreStats(): RestoreStats | null {
+    return this.lastRestore;
+  }
+
+  /** The states of the partitions owned right now (for gauges). */
+  async states(): Promise<S[]> {
+    const settled = await Promise.allSettled(this.owned.values());
+    return settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value.state] : []));
+  }
+
+  async start(): Promise<void> {
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.options.inputTopic, fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false, // offsets commit inside each batch's transaction
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.options.partitionsConcurrently,
+      eachBatch: (payload) => this.processBatch(payload),
+    });
+  }
+
+  /** Finishes the running batches (their transactions commit or abort), leaves the group, releases producers. */
+  async stop(): Promise<void> {
+    await this.consumer.disconnect().catch(() => undefined);
+    await this.release([...this.owned.keys()]);
+  }
+
+  private onAssignment(assignment: Record<string, number[]>): void {
+    const assigned = new Set(assignment[this.options.inputTopic] ?? []);
+    void this.release([...this.owned.keys()].filter((partition) => !assigned.has(partition)));
+    this.joined = true;
+    const added = [...assigned].filter((partition) => !this.owned.has(partition));
+    if (added.length > 0) this.acquire(added, async () => undefined);
+    this.logger.log(`assigned partitions [${[...assigned].sort((a, b) => a - b).join(', ')}]`);
+  }
+
+  /** Takes over partitions: fence their previous owners, then restore each one's state up to a fresh marker. */
+  private acquire(partitions: number[], keepAlive: () => Promise<void>): void {
+    this.restoring++;
+    const acquired = this.takeOver(partitions, keepAlive).finally(() => this.restoring--);
+    acquired.then(
+      ({ stats }) => {
+        this.lastRestore = stats;
+        this.logger.log(`restored partitions [${partitions.join(', ')}]: ${stats.records} records in ${stats.millis} ms`);
+      },
+      (error: unknown) => {
+        this.logger.error(`restoring partitions [${partitions.join(', ')}] failed: ${String(error)}`);
+        for (const partition of partitions) this.owned.delete(partition);
+      },
+    );
+    partitions.forEach((partition, i) => this.owned.set(partition, acquired.then(({ owned }) => owned[i])));
+  }
+
+  private async takeOver(partitions: number[], keepAlive: () => Promise<void>): Promise<{ owned: Owned<S>[]; stats: RestoreStats }> {
+    const producers = await Promise.all(
+      partitions.map(async (partition) => {
+        const producer = createProducer(this.kafka, {
+          transactionalId: `${this.options.groupId}.${this.options.inputTopic}.${partition}`,
+          idempotent: true,
+          maxInFlightRequests: 1,
+          transactionTimeout: 30000,
+        });
+        await producer.connect(); // initialises the transactional id: the previous owner is fenced from here on
+        return producer;
+      }),
+    );
+    try {
+      const owned = partitions.map((partition, i) => ({ producer: producers[i], state: this.handler.createState(partition) }));
+      const markers = new Map(
+        await Promise.all(
+          partitions.map(async (partition, i) => [partition, await writeRestoreMarker(producers[i], this.options.changelogTopic, partition)] as const),
+        ),
+      );
+      const stats = await restoreChangelog(
+        this.kafka,
+        this.options.changelogTopic,
+        partitions.map((partition, i) => ({ partition, apply: (message) => this.handler.restore(owned[i].state, message) })),
+        markers,
+        keepAlive,
+      );
+      return { owned, stats };
+    } catch (error) {
+      await Promise.all(producers.map((producer) => producer.disconnect().catch(() => undefined)));
+      throw error;
+    }
+  }
+
+  private async release(partitions: number[]): Promise<void> {
+    const owned = partitions.flatMap((partition) => this.owned.get(partition) ?? []);
+    partitions.forEach((partition) => this.owned.delete(partition));
+    await Promise.all(owned.map((o) => o.then(({ producer }) => producer.disconnect(), () => undefined).catch(() => undefined)));
+  }
+
+  private async ownerOf(partition: number, heartbeat: () => Promise<void>): Promise<Owned<S>> {
+    if (!this.owned.has(partition)) this.acquire([partition], heartbeat);
+    // Restoring can take a while: keep the group membership alive meanwhile.
+    const beat = setInterval(() => void heartbeat().catch(() => undefined), 1000);
+    try {
+      return await this.owned.get(partition)!;
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  private async processBatch(payload: EachBatchPayload): Promise<void> {
+    const { batch } = payload;
+    const heartbeat = (): Promise<void> => payload.heartbeat();
+    if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
+    let owner: Owned<S>;
+    try {
+      owner = await this.ownerOf(batch.partition, heartbeat);
+    } catch {
+      await sleep(500); // not resolving the offsets makes kafkajs fetch this batch again
+      return;
+    }
+
+    const result = this.handler.processBatch(owner.state, batch);
+    const records = result.records.filter((entry) => entry.messages.length > 0);
+    const next = (BigInt(batch.lastOffset()) + 1n).toString();
+    const tx = await owner.producer.transaction();
+    try {
+      if (records.length > 0) await tx.sendBatch({ acks: -1, topicMessages: records });
+      await tx.sendOffsets({
+        consumerGroupId: this.options.groupId,
+        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
+      });
+      await tx.commit();
+    } catch (error) {
+      await tx.abort().catch(() => undefined);
+      this.logger.warn(`batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`);
+      // A failed or fenced transaction leaves this process unsure of what it owns: take the partition over again.
+      await this.release([batch.partition]);
+      await sleep(200);
+      await heartbeat().catch(() => undefined);
+      return;
+    }
+    result.afterCommit();
+    payload.resolveOffset(batch.lastOffset());
+  }
+}
