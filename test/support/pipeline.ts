@@ -61,7 +61,10 @@ export class AppProcess {
     private readonly child: ChildProcess,
   ) {
     this.exited = new Promise((done) => child.once('exit', (code) => done(code)));
-    const keep = (chunk: Buffer): void => void this.output.push(chunk.toString());
+    const keep = (chunk: Buffer): void => {
+      this.output.push(chunk.toString());
+      if (process.env.TEST_APP_LOGS) process.stderr.write(`[${name}] ${chunk.toString()}`);
+    };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
   }
@@ -89,10 +92,19 @@ export class AppProcess {
     throw new Error(`${this.name} not ready within ${timeoutMs} ms:\n${this.output.join('')}`);
   }
 
-  /** A graceful stop (SIGTERM), as an orchestrator does it. */
-  async stop(): Promise<number | null> {
+  /** A graceful stop (SIGTERM), as an orchestrator does it; one that takes longer than `graceMs` is an error. */
+  async stop(graceMs = 30000): Promise<number | null> {
     if (this.child.exitCode === null) this.child.kill('SIGTERM');
-    return this.exited;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((done) => (timer = setTimeout(() => done('late'), graceMs)));
+    const code = await Promise.race([this.exited, late]);
+    clearTimeout(timer);
+    if (code === 'late') {
+      this.child.kill('SIGKILL');
+      await this.exited;
+      throw new Error(`${this.name} did not stop within ${graceMs} ms of SIGTERM:\n${this.output.slice(-20).join('')}`);
+    }
+    return code;
   }
 
   /** A crash: no shutdown hooks, no goodbye to the group. */
@@ -114,12 +126,14 @@ export async function startPipeline(extraEnv: Record<string, string> = {}): Prom
   const env = isolatedEnv(extraEnv);
   const consumer = await AppProcess.start('consumer', env);
   const gateway = await AppProcess.start('gateway', env);
-  return {
+  const pipeline: Pipeline = {
     env,
     gateway,
     consumer,
+    // Stops whichever processes the test left in place (it may have replaced them).
     stop: async () => {
-      await Promise.all([gateway.stop(), consumer.stop()]);
+      await Promise.all([pipeline.gateway.stop(), pipeline.consumer.stop()]);
     },
   };
+  return pipeline;
 }
