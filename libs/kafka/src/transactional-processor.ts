@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { Batch, Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessages } from 'kafkajs';
+import { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessages } from 'kafkajs';
 import { restoreChangelog, RestoreStats, writeRestoreMarker } from './changelog-restore';
 import { createProducer } from './kafka-client';
 
@@ -10,7 +10,14 @@ export interface PartitionHandler<S> {
   /** Applies one changelog record of the partition, in log order, while restoring. */
   restore(state: S, message: KafkaMessage): void;
   /** Decides a batch against the state: the records to commit atomically with the batch's offsets. */
-  processBatch(state: S, batch: Batch): BatchResult;
+  processBatch(state: S, batch: InputBatch): BatchResult;
+}
+
+/** The records of one partition to process, in offset order. */
+export interface InputBatch {
+  topic: string;
+  partition: number;
+  messages: KafkaMessage[];
 }
 
 export interface BatchResult {
@@ -33,6 +40,10 @@ export interface TransactionalProcessorOptions {
 interface Owned<S> {
   producer: Producer;
   state: S;
+  /** The offset after the last batch this owner committed: a batch fetched again is not processed again. */
+  next: bigint | null;
+  /** The tail of this partition's batches: one at a time, each one's state applied before the next starts. */
+  turn: Promise<void>;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -145,7 +156,12 @@ export class TransactionalProcessor<S> {
       }),
     );
     try {
-      const owned = partitions.map((partition, i) => ({ producer: producers[i], state: this.handler.createState(partition) }));
+      const owned = partitions.map((partition, i): Owned<S> => ({
+        producer: producers[i],
+        state: this.handler.createState(partition),
+        next: null,
+        turn: Promise.resolve(),
+      }));
       const markers = new Map(
         await Promise.all(
           partitions.map(async (partition, i) => [partition, await writeRestoreMarker(producers[i], this.options.changelogTopic, partition)] as const),
@@ -193,27 +209,44 @@ export class TransactionalProcessor<S> {
       await sleep(500); // not resolving the offsets makes kafkajs fetch this batch again
       return;
     }
+    // kafkajs may hand out a partition's records again while a batch of it is still committing (it re-reads the
+    // committed offset on a rebalance). Batches of one partition therefore run strictly one after another, and
+    // records this owner already committed are skipped.
+    const turn = owner.turn.then(() => this.processInTurn(owner, payload, heartbeat));
+    owner.turn = turn.catch(() => undefined);
+    await turn;
+  }
 
-    const result = this.handler.processBatch(owner.state, batch);
+  private async processInTurn(owner: Owned<S>, payload: EachBatchPayload, heartbeat: () => Promise<void>): Promise<void> {
+    const { batch } = payload;
+    if (this.owned.get(batch.partition) === undefined) return; // released meanwhile: the next owner takes over
+    const fresh = owner.next === null ? batch.messages : batch.messages.filter((message) => BigInt(message.offset) >= owner.next!);
+    if (fresh.length === 0) {
+      payload.resolveOffset(batch.lastOffset());
+      return;
+    }
+    const result = this.handler.processBatch(owner.state, { topic: batch.topic, partition: batch.partition, messages: fresh });
     const records = result.records.filter((entry) => entry.messages.length > 0);
-    const next = (BigInt(batch.lastOffset()) + 1n).toString();
+    const next = BigInt(batch.lastOffset()) + 1n;
     const tx = await owner.producer.transaction();
     try {
       if (records.length > 0) await tx.sendBatch({ acks: -1, topicMessages: records });
       await tx.sendOffsets({
         consumerGroupId: this.options.groupId,
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next }] }],
+        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
       });
       await tx.commit();
     } catch (error) {
       await tx.abort().catch(() => undefined);
       this.logger.warn(`batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`);
-      // A failed or fenced transaction leaves this process unsure of what it owns: take the partition over again.
+      // A failed or fenced transaction leaves this process unsure of what committed: take the partition over
+      // again, which restores the state from what did.
       await this.release([batch.partition]);
       await sleep(200);
       await heartbeat().catch(() => undefined);
       return;
     }
+    owner.next = next;
     result.afterCommit();
     payload.resolveOffset(batch.lastOffset());
   }

@@ -1,4 +1,4 @@
-import { Batch, KafkaMessage } from 'kafkajs';
+import { KafkaMessage } from 'kafkajs';
 import {
   ANNOTATION_STATE_KEYS,
   AnnotationHolder,
@@ -6,7 +6,7 @@ import {
   decodeAnnotationStageRecord,
   TxnRecord,
 } from '@app/contracts';
-import { BatchResult, PartitionHandler } from '@app/kafka';
+import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
 import { StagedChanges } from '../dedup/dedup-state';
 import { BatchOutput, ReplySender } from '../processing/batch-output';
 import { eventOf, replyFor } from '../processing/decide';
@@ -44,7 +44,7 @@ export class AnnotationHandler implements PartitionHandler<AnnotationState> {
     state.apply(key, message.value === null ? null : (JSON.parse(message.value.toString()) as AnnotationStateValue));
   }
 
-  processBatch(state: AnnotationState, batch: Batch): BatchResult {
+  processBatch(state: AnnotationState, batch: InputBatch): BatchResult {
     const now = Date.now();
     const staged = new StagedChanges<AnnotationStateValue>((key) => state.get(key));
     const acceptedHere = new Map<string, string>(); // event_id → annotation identity, for redactions in this batch

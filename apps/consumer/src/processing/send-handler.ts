@@ -1,6 +1,6 @@
-import { Batch, KafkaMessage } from 'kafkajs';
+import { KafkaMessage } from 'kafkajs';
 import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, TxnRecord } from '@app/contracts';
-import { PartitionHandler, BatchResult } from '@app/kafka';
+import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
 import { DedupState, StagedChanges } from '../dedup/dedup-state';
 import { BatchOutput, ReplySender } from './batch-output';
 import { decide } from './decide';
@@ -34,7 +34,7 @@ export class SendHandler implements PartitionHandler<DedupState> {
     if (identity) state.apply(identity, decodeTxnRecord(message.value));
   }
 
-  processBatch(state: DedupState, batch: Batch): BatchResult {
+  processBatch(state: DedupState, batch: InputBatch): BatchResult {
     const now = Date.now();
     const staged = new StagedChanges<TxnRecord>((identity) => state.get(identity));
     const out = new BatchOutput(this.topics.deadLetters);

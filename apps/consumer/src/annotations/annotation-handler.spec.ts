@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { AnnotationStageRecord, SEND_COMMAND_VERSION, SendCommand, SendReply } from '@app/contracts';
+import { InputBatch } from '@app/kafka';
+import { AnnotationHandler } from './annotation-handler';
+
+const command = (txn_id: string, correlation_id: string): SendCommand => ({
+  v: SEND_COMMAND_VERSION,
+  room_id: '!r:x',
+  type: 'm.reaction',
+  txn_id,
+  scope_hash: 's',
+  sender: '@a:x',
+  device_id: 'D',
+  content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$t', key: 'k' } },
+  origin_server_ts: 1,
+  correlation_id,
+  reply_to: 'replies',
+});
+const annotation = (txn: string, correlation: string): AnnotationStageRecord => ({
+  kind: 'annotation',
+  annotation_id: 'A',
+  txn_identity: `id-${txn}`,
+  command: command(txn, correlation),
+});
+
+let offset = 0;
+const batchOf = (...records: AnnotationStageRecord[]): InputBatch => ({
+  topic: 'annotations',
+  partition: 0,
+  messages: records.map((record) => ({
+    key: null,
+    value: Buffer.from(JSON.stringify(record)),
+    offset: String(offset++),
+    timestamp: '0',
+    attributes: 0,
+    headers: {},
+  })),
+});
+
+describe('the annotation stage', () => {
+  it('accepts the first annotation, rejects a second from another txn, and repeats each outcome to retries', () => {
+    const replies: SendReply[] = [];
+    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, (_to, reply) => replies.push(reply));
+    const state = handler.createState();
+    const run = (...records: AnnotationStageRecord[]) => {
+      const result = handler.processBatch(state, batchOf(...records));
+      result.afterCommit();
+      return result;
+    };
+
+    const first = run(annotation('t1', 'c1'), annotation('t2', 'c2'));
+    assert.equal(first.records.find((r) => r.topic === 'events')?.messages.length, 1);
+    const accepted = replies[0];
+    assert.equal(accepted.status, 200);
+    assert.deepEqual(replies[1], {
+      correlation_id: 'c2',
+      status: 400,
+      body: { errcode: 'M_DUPLICATE_ANNOTATION', error: 'Cannot send the same annotation twice' },
+    });
+
+    run(annotation('t1', 'c3'), annotation('t2', 'c4'));
+    assert.deepEqual(replies[2], { ...accepted, correlation_id: 'c3' });
+    assert.equal(replies[3].status, 400);
+
+    // Redacting the held annotation frees it; the rejected transaction still gets its rejection.
+    const eventId = (accepted.body as { event_id: string }).event_id;
+    run({ kind: 'redaction', room_id: '!r:x', redacts: eventId }, annotation('t3', 'c5'), annotation('t2', 'c6'));
+    assert.equal(replies[4].status, 200);
+    assert.notEqual((replies[4].body as { event_id: string }).event_id, eventId);
+    assert.equal(replies[5].status, 400);
+  });
+
+  it('keeps nothing from a batch whose transaction did not commit', () => {
+    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, () => undefined);
+    const state = handler.createState();
+    handler.processBatch(state, batchOf(annotation('t1', 'c1'))); // aborted: afterCommit never runs
+    assert.equal(state.size, 0);
+  });
+});

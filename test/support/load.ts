@@ -1,0 +1,67 @@
+import { sendEvent } from './matrix-client';
+
+export interface Transaction {
+  token: string;
+  roomId: string;
+  txnId: string;
+  /** How many times the client sends it on purpose (a retry of a transaction that already succeeded). */
+  sends: number;
+}
+
+export interface TransactionOutcome {
+  transaction: Transaction;
+  /** The event_id of every 200 answer. */
+  eventIds: string[];
+  /** Statuses of answers that were not 200 (the client retried those). */
+  retryable: number[];
+  /** Anything else: a status a client must not retry, or no 200 in the end. */
+  failures: string[];
+  longestWaitMs: number;
+}
+
+/**
+ * Sends transactions with bounded concurrency, as a well-behaved client does: a retryable answer (503, 429, a
+ * connection error) is retried with the same txnId after a pause, up to `maxAttempts`. `onProgress` lets a test
+ * act while the load runs.
+ */
+export async function runLoad(
+  baseUrl: () => string,
+  transactions: Transaction[],
+  options: { concurrency: number; maxAttempts?: number; onProgress?: (done: number) => void },
+): Promise<TransactionOutcome[]> {
+  const outcomes: TransactionOutcome[] = [];
+  const maxAttempts = options.maxAttempts ?? 120;
+  let next = 0;
+  let done = 0;
+  async function worker(): Promise<void> {
+    while (next < transactions.length) {
+      const transaction = transactions[next++];
+      const outcome: TransactionOutcome = { transaction, eventIds: [], retryable: [], failures: [], longestWaitMs: 0 };
+      for (let send = 0; send < transaction.sends; send++) {
+        for (let attempt = 1; ; attempt++) {
+          const started = Date.now();
+          const res: { status: number; body: Record<string, unknown> } = await sendEvent(baseUrl(), transaction.token, transaction.roomId, 'm.room.message', transaction.txnId, {
+            msgtype: 'm.text',
+            body: `${transaction.txnId} send ${send} attempt ${attempt}`,
+          }).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
+          outcome.longestWaitMs = Math.max(outcome.longestWaitMs, Date.now() - started);
+          if (res.status === 200) {
+            outcome.eventIds.push(String(res.body.event_id));
+            break;
+          }
+          if ((res.status === 503 || res.status === 429 || res.status === 0) && attempt < maxAttempts) {
+            outcome.retryable.push(res.status);
+            await new Promise((resolve) => setTimeout(resolve, 250));
+            continue;
+          }
+          outcome.failures.push(`${res.status} ${JSON.stringify(res.body)}`);
+          break;
+        }
+      }
+      outcomes.push(outcome);
+      options.onProgress?.(++done);
+    }
+  }
+  await Promise.all(Array.from({ length: options.concurrency }, () => worker()));
+  return outcomes;
+}
