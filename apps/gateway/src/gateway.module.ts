@@ -4,6 +4,7 @@ import { AppConfig, ConfigModule } from '@app/config';
 import { AuthModule } from './auth/auth.module';
 import { HealthController } from './health/health.controller';
 import { MatrixExceptionFilter } from './http/matrix-exception.filter';
+import { RateLimitGuard } from './http/rate-limit.guard';
 import { RawBodyMiddleware } from './http/raw-body.middleware';
 import { CommandBus } from './send/command-bus';
 import { SEND_PATHS, SendController } from './send/send.controller';
@@ -16,11 +17,11 @@ export class GatewayModule implements NestModule {
       module: GatewayModule,
       imports: [ConfigModule.forRoot(config), AuthModule],
       controllers: [SendController, HealthController],
-      providers: [CommandBus, SendService, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
+      providers: [CommandBus, SendService, RateLimitGuard, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
     };
   }
 
   configure(consumer: MiddlewareConsumer): void {
-    consumer.apply(RawBodyMiddleware).forRoutes(...SEND_PATHS.map((path) => ({ path, method: RequestMethod.PUT })));
+    consumer.apply(RawBodyMiddleware).forRoutes(...SEND_PATHS.map((path) => ({ path, method: RequestMethod.ALL })));
   }
 }

@@ -4,6 +4,7 @@ import { NestExpressApplication } from '@nestjs/platform-express';
 import { bootOrExit } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
 import { GatewayModule } from './gateway.module';
+import { answerClientErrorsWithJson } from './http/client-error';
 import { matrixCors } from './http/cors.middleware';
 
 silenceKafkajsTimerWarnings();
@@ -16,6 +17,7 @@ bootOrExit('gateway', async (config, logger) => {
   app.set('etag', false);
   app.use(matrixCors);
   app.enableShutdownHooks();
+  answerClientErrorsWithJson(app.getHttpServer());
   await app.listen(config.GATEWAY_PORT, config.HTTP_HOST);
   return `gateway listening on http://${config.HTTP_HOST}:${config.GATEWAY_PORT}`;
 });

@@ -1,6 +1,8 @@
 import { plainToInstance, Transform } from 'class-transformer';
-import { IsIn, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, Min, validateSync } from 'class-validator';
+import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, Min, validateSync } from 'class-validator';
 
+const toFloat = ({ value }: { value: unknown }): unknown =>
+  typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value.trim()) : value;
 const toInt = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : value;
 
@@ -33,6 +35,18 @@ export class AppConfig {
 
   @IsString() @IsNotEmpty() MATRIX_SERVER_NAME = 'localhost';
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_TOKENS_FILE?: string;
+  /** Comma-separated application service registration files (YAML). */
+  @IsOptional() @IsString() @IsNotEmpty() MATRIX_APPSERVICE_FILES?: string;
+  /** A homeserver that vouches for tokens no other source knows, through /account/whoami. */
+  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true }, { message: 'an http(s) URL' })
+  MATRIX_HOMESERVER_URL?: string;
+  @Transform(toInt) @IsInt() @Min(0) @Max(86_400_000) WHOAMI_CACHE_TTL_MS = 300_000;
+  @Transform(toInt) @IsInt() @Min(0) @Max(3_600_000) WHOAMI_NEGATIVE_CACHE_TTL_MS = 5_000;
+  @Transform(toInt) @IsInt() @Min(100) @Max(60_000) WHOAMI_TIMEOUT_MS = 3_000;
+
+  /** Per-sender token bucket, per gateway instance: sustained sends a second (0 turns limiting off) and burst. */
+  @Transform(toFloat) @IsNumber({}, { message: 'a number' }) @Min(0) RATE_LIMIT_PER_SECOND = 10;
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000) RATE_LIMIT_BURST = 50;
 
   @IsString() @IsNotEmpty() HTTP_HOST = '0.0.0.0';
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) GATEWAY_PORT = 8008;
@@ -61,11 +75,14 @@ export class AppConfig {
 
 export class ConfigError extends Error {}
 
+/** Settings without a default, which Object.keys(new AppConfig()) does not list. */
+const OPTIONAL_SETTINGS = ['MATRIX_TOKENS_FILE', 'MATRIX_APPSERVICE_FILES', 'MATRIX_HOMESERVER_URL'];
+
 /** Builds the config from an environment; throws one ConfigError naming each bad variable and what it expects. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const defaults = new AppConfig();
   const given: Record<string, unknown> = {};
-  for (const key of Object.keys(defaults).concat(['MATRIX_TOKENS_FILE'])) {
+  for (const key of Object.keys(defaults).concat(OPTIONAL_SETTINGS)) {
     const value = env[key];
     if (value !== undefined && value !== '') given[key] = value;
   }

@@ -1,25 +1,19 @@
 import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import type { Request } from 'express';
-import { missingToken, Sender, unknownToken } from '@app/matrix';
-import { accessTokenOf } from './access-token';
-import { StaticTokens } from './static-tokens';
+import { Authenticated, AuthService } from './auth.service';
 
 export interface AuthenticatedRequest extends Request {
-  sender: Sender;
+  auth: Authenticated;
 }
 
-/** Resolves the access token to a Sender and attaches it to the request; the token goes no further. */
+/** Resolves the access token to who is sending and attaches that to the request; the token goes no further. */
 @Injectable()
 export class AuthGuard implements CanActivate {
-  constructor(private readonly tokens: StaticTokens) {}
+  constructor(private readonly auth: AuthService) {}
 
-  canActivate(context: ExecutionContext): boolean {
+  async canActivate(context: ExecutionContext): Promise<boolean> {
     const req = context.switchToHttp().getRequest<AuthenticatedRequest>();
-    const token = accessTokenOf(req);
-    if (token === undefined) throw missingToken();
-    const sender = this.tokens.lookup(token);
-    if (!sender) throw unknownToken();
-    req.sender = sender;
+    req.auth = await this.auth.authenticate(req);
     return true;
   }
 }

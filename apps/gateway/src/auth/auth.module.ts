@@ -1,18 +1,41 @@
 import { Module } from '@nestjs/common';
 import { AppConfig } from '@app/config';
+import { Appservices } from './appservices';
 import { AuthGuard } from './auth.guard';
+import { AuthService } from './auth.service';
+import { HomeserverTokens } from './homeserver-tokens';
 import { StaticTokens } from './static-tokens';
+
+const list = (value: string | undefined): string[] => (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 
 @Module({
   providers: [
     {
       provide: StaticTokens,
       inject: [AppConfig],
-      useFactory: (config: AppConfig) =>
-        config.MATRIX_TOKENS_FILE ? StaticTokens.fromFile(config.MATRIX_TOKENS_FILE) : new StaticTokens([]),
+      useFactory: (config: AppConfig) => (config.MATRIX_TOKENS_FILE ? StaticTokens.fromFile(config.MATRIX_TOKENS_FILE) : new StaticTokens([])),
     },
+    {
+      provide: Appservices,
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) => Appservices.fromFiles(list(config.MATRIX_APPSERVICE_FILES), config.MATRIX_SERVER_NAME),
+    },
+    {
+      provide: HomeserverTokens,
+      inject: [AppConfig],
+      useFactory: (config: AppConfig) =>
+        config.MATRIX_HOMESERVER_URL
+          ? new HomeserverTokens({
+              baseUrl: config.MATRIX_HOMESERVER_URL,
+              positiveTtlMs: config.WHOAMI_CACHE_TTL_MS,
+              negativeTtlMs: config.WHOAMI_NEGATIVE_CACHE_TTL_MS,
+              timeoutMs: config.WHOAMI_TIMEOUT_MS,
+            })
+          : null,
+    },
+    { provide: AuthService, inject: [StaticTokens, Appservices, HomeserverTokens], useFactory: (s: StaticTokens, a: Appservices, h: HomeserverTokens | null) => new AuthService(s, a, h) },
     AuthGuard,
   ],
-  exports: [AuthGuard, StaticTokens],
+  exports: [AuthGuard, AuthService],
 })
 export class AuthModule {}

@@ -25,9 +25,10 @@ export class MatrixExceptionFilter implements ExceptionFilter {
       if (status === 404) return unrecognized(404);
       if (status === 405) return unrecognized(405);
       if (status === 413) return new MatrixError(413, 'M_TOO_LARGE', 'Request too large');
-      if (status < 500) return new MatrixError(status, 'M_UNKNOWN', exception.message);
+      // The router's own 400: a path segment that is not valid percent-encoding. Its text is not echoed.
+      if (status === 400) return new MatrixError(400, 'M_INVALID_PARAM', 'Bad request path');
+      if (status < 500) return new MatrixError(status, 'M_UNKNOWN', 'Bad request');
     }
-    // Body-parser style errors carry a status and a type; anything else is a bug on our side.
     const status = (exception as { status?: unknown } | null)?.status;
     if (typeof status === 'number' && status >= 400 && status < 500) return new MatrixError(status, 'M_UNKNOWN', 'Bad request');
     this.logger.error(`unhandled error: ${exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)}`);

@@ -1,0 +1,88 @@
+import { MatrixError, Sender, sha256Base64Url, unavailable, unknownToken } from '@app/matrix';
+
+interface Cached {
+  expires: number;
+  outcome: Sender | MatrixError;
+}
+
+export interface HomeserverTokensOptions {
+  baseUrl: string;
+  positiveTtlMs: number;
+  negativeTtlMs: number;
+  timeoutMs: number;
+  /** Bound on cached tokens; the oldest go first. */
+  maxEntries?: number;
+  fetch?: typeof fetch;
+  now?: () => number;
+}
+
+/**
+ * Tokens that only the homeserver knows, checked with its `GET /_matrix/client/v3/account/whoami`. Answers are
+ * cached (a positive one for longer, an unknown token briefly), concurrent look-ups of one token share one call,
+ * and a homeserver that is down or slow gives a retryable error within `timeoutMs`. Tokens are cached by hash.
+ */
+export class HomeserverTokens {
+  private readonly cache = new Map<string, Cached>();
+  private readonly inFlight = new Map<string, Promise<Sender>>();
+  private readonly fetch: typeof fetch;
+  private readonly now: () => number;
+  private readonly maxEntries: number;
+  /** Upstream calls made, for tests and metrics. */
+  calls = 0;
+
+  constructor(private readonly options: HomeserverTokensOptions) {
+    this.fetch = options.fetch ?? fetch;
+    this.now = options.now ?? Date.now;
+    this.maxEntries = options.maxEntries ?? 100_000;
+  }
+
+  async lookup(token: string): Promise<Sender> {
+    const tokenHash = sha256Base64Url(token);
+    const cached = this.cache.get(tokenHash);
+    if (cached && cached.expires > this.now()) {
+      if (cached.outcome instanceof MatrixError) throw cached.outcome;
+      return cached.outcome;
+    }
+    let pending = this.inFlight.get(tokenHash);
+    if (!pending) {
+      pending = this.ask(token, tokenHash).finally(() => this.inFlight.delete(tokenHash));
+      this.inFlight.set(tokenHash, pending);
+    }
+    return pending;
+  }
+
+  private async ask(token: string, tokenHash: string): Promise<Sender> {
+    this.calls++;
+    let res: Response;
+    try {
+      res = await this.fetch(new URL('/_matrix/client/v3/account/whoami', this.options.baseUrl), {
+        headers: { authorization: `Bearer ${token}` },
+        signal: AbortSignal.timeout(this.options.timeoutMs),
+      });
+    } catch {
+      throw unavailable('Could not check the access token: the homeserver did not answer', 2);
+    }
+    const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
+    if (res.ok && typeof body?.user_id === 'string') {
+      const sender: Sender = { userId: body.user_id, tokenHash, ...(typeof body.device_id === 'string' ? { deviceId: body.device_id } : {}) };
+      this.remember(tokenHash, sender, this.options.positiveTtlMs);
+      return sender;
+    }
+    if (res.status === 401) {
+      const rejection = unknownToken(body?.soft_logout === true);
+      this.remember(tokenHash, rejection, this.options.negativeTtlMs);
+      throw rejection;
+    }
+    if (res.status >= 400 && res.status < 500 && res.status !== 429 && typeof body?.errcode === 'string') {
+      throw new MatrixError(res.status, body.errcode as 'M_FORBIDDEN', typeof body.error === 'string' ? body.error : 'Forbidden');
+    }
+    throw unavailable('Could not check the access token: the homeserver answered with an error', 2);
+  }
+
+  private remember(tokenHash: string, outcome: Sender | MatrixError, ttlMs: number): void {
+    if (ttlMs <= 0) return;
+    this.cache.delete(tokenHash);
+    this.cache.set(tokenHash, { expires: this.now() + ttlMs, outcome });
+    if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+  }
+}

@@ -1,0 +1,286 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { EVENT_HEADERS } from '@app/contracts';
+import { EVENT_ID_PATTERN } from '@app/matrix';
+import { readEventLog } from './support/event-log';
+import { FakeHomeserver } from './support/fake-homeserver';
+import { sendEvent } from './support/matrix-client';
+import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
+
+const { alice } = TEST_USERS;
+const ROOM = '!conformance:test.local';
+const AS_TOKEN = 'as-token-bridge-0001';
+const AS_UNLIMITED_TOKEN = 'as-token-unlimited-0001';
+
+function writeRegistrations(): string {
+  const dir = tmpdir();
+  const limited = join(dir, `bridge-${randomUUID()}.yaml`);
+  const unlimited = join(dir, `unlimited-${randomUUID()}.yaml`);
+  writeFileSync(
+    limited,
+    `id: bridge\nas_token: ${AS_TOKEN}\nhs_token: hs-secret\nurl: null\nsender_localpart: bridgebot\n` +
+      `namespaces:\n  users:\n    - exclusive: true\n      regex: '@bridge_.*:test\\.local'\n  aliases: []\n  rooms: []\nrate_limited: true\n`,
+  );
+  writeFileSync(
+    unlimited,
+    `id: unlimited\nas_token: ${AS_UNLIMITED_TOKEN}\nhs_token: hs-secret-2\nsender_localpart: freebot\n` +
+      `namespaces:\n  users:\n    - exclusive: true\n      regex: '@free_.*:test\\.local'\nrate_limited: false\n`,
+  );
+  return `${limited},${unlimited}`;
+}
+
+/** PUT with full control over path, query, headers and body. */
+async function put(base: string, path: string, init: { token?: string; query?: string; body?: string | Buffer; headers?: Record<string, string>; method?: string } = {}) {
+  const res = await fetch(`${base}${path}${init.query ? `?${init.query}` : ''}`, {
+    method: init.method ?? 'PUT',
+    headers: { ...(init.token ? { authorization: `Bearer ${init.token}` } : {}), ...init.headers },
+    body: init.body ?? (init.method === 'OPTIONS' || init.method === 'GET' ? undefined : '{"msgtype":"m.text","body":"hi"}'),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, body: JSON.parse(text) as Record<string, unknown> };
+}
+
+const sendPath = (txn: string = randomUUID(), room = ROOM, type = 'm.room.message', prefix = '/_matrix/client/v3') =>
+  `${prefix}/rooms/${encodeURIComponent(room)}/send/${encodeURIComponent(type)}/${encodeURIComponent(txn)}`;
+
+describe('gateway conformance against a real broker', () => {
+  let pipeline: Pipeline;
+  let homeserver: FakeHomeserver;
+  let url: string;
+  const eventsToCheck = new Map<string, (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void>();
+
+  before(async () => {
+    homeserver = new FakeHomeserver({
+      'hs-carol': { status: 200, body: { user_id: '@carol:test.local', device_id: 'CAROLDEV' } },
+      'hs-dave': { status: 200, body: { user_id: '@dave:test.local', device_id: 'DAVEDEV' } },
+      'hs-soft': { status: 401, body: { errcode: 'M_UNKNOWN_TOKEN', error: 'Token expired', soft_logout: true } },
+      'hs-slow': { status: 200, body: { user_id: '@slow:test.local' }, delayMs: 5000 },
+    });
+    const homeserverUrl = await homeserver.start();
+    pipeline = await startPipeline({
+      MATRIX_APPSERVICE_FILES: writeRegistrations(),
+      MATRIX_HOMESERVER_URL: homeserverUrl,
+      WHOAMI_TIMEOUT_MS: '500',
+      MAX_BODY_BYTES: '100000',
+      RATE_LIMIT_PER_SECOND: '0',
+    });
+    url = pipeline.gateway.url;
+  });
+  after(async () => {
+    await pipeline?.stop();
+    await homeserver?.stop();
+  });
+
+  describe('the error table', () => {
+    const cases: { name: string; request: () => Parameters<typeof put>; status: number; errcode: string }[] = [
+      { name: 'no token', request: () => [url, sendPath()], status: 401, errcode: 'M_MISSING_TOKEN' },
+      { name: 'an unknown token', request: () => [url, sendPath(), { token: 'nobody-knows-me' }], status: 401, errcode: 'M_UNKNOWN_TOKEN' },
+      { name: 'a body that is not JSON', request: () => [url, sendPath(), { token: alice.token, body: '{"msgtype":' }], status: 400, errcode: 'M_NOT_JSON' },
+      { name: 'a body that is not UTF-8', request: () => [url, sendPath(), { token: alice.token, body: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]) }], status: 400, errcode: 'M_NOT_JSON' },
+      { name: 'Infinity', request: () => [url, sendPath(), { token: alice.token, body: '{"body": Infinity}' }], status: 400, errcode: 'M_NOT_JSON' },
+      { name: 'a JSON array', request: () => [url, sendPath(), { token: alice.token, body: '[1]' }], status: 400, errcode: 'M_BAD_JSON' },
+      { name: 'a float', request: () => [url, sendPath(), { token: alice.token, body: '{"body": 1.1}' }], status: 400, errcode: 'M_BAD_JSON' },
+      { name: 'an integer over 2^53-1', request: () => [url, sendPath(), { token: alice.token, body: '{"body": 9007199254740992}' }], status: 400, errcode: 'M_BAD_JSON' },
+      { name: 'an integer under -(2^53-1)', request: () => [url, sendPath(), { token: alice.token, body: '{"body": -9007199254740992}' }], status: 400, errcode: 'M_BAD_JSON' },
+      { name: 'a bad room ID', request: () => [url, sendPath(undefined, 'not-a-room'), { token: alice.token }], status: 400, errcode: 'M_INVALID_PARAM' },
+      { name: 'a path that is not valid percent-encoding', request: () => [url, '/_matrix/client/v3/rooms/%ZZ/send/m.room.message/t', { token: alice.token }], status: 400, errcode: 'M_INVALID_PARAM' },
+      { name: 'a txnId over 255 bytes', request: () => [url, sendPath('t'.repeat(256)), { token: alice.token }], status: 400, errcode: 'M_INVALID_PARAM' },
+      { name: 'an event type over 255 bytes', request: () => [url, sendPath(undefined, ROOM, 'x'.repeat(256)), { token: alice.token }], status: 413, errcode: 'M_TOO_LARGE' },
+      { name: 'a room ID over 255 bytes', request: () => [url, sendPath(undefined, `!${'r'.repeat(250)}:test.local`), { token: alice.token }], status: 413, errcode: 'M_TOO_LARGE' },
+      {
+        name: 'an event over 65536 bytes (Complement TestEvent)',
+        request: () => [url, sendPath(), { token: alice.token, body: JSON.stringify({ msgtype: 'm.text', body: 'and they dont stop coming '.repeat(2700) }) }],
+        status: 413,
+        errcode: 'M_TOO_LARGE',
+      },
+      { name: 'a body over MAX_BODY_BYTES', request: () => [url, sendPath(), { token: alice.token, body: `{"a":"${'x'.repeat(200000)}"}` }], status: 413, errcode: 'M_TOO_LARGE' },
+      { name: 'masquerading outside the namespace', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40alice%3Atest.local' }], status: 403, errcode: 'M_FORBIDDEN' },
+      { name: 'masquerading as a remote user', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_x%3Aelsewhere.org' }], status: 403, errcode: 'M_FORBIDDEN' },
+      { name: 'a user_id that is not a user ID', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=bridge_x' }], status: 400, errcode: 'M_INVALID_PARAM' },
+      { name: 'an invalid ts', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'ts=yesterday' }], status: 400, errcode: 'M_INVALID_PARAM' },
+      { name: 'an unknown path', request: () => [url, '/_matrix/client/v3/nothing/here', { token: alice.token }], status: 404, errcode: 'M_UNRECOGNIZED' },
+      { name: 'a wrong method on the send path', request: () => [url, sendPath(), { token: alice.token, method: 'GET' }], status: 405, errcode: 'M_UNRECOGNIZED' },
+      { name: 'POST of a non-object (Complement TestJson special values)', request: () => [url, sendPath(), { token: alice.token, method: 'POST', body: '{"body": NaN}' }], status: 400, errcode: 'M_NOT_JSON' },
+      { name: 'a soft-logged-out token (from the homeserver)', request: () => [url, sendPath(), { token: 'hs-soft' }], status: 401, errcode: 'M_UNKNOWN_TOKEN' },
+    ];
+    for (const { name, request, status, errcode } of cases) {
+      it(`answers ${status} ${errcode} for ${name}, as JSON with CORS headers`, async () => {
+        const res = await put(...request());
+        assert.equal(res.status, status, JSON.stringify(res.body));
+        assert.equal(res.body.errcode, errcode);
+        assert.equal(typeof res.body.error, 'string');
+        assert.equal(res.headers.get('access-control-allow-origin'), '*');
+        assert.match(res.headers.get('content-type') ?? '', /^application\/json/);
+      });
+    }
+
+    it('passes soft_logout through', async () => {
+      const res = await put(url, sendPath(), { token: 'hs-soft' });
+      assert.equal(res.body.soft_logout, true);
+    });
+
+    it('answers a CORS preflight', async () => {
+      const res = await fetch(`${url}${sendPath()}`, { method: 'OPTIONS', headers: { origin: 'https://app.element.io', 'access-control-request-method': 'PUT' } });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('access-control-allow-origin'), '*');
+      assert.match(res.headers.get('access-control-allow-methods') ?? '', /PUT/);
+      assert.match(res.headers.get('access-control-allow-headers') ?? '', /Authorization/);
+    });
+
+    it('answers 503 with Retry-After when no consumer answers in time', async () => {
+      const lonely = await AppProcess.start('gateway', isolatedEnv({ SEND_TIMEOUT_MS: '500' }));
+      try {
+        const started = Date.now();
+        const res = await put(lonely.url, sendPath(), { token: alice.token });
+        assert.equal(res.status, 503);
+        assert.equal(res.body.errcode, 'M_UNKNOWN');
+        assert.ok(Number(res.headers.get('retry-after')) >= 1);
+        assert.ok(Date.now() - started < 2000, 'within the configured wait');
+      } finally {
+        await lonely.stop();
+      }
+    });
+  });
+
+  describe('accepted sends', () => {
+    const accept = async (request: Parameters<typeof put>, check?: (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void) => {
+      const res = await put(...request);
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      assert.match(String(res.body.event_id), EVENT_ID_PATTERN);
+      assert.equal(res.headers.get('access-control-allow-origin'), '*');
+      if (check) eventsToCheck.set(String(res.body.event_id), check);
+      return res;
+    };
+
+    it('takes the token from the access_token query parameter', async () => {
+      await accept([url, sendPath(), { query: `access_token=${alice.token}` }], (e) => assert.equal(e.sender, alice.user_id));
+    });
+
+    it('reads the body whatever Content-Type says, or without one', async () => {
+      await accept([url, sendPath(), { token: alice.token, headers: { 'content-type': 'text/plain' } }]);
+      await accept([url, sendPath(), { token: alice.token, body: Buffer.from('{"msgtype":"m.text","body":"raw"}') }]);
+    });
+
+    it('serves the r0 prefix', async () => {
+      await accept([url, sendPath(randomUUID(), ROOM, 'm.room.message', '/_matrix/client/r0'), { token: alice.token }]);
+    });
+
+    it('ignores ts from a user that is not an application service', async () => {
+      await accept([url, sendPath(), { token: alice.token, query: 'ts=1234' }], (e) => assert.ok(e.origin_server_ts > 1_700_000_000_000));
+    });
+
+    it('lets an application service send as itself, as a namespaced user, on a device, and at a given ts', async () => {
+      await accept([url, sendPath(), { token: AS_TOKEN }], (e) => assert.equal(e.sender, '@bridgebot:test.local'));
+      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local' }], (e, h) => {
+        assert.equal(e.sender, '@bridge_alice:test.local');
+        assert.equal(h[EVENT_HEADERS.deviceId], undefined);
+      });
+      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&device_id=BRIDGEDEV' }], (e, h) =>
+        assert.equal(h[EVENT_HEADERS.deviceId], 'BRIDGEDEV'),
+      );
+      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&org.matrix.msc3202.device_id=OLDDEV' }], (e, h) =>
+        assert.equal(h[EVENT_HEADERS.deviceId], 'OLDDEV'),
+      );
+      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&ts=1234' }], (e) => assert.equal(e.origin_server_ts, 1234));
+    });
+
+    it('scopes an application service transaction by the masqueraded user', async () => {
+      const txn = randomUUID();
+      const one = await accept([url, sendPath(txn), { token: AS_TOKEN, query: 'user_id=%40bridge_one%3Atest.local' }]);
+      const two = await accept([url, sendPath(txn), { token: AS_TOKEN, query: 'user_id=%40bridge_two%3Atest.local' }]);
+      const oneAgain = await accept([url, sendPath(txn), { token: AS_TOKEN, query: 'user_id=%40bridge_one%3Atest.local' }]);
+      assert.notEqual(one.body.event_id, two.body.event_id);
+      assert.equal(oneAgain.body.event_id, one.body.event_id);
+    });
+
+    it('checks unknown tokens with the homeserver, caches the answer, and makes one call for concurrent look-ups', async () => {
+      const before = homeserver.whoamiCalls;
+      const results = await Promise.all(Array.from({ length: 10 }, () => put(url, sendPath(), { token: 'hs-carol' })));
+      assert.deepEqual(new Set(results.map((r) => r.status)), new Set([200]));
+      await accept([url, sendPath(), { token: 'hs-carol' }], (e, h) => {
+        assert.equal(e.sender, '@carol:test.local');
+        assert.equal(h[EVENT_HEADERS.deviceId], 'CAROLDEV');
+      });
+      assert.equal(homeserver.whoamiCalls - before, 1, 'one upstream call for eleven sends');
+      const unknownBefore = homeserver.whoamiCalls;
+      await put(url, sendPath(), { token: 'hs-unknown-1' });
+      await put(url, sendPath(), { token: 'hs-unknown-1' });
+      assert.equal(homeserver.whoamiCalls - unknownBefore, 1, 'an unknown token is remembered briefly too');
+    });
+
+    it('answers a retryable 503 within the bound when the homeserver is slow', async () => {
+      const started = Date.now();
+      const res = await put(url, sendPath(), { token: 'hs-slow' });
+      assert.equal(res.status, 503);
+      assert.equal(res.body.errcode, 'M_UNKNOWN');
+      assert.ok(res.headers.get('retry-after'));
+      assert.ok(Date.now() - started < 2000);
+    });
+
+    it('answers a retryable 503 when the homeserver is down', async () => {
+      const gateway = await AppProcess.start('gateway', { ...pipeline.env, MATRIX_HOMESERVER_URL: 'http://127.0.0.1:9' });
+      try {
+        const res = await put(gateway.url, sendPath(), { token: 'hs-dave' });
+        assert.equal(res.status, 503);
+        assert.ok(res.headers.get('retry-after'));
+      } finally {
+        await gateway.stop();
+      }
+    });
+
+    it('stores every event with the sender, device and timestamp that the auth path gave', async () => {
+      const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, eventsToCheck.size, 1000);
+      const byId = new Map(log.map((e) => [e.event.event_id, e]));
+      for (const [eventId, check] of eventsToCheck) {
+        const logged = byId.get(eventId);
+        assert.ok(logged, `${eventId} is in the event log`);
+        check(logged.event, logged.headers);
+      }
+    });
+  });
+
+  describe('rate limits (per gateway instance)', () => {
+    let limited: AppProcess;
+    before(async () => {
+      limited = await AppProcess.start('gateway', { ...pipeline.env, RATE_LIMIT_PER_SECOND: '0.5', RATE_LIMIT_BURST: '2' });
+    });
+    after(async () => {
+      await limited?.stop();
+    });
+
+    const burst = async (token: string, query?: string) => {
+      const results = [];
+      for (let i = 0; i < 4; i++) results.push(await put(limited.url, sendPath(), { token, query }));
+      return results;
+    };
+
+    it('answers 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After past the burst', async () => {
+      const results = await burst(TEST_USERS.bob.token);
+      assert.deepEqual(results.map((r) => r.status), [200, 200, 429, 429]);
+      const limitedAnswer = results[2];
+      assert.equal(limitedAnswer.body.errcode, 'M_LIMIT_EXCEEDED');
+      assert.ok(Number(limitedAnswer.body.retry_after_ms) > 0 && Number(limitedAnswer.body.retry_after_ms) <= 2000);
+      assert.equal(limitedAnswer.headers.get('retry-after'), String(Math.ceil(Number(limitedAnswer.body.retry_after_ms) / 1000)));
+    });
+
+    it('limits masqueraded users of a rate-limited registration, per user', async () => {
+      const results = await burst(AS_TOKEN, 'user_id=%40bridge_limited%3Atest.local');
+      assert.deepEqual(results.map((r) => r.status), [200, 200, 429, 429]);
+    });
+
+    it('exempts application service senders and registrations with rate_limited: false', async () => {
+      assert.deepEqual((await burst(AS_TOKEN)).map((r) => r.status), [200, 200, 200, 200]);
+      assert.deepEqual((await burst(AS_UNLIMITED_TOKEN, 'user_id=%40free_user%3Atest.local')).map((r) => r.status), [200, 200, 200, 200]);
+    });
+  });
+
+  it('keeps the same event_id for a retry through the helper client too', async () => {
+    const first = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', { body: 'x' });
+    const again = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', { body: 'y' });
+    assert.equal(again.body.event_id, first.body.event_id);
+  });
+});
