@@ -1,6 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -53,12 +53,20 @@ export function isolatedEnv(extra: Record<string, string> = {}): Record<string, 
   };
 }
 
+const APPS = {
+  gateway: { entry: join(DIST, 'apps', 'gateway', 'src', 'main.js'), portVar: 'GATEWAY_PORT' },
+  consumer: { entry: join(DIST, 'apps', 'consumer', 'src', 'main.js'), portVar: 'CONSUMER_PORT' },
+  /** The benchmark's HTTP ceiling: the same route, a constant answer, no Kafka. */
+  ceiling: { entry: join(DIST, 'bench', 'ceiling-app.js'), portVar: 'GATEWAY_PORT' },
+};
+export type AppName = keyof typeof APPS;
+
 export class AppProcess {
   private exited: Promise<number | null>;
   readonly output: string[] = [];
 
   constructor(
-    readonly name: 'gateway' | 'consumer',
+    readonly name: AppName,
     readonly url: string,
     private readonly child: ChildProcess,
   ) {
@@ -71,16 +79,27 @@ export class AppProcess {
     child.stderr?.on('data', keep);
   }
 
-  static async start(name: 'gateway' | 'consumer', env: Record<string, string>): Promise<AppProcess> {
+  static async start(name: AppName, env: Record<string, string>): Promise<AppProcess> {
     const port = await freePort();
-    const portVar = name === 'gateway' ? 'GATEWAY_PORT' : 'CONSUMER_PORT';
-    const child = spawn(process.execPath, [join(DIST, 'apps', name, 'src', 'main.js')], {
+    const { entry, portVar } = APPS[name];
+    const child = spawn(process.execPath, [entry], {
       env: { ...process.env, ...env, [portVar]: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const app = new AppProcess(name, `http://127.0.0.1:${port}`, child);
     await app.waitReady();
     return app;
+  }
+
+  get pid(): number {
+    return this.child.pid!;
+  }
+
+  /** Peak resident memory so far (VmHWM), in MB; Linux only. */
+  peakRssMb(): number {
+    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
+    return Math.round(kb / 1024);
   }
 
   async waitReady(timeoutMs = 60000): Promise<void> {

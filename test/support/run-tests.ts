@@ -18,7 +18,7 @@ async function main(): Promise<number> {
       const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=600000', ...files], {
         cwd: root,
         stdio: 'inherit',
-        env: { ...process.env, KAFKA_BROKERS: broker.brokers },
+        env: { ...process.env, KAFKA_BROKERS: broker.brokers, KAFKA_TEST_BROKER_SOURCE: broker.source },
       });
       const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
       process.on('SIGINT', forward).on('SIGTERM', forward);

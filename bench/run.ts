@@ -1,0 +1,154 @@
+/**
+ * `npm run bench [-- --quick]`: how many sends a second, at what latency, against the HTTP ceiling of the same
+ * machine. Starts what it needs (a local broker unless KAFKA_BROKERS is set), runs every scenario, stops
+ * everything, and writes bench/results/latest.json, a dated copy, summary.md and chart.svg.
+ */
+/* eslint-disable no-console -- a terminal program */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { provideBroker } from '../test/support/broker';
+import { AppProcess, isolatedEnv } from '../test/support/pipeline';
+import { renderChart, renderSummary } from './report';
+import { LoadResult, sendLoad } from './load';
+
+const quick = process.argv.includes('--quick');
+const MEASURE_S = quick ? 8 : 30;
+const WARMUP_S = quick ? 3 : 5;
+const CONNECTIONS = 64;
+const USERS = 100;
+const root = join(__dirname, '../..');
+
+export interface ScenarioResult extends LoadResult {
+  gateway_rss_mb: number;
+  consumer_rss_mb: number | null;
+  connections: number;
+  note: string;
+}
+
+function benchEnv(): Record<string, string> {
+  const tokensFile = join(root, '.cache', 'bench-tokens.json');
+  mkdirSync(join(root, '.cache'), { recursive: true });
+  writeFileSync(tokensFile, JSON.stringify(Array.from({ length: USERS }, (_, i) => ({ token: `bench-token-${i}-xxxxxxxx`, user_id: `@bench${i}:bench.local`, device_id: `D${i}` }))));
+  // Rate limits are off: the benchmark measures the pipeline, not the limiter. Logs at warn: no per-request lines.
+  return isolatedEnv({ MATRIX_TOKENS_FILE: tokensFile, RATE_LIMIT_PER_SECOND: '0', LOG_LEVEL: 'warn', KAFKA_COMMAND_PARTITIONS: '8', KAFKA_EVENT_PARTITIONS: '8' });
+}
+const tokens = Array.from({ length: USERS }, (_, i) => `bench-token-${i}-xxxxxxxx`);
+
+async function measure(urls: string[], options: { retryShare?: number; overallRate?: number }): Promise<LoadResult> {
+  const perTarget = (rate?: number) => (rate ? Math.round(rate / urls.length) : undefined);
+  const connections = Math.max(1, Math.round((options.overallRate ? 50 : CONNECTIONS) / urls.length));
+  // Warm up (JIT, connections, Kafka metadata), then measure.
+  await Promise.all(urls.map((url) => sendLoad({ url, tokens, connections, durationSeconds: WARMUP_S, overallRate: perTarget(options.overallRate) })));
+  const results = await Promise.all(
+    urls.map((url) => sendLoad({ url, tokens, connections, durationSeconds: MEASURE_S, retryShare: options.retryShare, overallRate: perTarget(options.overallRate) })),
+  );
+  return combine(results);
+}
+
+/** Sums counts over load generators; for latency, the worst generator's percentile (conservative). */
+function combine(results: LoadResult[]): LoadResult {
+  const sum = (key: keyof LoadResult) => results.reduce((total, r) => total + r[key], 0);
+  const worst = (key: keyof LoadResult) => Math.max(...results.map((r) => r[key]));
+  return {
+    requests: sum('requests'),
+    rps: sum('rps'),
+    p50_ms: worst('p50_ms'),
+    p90_ms: worst('p90_ms'),
+    p99_ms: worst('p99_ms'),
+    max_ms: worst('max_ms'),
+    non2xx: sum('non2xx'),
+    bad_answers: sum('bad_answers'),
+    retries: sum('retries'),
+    retry_mismatches: sum('retry_mismatches'),
+    errors: sum('errors'),
+    timeouts: sum('timeouts'),
+  };
+}
+
+async function pipelineScenario(
+  name: string,
+  instances: number,
+  options: { retryShare?: number; overallRate?: number },
+  brokers: string,
+): Promise<ScenarioResult> {
+  const env = { ...benchEnv(), KAFKA_BROKERS: brokers };
+  const consumers: AppProcess[] = [];
+  const gateways: AppProcess[] = [];
+  try {
+    for (let i = 0; i < instances; i++) consumers.push(await AppProcess.start('consumer', env));
+    for (let i = 0; i < instances; i++) gateways.push(await AppProcess.start('gateway', env));
+    await Promise.all(consumers.map((c) => c.waitReady())); // the second consumer's join moves partitions
+    console.log(`  ${name}: ${instances} gateway(s) + ${instances} consumer(s) ready; measuring ${MEASURE_S}s`);
+    const result = await measure(gateways.map((g) => g.url), options);
+    return {
+      ...result,
+      gateway_rss_mb: Math.max(...gateways.map((g) => g.peakRssMb())),
+      consumer_rss_mb: Math.max(...consumers.map((c) => c.peakRssMb())),
+      connections: options.overallRate ? 50 : CONNECTIONS,
+      note: options.overallRate ? `fixed ${options.overallRate} sends/s` : `saturation, ${CONNECTIONS} connections`,
+    };
+  } finally {
+    await Promise.all([...gateways, ...consumers].map((app) => app.stop().catch(() => app.kill())));
+  }
+}
+
+async function ceilingScenario(): Promise<ScenarioResult> {
+  const ceiling = await AppProcess.start('ceiling', {});
+  try {
+    console.log(`  ceiling: NestJS platform-express, constant answer; measuring ${MEASURE_S}s`);
+    const result = await measure([ceiling.url], {});
+    return { ...result, gateway_rss_mb: ceiling.peakRssMb(), consumer_rss_mb: null, connections: CONNECTIONS, note: `no Kafka, ${CONNECTIONS} connections` };
+  } finally {
+    await ceiling.stop();
+  }
+}
+
+function kafkaVersion(): string {
+  try {
+    const jars = execFileSync('ls', [join(root, '.cache/kafka-local/lib')], { encoding: 'utf8' });
+    return /kafka_2\.13-([\d.]+)\.jar/.exec(jars)?.[1] ?? 'unknown';
+  } catch {
+    return 'external';
+  }
+}
+
+async function main(): Promise<void> {
+  const broker = await provideBroker();
+  const started = Date.now();
+  console.log(`bench (${quick ? 'quick' : 'full'}): broker ${broker.brokers} (${broker.source})`);
+  try {
+    const scenarios: Record<string, ScenarioResult> = {};
+    scenarios.ceiling = await ceilingScenario();
+    scenarios.pipeline = await pipelineScenario('pipeline', 1, {}, broker.brokers);
+    scenarios.retries = await pipelineScenario('retries', 1, { retryShare: 0.1 }, broker.brokers);
+    scenarios.fixed_rate = await pipelineScenario('fixed_rate', 1, { overallRate: 1000 }, broker.brokers);
+    scenarios.scale = await pipelineScenario('scale', 2, {}, broker.brokers);
+    const cpu = cpus();
+    const report = {
+      date: new Date().toISOString(),
+      mode: quick ? 'quick' : 'full',
+      measure_seconds: MEASURE_S,
+      machine: { cpus: cpu.length, model: cpu[0]?.model ?? 'unknown', memory_gb: Math.round(totalmem() / 2 ** 30), node: process.version, kafka: kafkaVersion() },
+      scenarios,
+      pipeline_vs_ceiling: Number((scenarios.pipeline.rps / scenarios.ceiling.rps).toFixed(3)),
+      duration_seconds: Math.round((Date.now() - started) / 1000),
+    };
+    const dir = join(root, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const json = `${JSON.stringify(report, null, 2)}\n`;
+    writeFileSync(join(dir, 'latest.json'), json);
+    writeFileSync(join(dir, `${report.date.slice(0, 10)}-${report.mode}.json`), json);
+    writeFileSync(join(dir, 'summary.md'), renderSummary(report));
+    writeFileSync(join(dir, 'chart.svg'), renderChart(report));
+    console.log(renderSummary(report));
+  } finally {
+    await broker.stop();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
