@@ -1,13 +1,14 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
-import { bootOrExit } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
+import { bootOrExit, usePino } from '@app/observability';
 import { ConsumerModule } from './consumer.module';
 
 silenceKafkajsTimerWarnings();
 bootOrExit('consumer', async (config, logger) => {
-  const app = await NestFactory.create(ConsumerModule.forRoot(config), { logger });
+  const app = await NestFactory.create(ConsumerModule.forRoot(config, logger), { bufferLogs: true });
+  usePino(app);
   app.enableShutdownHooks();
   await app.listen(config.CONSUMER_PORT, config.HTTP_HOST);
-  return `consumer health on http://${config.HTTP_HOST}:${config.CONSUMER_PORT}/health/ready`;
+  return { ready: `consumer health on http://${config.HTTP_HOST}:${config.CONSUMER_PORT}/health/ready` };
 });

@@ -1,6 +1,8 @@
 import { DynamicModule, MiddlewareConsumer, Module, NestModule, RequestMethod } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
+import type { Logger } from 'pino';
 import { AppConfig, ConfigModule } from '@app/config';
+import { loggingModule, MetricsController } from '@app/observability';
 import { AuthModule } from './auth/auth.module';
 import { HealthController } from './health/health.controller';
 import { MatrixExceptionFilter } from './http/matrix-exception.filter';
@@ -12,11 +14,11 @@ import { SendService } from './send/send.service';
 
 @Module({})
 export class GatewayModule implements NestModule {
-  static forRoot(config: AppConfig): DynamicModule {
+  static forRoot(config: AppConfig, logger: Logger): DynamicModule {
     return {
       module: GatewayModule,
-      imports: [ConfigModule.forRoot(config), AuthModule],
-      controllers: [SendController, HealthController],
+      imports: [ConfigModule.forRoot(config), loggingModule(logger), AuthModule],
+      controllers: [SendController, HealthController, MetricsController],
       providers: [CommandBus, SendService, RateLimitGuard, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
     };
   }

@@ -67,10 +67,18 @@ export class AppConfig {
   @Transform(toInt) @IsInt() @Min(1000) TXN_WINDOW_MS = 86_400_000;
   /** How long the group waits for a silent consumer before moving its partitions (broker bounds: 6 s to 5 min). */
   @Transform(toInt) @IsInt() @Min(6000) @Max(300000) CONSUMER_SESSION_TIMEOUT_MS = 10000;
+  /**
+   * A fetch waits for this many bytes of commands, or CONSUMER_FETCH_MAX_WAIT_MS: bigger batches mean fewer Kafka
+   * transactions per send, for a little latency.
+   */
+  @Transform(toInt) @IsInt() @Min(1) @Max(52_428_800) CONSUMER_FETCH_MIN_BYTES = 1;
+  @Transform(toInt) @IsInt() @Min(1) @Max(10_000) CONSUMER_FETCH_MAX_WAIT_MS = 500;
   /** Partitions one consumer process works on at the same time. */
   @Transform(toInt) @IsInt() @Min(1) @Max(1000) CONSUMER_PARTITIONS_CONCURRENTLY = 4;
 
   @IsIn(['fatal', 'error', 'warn', 'info', 'debug']) LOG_LEVEL = 'info';
+  /** `json` (one JSON object per line) or `pretty` (for a terminal; npm start uses it). */
+  @IsIn(['json', 'pretty']) LOG_FORMAT = 'json';
 }
 
 export class ConfigError extends Error {}

@@ -13,12 +13,28 @@ export interface TxnRecord {
   ts: number;
 }
 
+/**
+ * What the changelog record says about the transaction itself, for people and tools (`npm run events -- txn`);
+ * the consumer does not keep it in memory.
+ */
+export interface TxnDescription {
+  scope_hash: string;
+  room_id: string;
+  type: string;
+  txn_id: string;
+}
+
+export type TxnChangelogRecord = TxnRecord & TxnDescription;
+
+/** The outcome part of a changelog record, as the consumer keeps it (and nothing more, to keep memory small). */
 export function decodeTxnRecord(value: Buffer | null): TxnRecord | null {
   if (value === null) return null; // a tombstone
   try {
-    const parsed = JSON.parse(value.toString('utf8')) as TxnRecord;
-    const hasOutcome = typeof parsed.event_id === 'string' || typeof parsed.forwarded === 'string' || parsed.error !== undefined;
-    if (typeof parsed.ts === 'number' && hasOutcome) return parsed;
+    const { event_id, error, forwarded, ts } = JSON.parse(value.toString('utf8')) as TxnRecord;
+    if (typeof ts !== 'number') return null;
+    if (typeof event_id === 'string') return { event_id, ts };
+    if (typeof forwarded === 'string') return { forwarded, ts };
+    if (error !== undefined) return { error, ts };
   } catch {
     // fall through
   }

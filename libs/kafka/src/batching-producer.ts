@@ -16,20 +16,15 @@ export class BatchingProducer {
   private readonly producer: Producer;
   private queue: Pending[] = [];
   private timer: NodeJS.Timeout | null = null;
-  private connected = false;
 
   constructor(
     kafka: Kafka,
     private readonly lingerMs: number,
     private readonly maxBatch: number,
+    /** Told the duration and size of each produce request. */
+    private readonly observe: (seconds: number, records: number) => void = () => undefined,
   ) {
     this.producer = createProducer(kafka, { idempotent: true, maxInFlightRequests: 5 });
-    this.producer.on(this.producer.events.DISCONNECT, () => (this.connected = false));
-    this.producer.on(this.producer.events.CONNECT, () => (this.connected = true));
-  }
-
-  get isConnected(): boolean {
-    return this.connected;
   }
 
   async connect(): Promise<void> {
@@ -64,8 +59,12 @@ export class BatchingProducer {
     // One produce call per topic: a topic that is gone (a stopped gateway's reply topic) fails only its own sends.
     for (const [topic, waiting] of byTopic) {
       const messages = waiting.map((pending) => pending.message);
+      const started = process.hrtime.bigint();
       this.producer.send({ topic, acks: -1, messages }).then(
-        () => waiting.forEach((pending) => pending.resolve()),
+        () => {
+          this.observe(Number(process.hrtime.bigint() - started) / 1e9, messages.length);
+          waiting.forEach((pending) => pending.resolve());
+        },
         (error: unknown) => waiting.forEach((pending) => pending.reject(error)),
       );
     }

@@ -4,3 +4,4 @@ export * from './reply-channel';
 export * from './topics';
 export * from './changelog-restore';
 export * from './transactional-processor';
+export * from './retry';

@@ -39,6 +39,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   }
 
   async start(): Promise<void> {
+    // createTopics answers false, not an error, when a previous attempt already created it.
     await this.admin.createTopics({
       topics: [{ topic: this.topic, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(this.retentionMs) }] }],
       waitForLeaders: true,

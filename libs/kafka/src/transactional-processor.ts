@@ -35,6 +35,16 @@ export interface TransactionalProcessorOptions {
   changelogTopic: string;
   partitionsConcurrently: number;
   sessionTimeoutMs: number;
+  fetchMinBytes: number;
+  fetchMaxWaitMs: number;
+  /** Told about every batch, restore and lag reading, for metrics. */
+  observer?: ProcessorObserver;
+}
+
+export interface ProcessorObserver {
+  batch(records: number, seconds: number, committed: boolean): void;
+  restored(stats: RestoreStats): void;
+  lag(partition: number, records: number): void;
 }
 
 interface Owned<S> {
@@ -72,7 +82,8 @@ export class TransactionalProcessor<S> {
     this.consumer = kafka.consumer({
       groupId: options.groupId,
       readUncommitted: false,
-      maxWaitTimeInMs: 500,
+      minBytes: options.fetchMinBytes,
+      maxWaitTimeInMs: options.fetchMaxWaitMs,
       sessionTimeout: options.sessionTimeoutMs,
       heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
       retry: { retries: 10 },
@@ -132,6 +143,7 @@ export class TransactionalProcessor<S> {
     acquired.then(
       ({ stats }) => {
         this.lastRestore = stats;
+        this.options.observer?.restored(stats);
         this.logger.log(`restored partitions [${partitions.join(', ')}]: ${stats.records} records in ${stats.millis} ms`);
       },
       (error: unknown) => {
@@ -225,6 +237,9 @@ export class TransactionalProcessor<S> {
       payload.resolveOffset(batch.lastOffset());
       return;
     }
+    const started = process.hrtime.bigint();
+    const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
+    this.options.observer?.lag(batch.partition, Number(batch.offsetLag()));
     const result = this.handler.processBatch(owner.state, { topic: batch.topic, partition: batch.partition, messages: fresh });
     const records = result.records.filter((entry) => entry.messages.length > 0);
     const next = BigInt(batch.lastOffset()) + 1n;
@@ -238,6 +253,7 @@ export class TransactionalProcessor<S> {
       await tx.commit();
     } catch (error) {
       await tx.abort().catch(() => undefined);
+      this.options.observer?.batch(fresh.length, seconds(), false);
       this.logger.warn(`batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`);
       // A failed or fenced transaction leaves this process unsure of what committed: take the partition over
       // again, which restores the state from what did.
@@ -247,6 +263,7 @@ export class TransactionalProcessor<S> {
       return;
     }
     owner.next = next;
+    this.options.observer?.batch(fresh.length, seconds(), true);
     result.afterCommit();
     payload.resolveOffset(batch.lastOffset());
   }

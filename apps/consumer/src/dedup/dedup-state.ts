@@ -66,8 +66,9 @@ export class StagedChanges<V> {
     this.changes.set(key, value);
   }
 
-  toChangelog(partition: number): Message[] {
-    return [...this.changes].map(([key, value]) => ({ key, value: value === null ? null : JSON.stringify(value), partition }));
+  /** The changes as changelog records for `partition`; `describe` may add fields for readers of the log. */
+  toChangelog(partition: number, describe: (key: string, value: V) => unknown = (_key, value) => value): Message[] {
+    return [...this.changes].map(([key, value]) => ({ key, value: value === null ? null : JSON.stringify(describe(key, value)), partition }));
   }
 
   commit(apply: (key: string, value: V | null) => void): void {

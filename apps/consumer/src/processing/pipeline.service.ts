@@ -2,7 +2,8 @@ import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { SendReply } from '@app/contracts';
-import { BatchingProducer, createKafka, ensureTopics, TransactionalProcessor } from '@app/kafka';
+import { BatchingProducer, createKafka, ensureTopics, ProcessorObserver, TopicLayoutError, TransactionalProcessor, untilConnected } from '@app/kafka';
+import { consumerMetrics, gatewayMetrics, reportStateEntries } from '@app/observability';
 import { AnnotationHandler } from '../annotations/annotation-handler';
 import { AnnotationState } from '../annotations/annotation-state';
 import { DedupState } from '../dedup/dedup-state';
@@ -11,9 +12,23 @@ import { SendHandler } from './send-handler';
 /** How often remembered transactions older than the window are dropped from memory. */
 const SWEEP_INTERVAL_MS = 60_000;
 
+const observerFor = (stage: string): ProcessorObserver => ({
+  batch: (records, seconds, committed) => {
+    consumerMetrics.batchSize.observe({ stage }, records);
+    consumerMetrics.batchDuration.observe({ stage }, seconds);
+    consumerMetrics.transactions.inc({ stage, outcome: committed ? 'committed' : 'aborted' });
+  },
+  restored: (stats) => {
+    consumerMetrics.restoreDuration.observe({ stage }, stats.millis / 1000);
+    consumerMetrics.restoredRecords.inc({ stage }, stats.records);
+  },
+  lag: (partition, records) => consumerMetrics.lag.set({ stage, partition: String(partition) }, records),
+});
+
 /**
  * The consumer process: the send stage (commands → events, dedup) and the annotation stage (annotation
- * uniqueness), each an exactly-once processor over its own topic, sharing one producer for replies.
+ * uniqueness), each an exactly-once processor over its own topic, sharing one producer for replies. Connects in
+ * the background: live at once, ready once both stages have restored their partitions.
  */
 @Injectable()
 export class PipelineService implements OnModuleInit, OnApplicationShutdown {
@@ -24,18 +39,34 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
   private sends?: TransactionalProcessor<DedupState>;
   private annotations?: TransactionalProcessor<AnnotationState>;
   private sweeper?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(private readonly config: AppConfig) {
     this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`);
     this.admin = this.kafka.admin();
-    this.replies = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH);
+    this.replies = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH, (seconds, records) => {
+      gatewayMetrics.produceLatency.observe({ client: 'consumer-replies' }, seconds);
+      gatewayMetrics.produceBatch.observe({ client: 'consumer-replies' }, records);
+    });
+    const size = (states: { size: number }[] = []) => states.reduce((sum, state) => sum + state.size, 0);
+    reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }));
   }
 
   get isReady(): boolean {
     return (this.sends?.isReady ?? false) && (this.annotations?.isReady ?? false);
   }
 
-  async onModuleInit(): Promise<void> {
+  onModuleInit(): void {
+    untilConnected(this.logger, 'consumer', () => this.connect(), (error) => error instanceof TopicLayoutError, () => this.stopped).then(
+      () => undefined,
+      (error: unknown) => {
+        this.logger.fatal(String(error));
+        process.exit(1);
+      },
+    );
+  }
+
+  private async connect(): Promise<void> {
     const config = this.config;
     await this.admin.connect();
     const partitions = await ensureTopics(this.admin, config);
@@ -44,15 +75,32 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
       // A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction.
       this.replies.send(to, { value: JSON.stringify(reply) }).catch(() => undefined);
     };
-    const common = { partitionsConcurrently: config.CONSUMER_PARTITIONS_CONCURRENTLY, sessionTimeoutMs: config.CONSUMER_SESSION_TIMEOUT_MS };
+    const common = {
+      partitionsConcurrently: config.CONSUMER_PARTITIONS_CONCURRENTLY,
+      sessionTimeoutMs: config.CONSUMER_SESSION_TIMEOUT_MS,
+      fetchMinBytes: config.CONSUMER_FETCH_MIN_BYTES,
+      fetchMaxWaitMs: config.CONSUMER_FETCH_MAX_WAIT_MS,
+    };
     this.sends = new TransactionalProcessor(
       this.kafka,
-      { name: 'SendStage', groupId: config.KAFKA_CONSUMER_GROUP, inputTopic: config.KAFKA_TOPIC_COMMANDS, changelogTopic: config.KAFKA_TOPIC_TXNS, ...common },
+      {
+        name: 'SendStage',
+        groupId: config.KAFKA_CONSUMER_GROUP,
+        inputTopic: config.KAFKA_TOPIC_COMMANDS,
+        changelogTopic: config.KAFKA_TOPIC_TXNS,
+        observer: observerFor('send'),
+        ...common,
+      },
       new SendHandler(
         { events: config.KAFKA_TOPIC_EVENTS, txns: config.KAFKA_TOPIC_TXNS, annotations: config.KAFKA_TOPIC_ANNOTATIONS, deadLetters: config.KAFKA_TOPIC_DEAD_LETTERS },
         partitions,
         config.TXN_WINDOW_MS,
         sendReply,
+        (counts) => {
+          consumerMetrics.events.inc({ stage: 'send' }, counts.accepted);
+          consumerMetrics.dedupHits.inc(counts.duplicates);
+          consumerMetrics.deadLetters.inc({ stage: 'send' }, counts.deadLetters);
+        },
       ),
     );
     this.annotations = new TransactionalProcessor(
@@ -62,12 +110,17 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
         groupId: `${config.KAFKA_CONSUMER_GROUP}.annotations`,
         inputTopic: config.KAFKA_TOPIC_ANNOTATIONS,
         changelogTopic: config.KAFKA_TOPIC_ANNOTATION_STATE,
+        observer: observerFor('annotation'),
         ...common,
       },
       new AnnotationHandler(
         { events: config.KAFKA_TOPIC_EVENTS, state: config.KAFKA_TOPIC_ANNOTATION_STATE, deadLetters: config.KAFKA_TOPIC_DEAD_LETTERS },
         config.TXN_WINDOW_MS,
         sendReply,
+        (counts) => {
+          consumerMetrics.events.inc({ stage: 'annotation' }, counts.accepted);
+          consumerMetrics.annotationRejections.inc(counts.rejected);
+        },
       ),
     );
     await Promise.all([this.sends.start(), this.annotations.start()]);
@@ -76,6 +129,7 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.sweeper);
     await Promise.all([this.sends?.stop(), this.annotations?.stop()]);
     await this.replies.disconnect().catch(() => undefined);

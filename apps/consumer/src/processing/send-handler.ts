@@ -1,5 +1,5 @@
 import { KafkaMessage } from 'kafkajs';
-import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, TxnRecord } from '@app/contracts';
+import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, SendCommand, TxnDescription, TxnRecord } from '@app/contracts';
 import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
 import { DedupState, StagedChanges } from '../dedup/dedup-state';
 import { BatchOutput, ReplySender } from './batch-output';
@@ -39,6 +39,7 @@ export class SendHandler implements PartitionHandler<DedupState> {
     const staged = new StagedChanges<TxnRecord>((identity) => state.get(identity));
     const out = new BatchOutput(this.topics.deadLetters);
     const counts = { accepted: 0, duplicates: 0, forwarded: 0, deadLetters: 0 };
+    const described = new Map<string, TxnDescription>();
     for (const message of batch.messages) {
       const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
       try {
@@ -52,13 +53,17 @@ export class SendHandler implements PartitionHandler<DedupState> {
           case 'accepted':
             counts.accepted++;
             staged.set(decision.identity, decision.remember);
+            described.set(decision.identity, describe(command));
             out.addEvent(this.topics.events, decision.event, command);
             out.reply(command.reply_to, decision.reply);
             if (decision.redacts !== null) this.announceRedaction(out, command.room_id, decision.redacts);
             break;
           case 'forward': {
             counts.forwarded++;
-            if (decision.remember) staged.set(decision.identity, decision.remember);
+            if (decision.remember) {
+              staged.set(decision.identity, decision.remember);
+              described.set(decision.identity, describe(command));
+            }
             const record: AnnotationStageRecord = { kind: 'annotation', annotation_id: decision.annotationId, txn_identity: decision.identity, command };
             out.add(this.topics.annotations, { key: decision.annotationId, value: JSON.stringify(record) });
             break;
@@ -69,7 +74,7 @@ export class SendHandler implements PartitionHandler<DedupState> {
         out.deadLetter(message, `${position.topic}/${position.partition}/${position.offset}`, error instanceof Error ? error.message : String(error));
       }
     }
-    out.add(this.topics.txns, ...staged.toChangelog(batch.partition));
+    out.add(this.topics.txns, ...staged.toChangelog(batch.partition, (identity, record) => ({ ...record, ...described.get(identity) })));
     return {
       records: out.records(),
       afterCommit: () => {
@@ -89,3 +94,10 @@ export class SendHandler implements PartitionHandler<DedupState> {
     }
   }
 }
+
+const describe = (command: SendCommand): TxnDescription => ({
+  scope_hash: command.scope_hash,
+  room_id: command.room_id,
+  type: command.type,
+  txn_id: command.txn_id,
+});

@@ -1,5 +1,5 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 import { MatrixError, unrecognized } from '@app/matrix';
 
 /**
@@ -12,7 +12,15 @@ export class MatrixExceptionFilter implements ExceptionFilter {
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
+    const req = host.switchToHttp().getRequest<Request & { id?: unknown }>();
     const error = this.toMatrixError(exception);
+    res.locals.errcode = error.errcode;
+    // One line per failure, with the request's correlation id; never the request itself (tokens, content).
+    const line = `${req.method} answered ${error.status} ${error.errcode}: ${error.message} (correlation id ${typeof req.id === 'string' ? req.id : 'none'})`;
+    if (req.path.startsWith('/health/')) {
+      // a probe's answer, not a failure
+    } else if (error.status >= 500) this.logger.warn(line);
+    else this.logger.debug(line);
     if (res.headersSent) return;
     if (error.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(error.retryAfterSeconds));
     res.status(error.status).json(error.toBody());
@@ -28,6 +36,7 @@ export class MatrixExceptionFilter implements ExceptionFilter {
       // The router's own 400: a path segment that is not valid percent-encoding. Its text is not echoed.
       if (status === 400) return new MatrixError(400, 'M_INVALID_PARAM', 'Bad request path');
       if (status < 500) return new MatrixError(status, 'M_UNKNOWN', 'Bad request');
+      return new MatrixError(status, 'M_UNKNOWN', 'Service unavailable'); // readiness says so on purpose
     }
     const status = (exception as { status?: unknown } | null)?.status;
     if (typeof status === 'number' && status >= 400 && status < 500) return new MatrixError(status, 'M_UNKNOWN', 'Bad request');

@@ -4,11 +4,12 @@ import { hostname } from 'node:os';
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { decodeSendReply, SendCommand, SendReply } from '@app/contracts';
-import { BatchingProducer, createKafka, ensureTopics, ReplyChannel } from '@app/kafka';
+import { BatchingProducer, createKafka, ensureTopics, ReplyChannel, TopicLayoutError, untilConnected } from '@app/kafka';
+import { gatewayMetrics } from '@app/observability';
 
 /**
  * The gateway's side of request-reply: commands go out through a batching producer, replies come back on this
- * instance's own reply topic.
+ * instance's own reply topic. Connects in the background: the gateway is live at once, ready once connected.
  */
 @Injectable()
 export class CommandBus implements OnModuleInit, OnApplicationShutdown {
@@ -17,31 +18,54 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
   private readonly admin: Admin;
   private readonly producer: BatchingProducer;
   private readonly replies: ReplyChannel<SendReply>;
+  private connected = false;
+  private stopped = false;
 
   constructor(private readonly config: AppConfig) {
     const instance = `${hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
     this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-gateway`);
     this.admin = this.kafka.admin();
-    this.producer = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH);
+    this.producer = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH, (seconds, records) => {
+      gatewayMetrics.produceLatency.observe({ client: 'gateway' }, seconds);
+      gatewayMetrics.produceBatch.observe({ client: 'gateway' }, records);
+    });
     this.replies = new ReplyChannel(this.kafka, this.admin, `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`, decodeSendReply);
   }
 
-  async onModuleInit(): Promise<void> {
-    await this.admin.connect();
-    await ensureTopics(this.admin, this.config);
-    await this.producer.connect();
-    await this.replies.start();
-    this.logger.log(`replies arrive on ${this.replies.topic}`);
+  onModuleInit(): void {
+    untilConnected(
+      this.logger,
+      'gateway',
+      async () => {
+        await this.admin.connect();
+        await ensureTopics(this.admin, this.config);
+        await this.producer.connect();
+        await this.replies.start();
+      },
+      (error) => error instanceof TopicLayoutError,
+      () => this.stopped,
+    ).then(
+      () => {
+        this.connected = !this.stopped;
+        this.logger.log(`replies arrive on ${this.replies.topic}`);
+      },
+      (error: unknown) => {
+        this.logger.fatal(String(error));
+        process.exit(1);
+      },
+    );
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    this.connected = false;
     await this.producer.disconnect().catch(() => undefined);
     await this.replies.stop().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
   }
 
   get isReady(): boolean {
-    return this.replies.isReady && this.producer.isConnected;
+    return this.connected && this.replies.isReady;
   }
 
   get replyTopic(): string {

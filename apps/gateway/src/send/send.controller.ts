@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { All, Controller, HttpCode, Param, Put, Req, UseGuards } from '@nestjs/common';
 import { parseEventContent, unrecognized } from '@app/matrix';
 import { AuthenticatedRequest, AuthGuard } from '../auth/auth.guard';
@@ -25,7 +26,7 @@ export class SendController {
   ): Promise<{ event_id: string }> {
     const content = parseEventContent(req.rawBody ?? Buffer.alloc(0));
     const { sender, originServerTs } = req.auth;
-    return this.sends.send(sender, params, content, originServerTs ?? Date.now());
+    return this.sends.send(sender, params, content, originServerTs ?? Date.now(), typeof req.id === 'string' ? req.id : randomUUID());
   }
 
   /**

@@ -1,5 +1,4 @@
 import { Injectable } from '@nestjs/common';
-import { randomUUID } from 'node:crypto';
 import { AppConfig } from '@app/config';
 import { commandKey, SEND_COMMAND_VERSION, SendCommand } from '@app/contracts';
 import {
@@ -13,6 +12,7 @@ import {
   unavailable,
 } from '@app/matrix';
 import { ReplyTimeout } from '@app/kafka';
+import { gatewayMetrics } from '@app/observability';
 import { SendParams } from './send-params.dto';
 import { CommandBus } from './command-bus';
 
@@ -31,7 +31,8 @@ export class SendService {
     private readonly bus: CommandBus,
   ) {}
 
-  async send(sender: Sender, params: SendParams, content: JsonObject, originServerTs: number): Promise<{ event_id: string }> {
+  /** `correlationId` is the request's id in the logs; the command carries it to the consumer and back. */
+  async send(sender: Sender, params: SendParams, content: JsonObject, originServerTs: number, correlationId: string): Promise<{ event_id: string }> {
     const eventSize = canonicalJsonByteLength({
       event_id: EVENT_ID_PLACEHOLDER,
       room_id: params.roomId,
@@ -55,10 +56,11 @@ export class SendService {
       device_id: sender.deviceId ?? null,
       content,
       origin_server_ts: originServerTs,
-      correlation_id: randomUUID(),
+      correlation_id: correlationId,
       reply_to: this.bus.replyTopic,
     };
     this.inFlight++;
+    gatewayMetrics.inFlight.inc();
     try {
       const reply = await this.bus.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
@@ -67,10 +69,14 @@ export class SendService {
       throw new MatrixError(reply.status, errcode, error, extra);
     } catch (error) {
       if (error instanceof MatrixError) throw error;
-      if (error instanceof ReplyTimeout) throw unavailable('Timed out waiting for the event to be stored; retry with the same transaction ID', 1);
+      if (error instanceof ReplyTimeout) {
+        gatewayMetrics.replyTimeouts.inc();
+        throw unavailable('Timed out waiting for the event to be stored; retry with the same transaction ID', 1);
+      }
       throw unavailable('The event store is unavailable; retry with the same transaction ID', 2);
     } finally {
       this.inFlight--;
+      gatewayMetrics.inFlight.dec();
     }
   }
 

@@ -1,0 +1,35 @@
+import { INestApplication } from '@nestjs/common';
+import { Logger as NestPinoLogger } from 'nestjs-pino';
+import type { Logger } from 'pino';
+import { AppConfig, ConfigError, loadConfig } from '@app/config';
+import { createLogger } from './logging';
+
+/**
+ * Starts an app: validates the configuration first (a bad value exits 1 with one line naming the variable),
+ * then runs `start`, which creates the Nest app; its logs go through pino from then on. Any start failure exits 1.
+ */
+export function bootOrExit(name: string, start: (config: AppConfig, logger: Logger) => Promise<{ ready: string }>): void {
+  let config: AppConfig;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${name}: ${error.message}\n`);
+      process.exit(1);
+    }
+    throw error;
+  }
+  const logger = createLogger(name, config.LOG_LEVEL, config.LOG_FORMAT);
+  start(config, logger).then(
+    ({ ready }) => logger.info(ready),
+    (error: unknown) => {
+      logger.fatal(`failed to start: ${error instanceof Error ? error.message : String(error)}`);
+      process.exit(1);
+    },
+  );
+}
+
+/** Routes Nest's own logging (and the lines buffered during start-up) through pino. */
+export function usePino(app: INestApplication): void {
+  app.useLogger(app.get(NestPinoLogger));
+}

@@ -1,0 +1,98 @@
+import { Counter, Gauge, Histogram, collectDefaultMetrics, Registry } from 'prom-client';
+
+/**
+ * The Prometheus metrics of both apps, in one registry. Labels are bounded: routes, status codes, errcodes,
+ * stages and partition numbers, never user IDs, room IDs or txnIds.
+ */
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry });
+
+const LATENCY_BUCKETS = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
+
+export const gatewayMetrics = {
+  requests: new Counter({
+    name: 'matrix_gateway_requests_total',
+    help: 'HTTP requests answered, by route, status and Matrix errcode',
+    labelNames: ['route', 'status', 'errcode'] as const,
+    registers: [registry],
+  }),
+  sendLatency: new Histogram({
+    name: 'matrix_gateway_send_duration_seconds',
+    help: 'End-to-end time of a send request, from arrival to answer',
+    labelNames: ['status'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
+  produceLatency: new Histogram({
+    name: 'matrix_kafka_produce_duration_seconds',
+    help: 'Time of one coalesced produce request to Kafka',
+    labelNames: ['client'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
+  produceBatch: new Histogram({
+    name: 'matrix_kafka_produce_batch_size',
+    help: 'Records in one coalesced produce request',
+    labelNames: ['client'] as const,
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+    registers: [registry],
+  }),
+  inFlight: new Gauge({ name: 'matrix_gateway_requests_in_flight', help: 'Send requests waiting for their outcome', registers: [registry] }),
+  replyTimeouts: new Counter({
+    name: 'matrix_gateway_reply_timeouts_total',
+    help: 'Send requests answered 503 because no reply came within SEND_TIMEOUT_MS',
+    registers: [registry],
+  }),
+};
+
+let stateEntriesSource: () => Promise<Record<string, number>> = async () => ({});
+
+/** Where the state-entries gauge reads its values when scraped: entries per stage. */
+export function reportStateEntries(source: () => Promise<Record<string, number>>): void {
+  stateEntriesSource = source;
+}
+
+export const consumerMetrics = {
+  batchSize: new Histogram({
+    name: 'matrix_consumer_batch_size',
+    help: 'Records processed in one transaction',
+    labelNames: ['stage'] as const,
+    buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+    registers: [registry],
+  }),
+  batchDuration: new Histogram({
+    name: 'matrix_consumer_batch_duration_seconds',
+    help: 'Time to process and commit one batch',
+    labelNames: ['stage'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [registry],
+  }),
+  transactions: new Counter({
+    name: 'matrix_consumer_transactions_total',
+    help: 'Kafka transactions, by outcome (committed or aborted)',
+    labelNames: ['stage', 'outcome'] as const,
+    registers: [registry],
+  }),
+  events: new Counter({ name: 'matrix_consumer_events_appended_total', help: 'Events appended to the event log', labelNames: ['stage'] as const, registers: [registry] }),
+  dedupHits: new Counter({ name: 'matrix_consumer_dedup_hits_total', help: 'Commands answered from the dedup state (retries, duplicates)', registers: [registry] }),
+  annotationRejections: new Counter({ name: 'matrix_consumer_annotation_rejections_total', help: 'Annotations rejected as duplicates', registers: [registry] }),
+  deadLetters: new Counter({ name: 'matrix_consumer_dead_letters_total', help: 'Records set aside as undecodable', labelNames: ['stage'] as const, registers: [registry] }),
+  stateEntries: new Gauge({
+    name: 'matrix_consumer_state_entries',
+    help: 'Entries in the dedup and annotation state held by this process',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+    async collect() {
+      for (const [stage, entries] of Object.entries(await stateEntriesSource())) this.set({ stage }, entries);
+    },
+  }),
+  restoreDuration: new Histogram({
+    name: 'matrix_consumer_restore_duration_seconds',
+    help: 'Time to restore the state of newly assigned partitions',
+    labelNames: ['stage'] as const,
+    buckets: [0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120],
+    registers: [registry],
+  }),
+  restoredRecords: new Counter({ name: 'matrix_consumer_restored_records_total', help: 'Changelog records replayed while restoring', labelNames: ['stage'] as const, registers: [registry] }),
+  lag: new Gauge({ name: 'matrix_consumer_lag', help: 'Records behind the end of the partition, as of the last batch', labelNames: ['stage', 'partition'] as const, registers: [registry] }),
+};

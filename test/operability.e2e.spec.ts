@@ -1,0 +1,171 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createServer, connect, Server } from 'node:net';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { sendEvent } from './support/matrix-client';
+import { AppProcess, freePort, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
+
+const run = promisify(execFile);
+const DIST = resolve(__dirname, '..');
+
+async function scrape(url: string): Promise<Map<string, number>> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const series = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (match) series.set(match[1], Number(match[2]));
+  }
+  return series;
+}
+const sum = (series: Map<string, number>, prefix: string) =>
+  [...series].filter(([name]) => name.startsWith(prefix)).reduce((total, [, value]) => total + value, 0);
+
+describe('operability', () => {
+  let pipeline: Pipeline;
+  before(async () => {
+    pipeline = await startPipeline({ LOG_LEVEL: 'debug' });
+  });
+  after(async () => {
+    await pipeline?.stop();
+  });
+
+  it('exposes the named metrics on /metrics of both apps, and they move when sends happen', async () => {
+    const beforeGateway = await scrape(pipeline.gateway.url);
+    const beforeConsumer = await scrape(pipeline.consumer.url);
+    const room = `!metrics-${randomUUID()}:test.local`;
+    for (let i = 0; i < 3; i++) await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, { body: 'x' });
+    await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-0', { body: 'retry' });
+    await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-bad', '{"a":1.5}');
+    const gateway = await scrape(pipeline.gateway.url);
+    const consumer = await scrape(pipeline.consumer.url);
+
+    assert.equal(sum(gateway, 'matrix_gateway_requests_total{route="send",status="200"') - sum(beforeGateway, 'matrix_gateway_requests_total{route="send",status="200"'), 4);
+    assert.equal(gateway.get('matrix_gateway_requests_total{route="send",status="400",errcode="M_BAD_JSON"}'), 1);
+    assert.ok(sum(gateway, 'matrix_gateway_send_duration_seconds_count') >= 5);
+    assert.ok(sum(gateway, 'matrix_kafka_produce_duration_seconds_count') > sum(beforeGateway, 'matrix_kafka_produce_duration_seconds_count'));
+    assert.ok(gateway.has('matrix_gateway_requests_in_flight'));
+    assert.ok(gateway.has('matrix_gateway_reply_timeouts_total'));
+
+    assert.equal(sum(consumer, 'matrix_consumer_events_appended_total{stage="send"}') - sum(beforeConsumer, 'matrix_consumer_events_appended_total{stage="send"}'), 3);
+    assert.equal(sum(consumer, 'matrix_consumer_dedup_hits_total') - sum(beforeConsumer, 'matrix_consumer_dedup_hits_total'), 1);
+    assert.ok(sum(consumer, 'matrix_consumer_transactions_total{stage="send",outcome="committed"}') > 0);
+    assert.ok(sum(consumer, 'matrix_consumer_batch_size_count') > 0);
+    assert.ok(sum(consumer, 'matrix_consumer_batch_duration_seconds_count') > 0);
+    assert.ok((consumer.get('matrix_consumer_state_entries{stage="send"}') ?? 0) >= 3);
+    assert.ok(sum(consumer, 'matrix_consumer_restore_duration_seconds_count') > 0);
+    assert.ok([...consumer.keys()].some((name) => name.startsWith('matrix_consumer_lag{stage="send",partition=')));
+    assert.ok(consumer.has('matrix_consumer_annotation_rejections_total'));
+    // Bounded labels only: nothing that names a room, a user or a transaction.
+    for (const name of [...gateway.keys(), ...consumer.keys()]) assert.doesNotMatch(name, /test\.local|metrics-\d|@/);
+  });
+
+  it('logs no token and no message content, even for failures, and one line with a correlation id per failure', async () => {
+    const secretToken = TEST_USERS.bob.token;
+    const marker = `secret-body-${randomUUID()}`;
+    const lonely = await AppProcess.start('gateway', { ...isolatedEnv({ SEND_TIMEOUT_MS: '300', LOG_LEVEL: 'debug' }) });
+    const apps = [pipeline.gateway, pipeline.consumer, lonely];
+    const outputBefore = apps.map((app) => app.output.length);
+    try {
+      const room = `!logs-${randomUUID()}:test.local`;
+      await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', `logs-ok-${randomUUID()}`, { body: marker });
+      await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', `logs-bad-${randomUUID()}`, `{"body":"${marker}", "n": 1.5}`);
+      await sendEvent(pipeline.gateway.url, 'not-a-token-' + marker, room, 'm.room.message', 'logs-unknown', { body: marker });
+      await fetch(`${pipeline.gateway.url}/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.room.message/q?access_token=${secretToken}`, {
+        method: 'PUT',
+        body: `{"body":"${marker}"`,
+      });
+      const timedOut = await sendEvent(lonely.url, secretToken, room, 'm.room.message', `logs-timeout-${randomUUID()}`, { body: marker });
+      assert.equal(timedOut.status, 503);
+      await new Promise((done) => setTimeout(done, 500));
+      const logs = apps.map((app, i) => app.output.slice(outputBefore[i]).join('')).join('');
+      assert.ok(logs.length > 0, 'the apps did log something');
+      assert.ok(!logs.includes(secretToken), 'no access token in the logs');
+      assert.ok(!logs.includes(marker), 'no message content in the logs');
+      const failureLines = lonely.output.join('').split('\n').filter((line) => line.includes('answered 503'));
+      assert.equal(failureLines.length, 1, 'one line for the failure');
+      assert.match(failureLines[0], /correlation id [0-9a-f-]{36}/);
+      assert.doesNotThrow(() => JSON.parse(failureLines[0]), 'structured JSON');
+    } finally {
+      await lonely.stop();
+    }
+  });
+
+  it('shows what the dedup state remembers, and tails the event log, with npm run events', async () => {
+    const { alice } = TEST_USERS;
+    const room = `!cli-${randomUUID()}:test.local`;
+    const sent = await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', 'cli-txn', { body: 'hello cli' });
+    const env = { ...process.env, ...pipeline.env };
+    const { stdout } = await run(process.execPath, [join(DIST, 'tools', 'events-cli.js'), 'txn', alice.user_id, alice.device_id, 'cli-txn'], { env });
+    assert.match(stdout, new RegExp(`${room.replace(/[$!]/g, '\\$&')}\\s+m\\.room\\.message\\s+→\\s+\\${String(sent.body.event_id)}`));
+
+    const tail = spawn(process.execPath, [join(DIST, 'tools', 'events-cli.js'), 'tail', '--room', room, '--from-start'], { env });
+    let printed = '';
+    tail.stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
+    const deadline = Date.now() + 30000;
+    while (!printed.includes(String(sent.body.event_id)) && Date.now() < deadline) await new Promise((done) => setTimeout(done, 200));
+    tail.kill('SIGINT');
+    const line = JSON.parse(printed.trim().split('\n')[0]) as { event_id: string; content: unknown };
+    assert.equal(line.event_id, sent.body.event_id);
+    assert.deepEqual(line.content, { body: 'hello cli' });
+  });
+});
+
+describe('start-up', () => {
+  it('stops with a non-zero exit and a line naming the variable when the config is wrong', async () => {
+    for (const [name, value] of [
+      ['GATEWAY_PORT', 'eighty'],
+      ['KAFKA_BROKERS', 'no port'],
+      ['SEND_TIMEOUT_MS', '-5'],
+      ['MATRIX_HOMESERVER_URL', 'ftp://x'],
+    ]) {
+      const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], { env: { ...process.env, [name]: value } }).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => error,
+      );
+      assert.equal(result.code, 1, name);
+      assert.match(result.stderr, new RegExp(`^gateway: invalid configuration: ${name}=`), name);
+      assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
+    }
+  });
+
+  it('is live but not ready until Kafka is reachable, then ready without a restart', async () => {
+    const port = await freePort();
+    const env = isolatedEnv({ KAFKA_BROKERS: `127.0.0.1:${port}` });
+    const [brokerHost, brokerPort] = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',')[0].split(':');
+    const gatewayPort = await freePort();
+    const gateway = spawn(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
+      env: { ...process.env, ...env, GATEWAY_PORT: String(gatewayPort) },
+      stdio: 'ignore',
+    });
+    const url = `http://127.0.0.1:${gatewayPort}`;
+    for (let i = 0; i < 100 && !(await fetch(`${url}/health/live`).then((r) => r.ok, () => false)); i++) {
+      await new Promise((done) => setTimeout(done, 100));
+    }
+    let proxy: Server | undefined;
+    try {
+      assert.equal((await fetch(`${url}/health/live`)).status, 200);
+      assert.equal((await fetch(`${url}/health/ready`)).status, 503);
+      // Kafka "comes back": a proxy on the configured address forwards to the real broker.
+      proxy = createServer((client) => {
+        const upstream = connect(Number(brokerPort), brokerHost);
+        client.pipe(upstream).pipe(client);
+        client.on('error', () => upstream.destroy());
+        upstream.on('error', () => client.destroy());
+      });
+      await new Promise<void>((done) => proxy!.listen(port, '127.0.0.1', done));
+      const deadline = Date.now() + 30000;
+      let ready = 0;
+      while (Date.now() < deadline && ready !== 200) {
+        ready = (await fetch(`${url}/health/ready`)).status;
+        if (ready !== 200) await new Promise((done) => setTimeout(done, 250));
+      }
+      assert.equal(ready, 200);
+    } finally {
+      gateway.kill('SIGTERM');
+      proxy?.close();
+    }
+  });
+});
