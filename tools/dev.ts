@@ -67,7 +67,7 @@ async function shutdown(code: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const env: NodeJS.ProcessEnv = { ...process.env };
+  const env: NodeJS.ProcessEnv = { LOG_FORMAT: 'pretty', ...process.env };
   if (!env.KAFKA_BROKERS) {
     startedBroker = !tryStatus();
     env.KAFKA_BROKERS = execFileSync('bash', [launcher, 'start'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();

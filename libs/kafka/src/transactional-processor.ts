@@ -69,6 +69,8 @@ export class TransactionalProcessor<S> {
   private readonly logger: Logger;
   private readonly consumer: Consumer;
   private readonly owned = new Map<number, Promise<Owned<S>>>();
+  /** The partitions the group gave this process at the last join. */
+  private assigned = new Set<number>();
   private joined = false;
   private restoring = 0;
   private lastRestore: RestoreStats | null = null;
@@ -129,6 +131,7 @@ export class TransactionalProcessor<S> {
 
   private onAssignment(assignment: Record<string, number[]>): void {
     const assigned = new Set(assignment[this.options.inputTopic] ?? []);
+    this.assigned = assigned;
     void this.release([...this.owned.keys()].filter((partition) => !assigned.has(partition)));
     this.joined = true;
     const added = [...assigned].filter((partition) => !this.owned.has(partition));
@@ -162,6 +165,9 @@ export class TransactionalProcessor<S> {
           idempotent: true,
           maxInFlightRequests: 1,
           transactionTimeout: 30000,
+          // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its markers are written;
+          // the Java client retries that after 20 ms, kafkajs' default first retry (100 ms+) is what stalls.
+          retry: { initialRetryTime: 20, maxRetryTime: 1000, retries: 10 },
         });
         await producer.connect(); // initialises the transactional id: the previous owner is fenced from here on
         return producer;
@@ -186,10 +192,26 @@ export class TransactionalProcessor<S> {
         markers,
         keepAlive,
       );
+      // The offsets kafkajs fetched when the group formed may predate the previous owner's last commit, whose
+      // markers are only certain to be written now that its transactional id is fenced: start from the
+      // committed offsets as they are now, so a batch the previous owner committed is never processed again.
+      const committed = await this.committedOffsets();
+      owned.forEach((o, i) => (o.next = committed.get(partitions[i]) ?? null));
       return { owned, stats };
     } catch (error) {
       await Promise.all(producers.map((producer) => producer.disconnect().catch(() => undefined)));
       throw error;
+    }
+  }
+
+  private async committedOffsets(): Promise<Map<number, bigint>> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const [topic] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [this.options.inputTopic] });
+      return new Map(topic.partitions.filter((p) => Number(p.offset) >= 0).map((p) => [p.partition, BigInt(p.offset)]));
+    } finally {
+      await admin.disconnect();
     }
   }
 
@@ -214,6 +236,8 @@ export class TransactionalProcessor<S> {
     const { batch } = payload;
     const heartbeat = (): Promise<void> => payload.heartbeat();
     if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
+    // A batch fetched before a rebalance took the partition away: taking it over again would fence the new owner.
+    if (!this.assigned.has(batch.partition)) return;
     let owner: Owned<S>;
     try {
       owner = await this.ownerOf(batch.partition, heartbeat);
