@@ -27,7 +27,9 @@ describe('crashing the consumer under load', () => {
     }));
     const kills: Promise<void>[] = [];
     const crashAt = new Set([Math.floor(TRANSACTIONS * 0.2), Math.floor(TRANSACTIONS * 0.6)]);
+    const killTimes: number[] = [];
     const crashAndRestart = async (): Promise<void> => {
+      killTimes.push(Date.now());
       await pipeline.consumer.kill();
       pipeline.consumer = await AppProcess.start('consumer', pipeline.env);
     };
@@ -54,7 +56,11 @@ describe('crashing the consumer under load', () => {
     const logged = log.map((e) => e.event.event_id);
     const seen = new Set<string>();
     const doubled = log.filter((e) => (seen.has(e.event.event_id) ? true : (seen.add(e.event.event_id), false)));
-    for (const e of doubled) process.stdout.write(`# doubled: ${e.event.event_id} txn ${e.headers[EVENT_HEADERS.txnId]} partition ${e.partition}\n`);
+    for (const e of doubled) {
+      const copies = log.filter((other) => other.event.event_id === e.event.event_id).map((c) => `${c.partition}@${c.offset} t=${c.timestamp}`);
+      process.stdout.write(`# doubled: ${e.event.event_id} txn ${e.headers[EVENT_HEADERS.txnId]} copies ${copies.join(', ')}\n`);
+    }
+    if (doubled.length > 0) process.stdout.write(`# kills at ${killTimes.join(', ')}; env ${JSON.stringify(pipeline.env)}\n`);
     assert.equal(new Set(logged).size, logged.length, 'no event is in the log twice');
     assert.deepEqual(new Set(logged), new Set(answered.keys()), 'the log holds exactly the events clients were given');
     const transactionsLogged = log.map((e) => `${e.headers[EVENT_HEADERS.scopeHash]}|${e.event.room_id}|${e.headers[EVENT_HEADERS.txnId]}`);

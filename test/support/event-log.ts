@@ -4,6 +4,9 @@ import { RoomEvent } from '@app/contracts';
 
 export interface TopicRecord {
   key: string | null;
+  offset: string;
+  /** The broker's append time for the record (ms). */
+  timestamp: string;
   value: string;
   headers: Record<string, string>;
   partition: number;
@@ -13,6 +16,8 @@ export interface LoggedEvent {
   event: RoomEvent;
   headers: Record<string, string>;
   partition: number;
+  offset: string;
+  timestamp: string;
 }
 
 const text = (headers: IHeaders | undefined): Record<string, string> =>
@@ -39,7 +44,14 @@ export async function readTopic(
   await consumer.run({
     autoCommit: false,
     eachMessage: async ({ message, partition }) => {
-      const record = { key: message.key?.toString() ?? null, value: message.value?.toString() ?? '', headers: text(message.headers), partition };
+      const record = {
+        key: message.key?.toString() ?? null,
+        offset: message.offset,
+        timestamp: message.timestamp,
+        value: message.value?.toString() ?? '',
+        headers: text(message.headers),
+        partition,
+      };
       if (!keep(record)) return;
       records.push(record);
       lastArrival = Date.now();
@@ -64,5 +76,5 @@ export async function readEventLog(
 ): Promise<LoggedEvent[]> {
   const parse = (record: TopicRecord): RoomEvent => JSON.parse(record.value) as RoomEvent;
   const records = await readTopic(brokers, topic, expected, settleMs, timeoutMs, (record) => keep(parse(record)));
-  return records.map((record) => ({ event: parse(record), headers: record.headers, partition: record.partition }));
+  return records.map((record) => ({ event: parse(record), headers: record.headers, partition: record.partition, offset: record.offset, timestamp: record.timestamp }));
 }
