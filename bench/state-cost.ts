@@ -6,6 +6,7 @@
  *   npm run bench:state -- [--entries 1000000]
  */
 /* eslint-disable no-console -- a terminal program */
+import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { cpus } from 'node:os';

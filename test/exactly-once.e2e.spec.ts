@@ -1,3 +1,4 @@
+import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';

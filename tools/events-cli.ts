@@ -7,6 +7,7 @@
  * Uses the same configuration (KAFKA_BROKERS, topic names) as the apps. Ctrl-C stops tail.
  */
 /* eslint-disable no-console -- a terminal program */
+import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { loadConfig } from '@app/config';

@@ -1,3 +1,4 @@
+import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomUUID } from 'node:crypto';
 import { IHeaders, Kafka, logLevel } from 'kafkajs';
 import { RoomEvent } from '@app/contracts';

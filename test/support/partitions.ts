@@ -1,3 +1,4 @@
+import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { Partitioners } from 'kafkajs';
 import { commandKey } from '@app/contracts';
 import { scopeHash } from '@app/matrix';

@@ -1,3 +1,5 @@
+// First: it must patch kafkajs before any other module loads kafkajs.
+export * from './read-committed-fix';
 export * from './batching-producer';
 export * from './kafka-client';
 export * from './reply-channel';

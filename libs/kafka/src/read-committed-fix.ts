@@ -1,0 +1,46 @@
+/**
+ * kafkajs 2.2.4 filters records of aborted transactions (read_committed) assuming the broker lists aborted
+ * transactions by first offset, and marks at most one per record. Brokers list them in transaction-index order
+ * (by the abort marker's offset), so with several transactional producers writing one partition, records of an
+ * aborted transaction can slip through to a read_committed reader: found by the crash test, where the Java
+ * client did not see records that kafkajs returned. This replaces kafkajs' filter with one that orders the
+ * aborted transactions by first offset, as the Java client does. It must run before kafkajs is loaded.
+ */
+const FILTER = require.resolve('kafkajs/src/consumer/filterAbortedMessages');
+const BATCH = require.resolve('kafkajs/src/consumer/batch');
+
+interface FilterableMessage {
+  offset: string;
+  key: Buffer | null;
+  batchContext: { producerId: string; inTransaction: boolean };
+  isControlRecord?: boolean;
+}
+interface AbortedTransaction {
+  producerId: string;
+  firstOffset: string;
+}
+
+const ABORT_MARKER_KEY = Buffer.from([0, 0, 0, 0]);
+
+export function filterAbortedMessages({ messages, abortedTransactions }: { messages: FilterableMessage[]; abortedTransactions?: AbortedTransaction[] }): FilterableMessage[] {
+  if (!abortedTransactions || abortedTransactions.length === 0) return messages;
+  const pending = [...abortedTransactions].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0));
+  const aborting = new Set<string>();
+  return messages.filter((message) => {
+    const offset = BigInt(message.offset);
+    while (pending.length > 0 && offset >= BigInt(pending[0].firstOffset)) aborting.add(pending.shift()!.producerId);
+    const { producerId, inTransaction } = message.batchContext;
+    if (message.isControlRecord && message.key && Buffer.from(message.key).equals(ABORT_MARKER_KEY)) {
+      aborting.delete(producerId);
+      return true; // control records are dropped by kafkajs' Batch afterwards
+    }
+    return !(inTransaction && aborting.has(producerId));
+  });
+}
+
+if (require.cache[BATCH]) {
+  throw new Error('read-committed-fix must be loaded before kafkajs (import @app/kafka first)');
+}
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- loads kafkajs' module so its export can be swapped
+require(FILTER); // load kafkajs' module, then swap its export before Batch requires it
+require.cache[FILTER]!.exports = filterAbortedMessages;
