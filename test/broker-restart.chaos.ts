@@ -3,35 +3,14 @@ import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { readEventLog } from './support/event-log';
-import { runLoad, Transaction, TransactionOutcome } from './support/load';
-import { AppProcess, isolatedEnv, TEST_USERS } from './support/pipeline';
+import { assertExactlyOnce, transactions } from './support/exactly-once';
+import { runLoad } from './support/load';
+import { AppProcess, isolatedEnv } from './support/pipeline';
 
 const SEND_TIMEOUT_MS = 2000;
 /** A request may take the wait bound plus the time to publish and to answer. */
 const WAIT_BOUND_MS = SEND_TIMEOUT_MS + 1500;
-const users = [TEST_USERS.alice, TEST_USERS.bob, TEST_USERS.alicePhone];
 const run = promisify(execFile);
-
-function transactions(prefix: string, count: number): Transaction[] {
-  return Array.from({ length: count }, (_, i) => ({
-    token: users[i % users.length].token,
-    roomId: `!${prefix}-${i % 20}:test.local`,
-    txnId: `${prefix}-${i}`,
-    sends: i % 10 === 0 ? 2 : 1,
-  }));
-}
-
-/** Every answered event is in the log exactly once, and nothing else is. */
-async function assertExactlyOnce(env: Record<string, string>, outcomes: TransactionOutcome[]): Promise<void> {
-  assert.deepEqual(outcomes.flatMap((o) => o.failures).slice(0, 5), [], 'every transaction ended with 200');
-  for (const o of outcomes) assert.equal(new Set(o.eventIds).size, 1, `${o.transaction.txnId}: one event_id for every answer`);
-  const answered = new Set(outcomes.map((o) => o.eventIds[0]));
-  const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, answered.size, 3000, 120000);
-  const logged = log.map((e) => e.event.event_id);
-  assert.equal(new Set(logged).size, logged.length, 'no event twice in the log');
-  assert.deepEqual(new Set(logged), answered, 'the log holds exactly the answered events');
-}
 
 describe('a broker restart during load', { skip: process.env.KAFKA_TEST_BROKER_SOURCE !== 'kafka-local' && 'needs the local broker, which the test can restart' }, () => {
   const env = isolatedEnv({ SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), CONSUMER_SESSION_TIMEOUT_MS: '6000' });

@@ -1,0 +1,27 @@
+import assert from 'node:assert/strict';
+import { readEventLog } from './event-log';
+import { Transaction, TransactionOutcome } from './load';
+import { TEST_USERS } from './pipeline';
+
+const users = [TEST_USERS.alice, TEST_USERS.bob, TEST_USERS.alicePhone];
+
+/** `count` transactions over three senders and 20 rooms; every tenth is sent twice on purpose. */
+export function transactions(prefix: string, count: number): Transaction[] {
+  return Array.from({ length: count }, (_, i) => ({
+    token: users[i % users.length].token,
+    roomId: `!${prefix}-${i % 20}:test.local`,
+    txnId: `${prefix}-${i}`,
+    sends: i % 10 === 0 ? 2 : 1,
+  }));
+}
+
+/** Every transaction ended with one event_id, and the event log holds exactly the answered events, once each. */
+export async function assertExactlyOnce(env: Record<string, string>, outcomes: TransactionOutcome[]): Promise<void> {
+  assert.deepEqual(outcomes.flatMap((o) => o.failures).slice(0, 5), [], 'every transaction ended with 200');
+  for (const o of outcomes) assert.equal(new Set(o.eventIds).size, 1, `${o.transaction.txnId}: one event_id for every answer`);
+  const answered = new Set(outcomes.map((o) => o.eventIds[0]));
+  const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, answered.size, 3000, 120000);
+  const logged = log.map((e) => e.event.event_id);
+  assert.equal(new Set(logged).size, logged.length, 'no event twice in the log');
+  assert.deepEqual(new Set(logged), answered, 'the log holds exactly the answered events');
+}
