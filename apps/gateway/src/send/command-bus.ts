@@ -75,8 +75,13 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
   /** Publishes the command and resolves with its reply; rejects with ReplyTimeout after `timeoutMs`. */
   async request(key: string, command: SendCommand, timeoutMs: number): Promise<SendReply> {
     const { reply, cancel } = this.replies.wait(command.correlation_id, timeoutMs);
+    const sent = this.producer.send(this.config.KAFKA_TOPIC_COMMANDS, { key, value: JSON.stringify(command) });
+    // While Kafka is down the send can outlast the wait: whichever settles first decides, and neither promise is
+    // left to reject unobserved (an unhandled rejection would end the process).
+    sent.catch(() => undefined);
+    reply.catch(() => undefined);
     try {
-      await this.producer.send(this.config.KAFKA_TOPIC_COMMANDS, { key, value: JSON.stringify(command) });
+      await Promise.race([sent, reply]);
     } catch (error) {
       cancel();
       throw error;
