@@ -87,8 +87,11 @@ java_args() {
 format_storage() {
   [ -f "$data/meta.properties" ] && return 0
   local cluster_id
-  # A cluster id is 16 random bytes, URL-safe base64 without padding.
-  cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  # A cluster id is 16 random bytes, URL-safe base64 without padding; one starting with '-' would read as an option.
+  cluster_id="-"
+  while [ "${cluster_id#-}" != "$cluster_id" ]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
   java_args; "${JAVA_ARGS[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" --standalone >>"$logfile" 2>&1 \
     || { tail -n 20 "$logfile" >&2; die "formatting the KRaft storage failed"; }
 }
