@@ -73,7 +73,6 @@ export class TransactionalProcessor<S> {
   private assigned = new Set<number>();
   private joined = false;
   private restoring = 0;
-  private lastRestore: RestoreStats | null = null;
 
   constructor(
     private readonly kafka: Kafka,
@@ -100,10 +99,6 @@ export class TransactionalProcessor<S> {
   /** In the group, with the state of every assigned partition restored. */
   get isReady(): boolean {
     return this.joined && this.restoring === 0;
-  }
-
-  get restoreStats(): RestoreStats | null {
-    return this.lastRestore;
   }
 
   /** The states of the partitions owned right now (for gauges). */
@@ -145,7 +140,6 @@ export class TransactionalProcessor<S> {
     const acquired = this.takeOver(partitions, keepAlive).finally(() => this.restoring--);
     acquired.then(
       ({ stats }) => {
-        this.lastRestore = stats;
         this.options.observer?.restored(stats);
         this.logger.log(`restored partitions [${partitions.join(', ')}]: ${stats.records} records in ${stats.millis} ms`);
       },

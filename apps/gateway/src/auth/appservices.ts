@@ -56,10 +56,6 @@ export class Appservices {
     if (!inNamespace) throw forbidden('Application service cannot masquerade as this user.');
     return { sender: sender(userId), rateLimited: registration.rate_limited };
   }
-
-  get size(): number {
-    return this.byTokenHash.size;
-  }
 }
 
 const firstString = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);

@@ -27,8 +27,6 @@ export class HomeserverTokens {
   private readonly fetch: typeof fetch;
   private readonly now: () => number;
   private readonly maxEntries: number;
-  /** Upstream calls made, for tests and metrics. */
-  calls = 0;
 
   constructor(private readonly options: HomeserverTokensOptions) {
     this.fetch = options.fetch ?? fetch;
@@ -52,7 +50,6 @@ export class HomeserverTokens {
   }
 
   private async ask(token: string, tokenHash: string): Promise<Sender> {
-    this.calls++;
     let res: Response;
     try {
       res = await this.fetch(new URL('/_matrix/client/v3/account/whoami', this.options.baseUrl), {

@@ -38,10 +38,6 @@ export class StaticTokens {
   lookup(token: string): Sender | undefined {
     return this.byHash.get(sha256Base64Url(token));
   }
-
-  get size(): number {
-    return this.byHash.size;
-  }
 }
 
 function checkEntry(entry: unknown, where: string): StaticTokenEntry {

@@ -79,8 +79,4 @@ export class SendService {
       gatewayMetrics.inFlight.dec();
     }
   }
-
-  get requestsInFlight(): number {
-    return this.inFlight;
-  }
 }
