@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { filterAbortedMessages } from './read-committed-fix';
+import { assertPatchedKafkajsVersion, filterAbortedMessages, PATCHED_KAFKAJS_VERSION } from './read-committed-fix';
 
 const record = (offset: number, producerId: string, inTransaction = true) => ({
   offset: String(offset),
@@ -35,5 +35,10 @@ describe('read_committed filtering of aborted transactions', () => {
     const specifier: string = 'kafkajs/src/consumer/filterAbortedMessages';
     const kafkajsFilter = (await import(specifier)) as { default: unknown };
     assert.equal(kafkajsFilter.default, filterAbortedMessages);
+  });
+
+  it('refuses to load over a kafkajs release it was not written for', () => {
+    assert.doesNotThrow(() => assertPatchedKafkajsVersion(PATCHED_KAFKAJS_VERSION));
+    assert.throws(() => assertPatchedKafkajsVersion('2.2.5'), /kafkajs 2\.2\.5 is installed/);
   });
 });

@@ -7,6 +7,8 @@
  * aborted transactions by first offset, as the Java client does. It must run before kafkajs is loaded.
  */
 const FILTER = require.resolve('kafkajs/src/consumer/filterAbortedMessages');
+/** The kafkajs release whose internal module this replaces; package.json pins it exactly. */
+export const PATCHED_KAFKAJS_VERSION = '2.2.4';
 const BATCH = require.resolve('kafkajs/src/consumer/batch');
 
 interface FilterableMessage {
@@ -38,6 +40,18 @@ export function filterAbortedMessages({ messages, abortedTransactions }: { messa
   });
 }
 
+/** Throws unless the installed kafkajs is the release this fix was written against. */
+export function assertPatchedKafkajsVersion(installed: string): void {
+  if (installed !== PATCHED_KAFKAJS_VERSION) {
+    throw new Error(
+      `read-committed-fix replaces an internal module of kafkajs ${PATCHED_KAFKAJS_VERSION}, but kafkajs ${installed} is ` +
+        'installed: check that its filterAbortedMessages still has the same contract, then update the pin and this check',
+    );
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- the installed version, read before kafkajs loads
+assertPatchedKafkajsVersion((require('kafkajs/package.json') as { version: string }).version);
 if (require.cache[BATCH]) {
   throw new Error('read-committed-fix must be loaded before kafkajs (import @app/kafka first)');
 }
