@@ -5,15 +5,23 @@
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
 
-/** Deep enough for any real event content; deeper input is refused before recursion can exhaust the stack. */
+/**
+ * Containers (objects and arrays) a request body may nest: deep enough for any real event content; deeper input
+ * is refused with M_BAD_JSON before any recursion.
+ */
 export const MAX_JSON_DEPTH = 128;
+/**
+ * The encoder's own guard against runaway recursion. Event content sits one level inside the event (and inside the
+ * event-ID input), so content accepted at MAX_JSON_DEPTH must encode there too: its scalars are one level deeper.
+ */
+const MAX_ENCODE_DEPTH = MAX_JSON_DEPTH + 1;
 
 export function canonicalJson(value: JsonValue): string {
   return encode(value, 0);
 }
 
 function encode(value: JsonValue, depth: number): string {
-  if (depth > MAX_JSON_DEPTH) throw new RangeError('JSON nested too deeply');
+  if (depth > MAX_ENCODE_DEPTH) throw new RangeError('JSON nested too deeply');
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'number' && !Number.isSafeInteger(value)) throw new RangeError('not a canonical JSON integer');
     return JSON.stringify(value);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { MAX_JSON_DEPTH } from './canonical-json';
 import { MatrixError } from './errors';
+import { deriveEventId } from './event-id';
 import { parseEventContent } from './event-content';
 
 const parse = (text: string | Buffer) => parseEventContent(typeof text === 'string' ? Buffer.from(text) : text);
@@ -66,5 +68,26 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
 
   it('refuses absurd nesting with M_BAD_JSON instead of exhausting the stack', () => {
     assert.equal(errcodeOf(`{"a":${'['.repeat(10000)}${']'.repeat(10000)}}`), 'M_BAD_JSON');
+  });
+
+  it('accepts content up to MAX_JSON_DEPTH containers and gives it an event ID; one more is M_BAD_JSON', () => {
+    // Objects, arrays and both mixed: the innermost value is a scalar, an empty object or an empty array.
+    const shapes = {
+      objects: (depth: number) => `${'{"a":'.repeat(depth - 1)}{"a":1}${'}'.repeat(depth - 1)}`,
+      arrays: (depth: number) => `{"a":${'['.repeat(depth - 1)}1${']'.repeat(depth - 1)}}`,
+      mixed: (depth: number) => `${Array.from({ length: depth - 1 }, (_, i) => (i % 2 ? '[' : '{"a":')).join('')}[]${Array.from({ length: depth - 1 }, (_, i) => (i % 2 ? ']' : '}')).reverse().join('')}`,
+    };
+    for (const [name, shape] of Object.entries(shapes)) {
+      for (let depth = MAX_JSON_DEPTH - 8; depth <= MAX_JSON_DEPTH + 7; depth++) {
+        const text = shape(depth);
+        if (depth > MAX_JSON_DEPTH) {
+          assert.equal(errcodeOf(text), 'M_BAD_JSON', `${name} at depth ${depth}`);
+          continue;
+        }
+        const content = parse(text);
+        const fields = { room_id: '!r:x', sender: '@u:x', type: 'm.t', content, origin_server_ts: 1 };
+        assert.doesNotThrow(() => deriveEventId({ topic: 't', partition: 0, offset: '0' }, fields), `${name} at depth ${depth}`);
+      }
+    }
   });
 });
