@@ -10,7 +10,7 @@
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomUUID } from 'node:crypto';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
-import { loadConfig } from '@app/config';
+import { loadConfig, loadScopeHashSecret } from '@app/config';
 import { commandKey, RoomEvent, TxnChangelogRecord } from '@app/contracts';
 import { scopeHash } from '@app/matrix';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
@@ -35,8 +35,8 @@ async function tail(kafka: Kafka, topic: string, room: string | undefined, fromS
 }
 
 /** Reads the txns partition the transaction's key maps to, up to its end, and prints the matching records. */
-async function txn(kafka: Kafka, topics: { commands: string; txns: string }, userId: string, deviceId: string, txnId: string): Promise<void> {
-  const hash = scopeHash({ userId, deviceId });
+async function txn(kafka: Kafka, topics: { commands: string; txns: string }, secret: Buffer, userId: string, deviceId: string, txnId: string): Promise<void> {
+  const hash = scopeHash({ userId, deviceId }, secret);
   const admin = kafka.admin();
   await admin.connect();
   const [metadata] = (await admin.fetchTopicMetadata({ topics: [topics.commands] })).topics;
@@ -98,7 +98,7 @@ async function main(): Promise<void> {
   };
   if (command === 'tail') return tail(kafka, config.KAFKA_TOPIC_EVENTS, option('room'), args.includes('--from-start'));
   if (command === 'txn' && args.length >= 3) {
-    return txn(kafka, { commands: config.KAFKA_TOPIC_COMMANDS, txns: config.KAFKA_TOPIC_TXNS }, args[0], args[1], args[2]);
+    return txn(kafka, { commands: config.KAFKA_TOPIC_COMMANDS, txns: config.KAFKA_TOPIC_TXNS }, loadScopeHashSecret(config).key, args[0], args[1], args[2]);
   }
   console.error(usage);
   process.exit(2);

@@ -1,4 +1,4 @@
-import { shortHash } from './hash';
+import { keyedShortHash, shortHash } from './hash';
 
 /**
  * Who is sending: the authenticated identity, reduced to what transaction scope and the event need.
@@ -26,9 +26,12 @@ export function transactionScope(sender: Sender): string {
   return JSON.stringify(['user', sender.userId]);
 }
 
-/** The hashed scope that travels in Kafka keys and commands. */
-export function scopeHash(sender: Sender): string {
-  return shortHash(transactionScope(sender));
+/**
+ * The scope as it travels in Kafka keys, commands and event headers: keyed with the server's secret, since a
+ * device-less scope is derived from the access token, and a short token's bare hash could be reversed.
+ */
+export function scopeHash(sender: Sender, secret: Uint8Array): string {
+  return keyedShortHash(secret, transactionScope(sender));
 }
 
 /** A transaction is `(scope, roomId, eventType, txnId)`: the same txnId in another room is another transaction. */

@@ -6,7 +6,6 @@ import {
   JsonObject,
   MatrixError,
   MatrixErrorBody,
-  scopeHash,
   Sender,
   tooLarge,
   unavailable,
@@ -15,6 +14,7 @@ import { ReplyTimeout } from '@app/kafka';
 import { gatewayMetrics } from '@app/observability';
 import { SendParams } from './send-params.dto';
 import { CommandBus } from './command-bus';
+import { ScopeHasher } from './scope-hasher';
 
 /** The spec's limit on a whole event, as canonical JSON (the PDU size limit). */
 export const MAX_EVENT_BYTES = 65536;
@@ -29,6 +29,7 @@ export class SendService {
   constructor(
     private readonly config: AppConfig,
     private readonly bus: CommandBus,
+    private readonly scopes: ScopeHasher,
   ) {}
 
   /** `correlationId` is the request's id in the logs; the command carries it to the consumer and back. */
@@ -45,7 +46,7 @@ export class SendService {
     if (!this.bus.isReady) throw unavailable('The server is not ready to accept events yet', 2);
     if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
 
-    const hash = scopeHash(sender);
+    const hash = this.scopes.hash(sender);
     const command: SendCommand = {
       v: SEND_COMMAND_VERSION,
       room_id: params.roomId,
