@@ -30,6 +30,7 @@ const list = (value: string | undefined): string[] => (value ?? '').split(',').m
               positiveTtlMs: config.WHOAMI_CACHE_TTL_MS,
               negativeTtlMs: config.WHOAMI_NEGATIVE_CACHE_TTL_MS,
               timeoutMs: config.WHOAMI_TIMEOUT_MS,
+              maxConcurrent: config.WHOAMI_MAX_CONCURRENT,
             })
           : null,
     },

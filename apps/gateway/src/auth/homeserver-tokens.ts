@@ -10,8 +10,12 @@ export interface HomeserverTokensOptions {
   positiveTtlMs: number;
   negativeTtlMs: number;
   timeoutMs: number;
-  /** Bound on cached tokens; the oldest go first. */
+  /** Bound on cached valid tokens; the oldest go first. */
   maxEntries?: number;
+  /** Bound on cached unknown tokens, kept apart so that a flood of bad tokens never evicts a valid one. */
+  maxUnknownEntries?: number;
+  /** Look-ups waiting for the homeserver at once; a token beyond that gets a retryable 503. */
+  maxConcurrent?: number;
   fetch?: typeof fetch;
   now?: () => number;
 }
@@ -19,30 +23,34 @@ export interface HomeserverTokensOptions {
 /**
  * Tokens that only the homeserver knows, checked with its `GET /_matrix/client/v3/account/whoami`. Answers are
  * cached (a positive one for longer, an unknown token briefly), concurrent look-ups of one token share one call,
- * and a homeserver that is down or slow gives a retryable error within `timeoutMs`. Tokens are cached by hash.
+ * at most `maxConcurrent` calls run at once, and a homeserver that is down or slow gives a retryable error within
+ * `timeoutMs`. Tokens are cached by hash. A token revoked at the homeserver keeps working here until its cache
+ * entry expires (`positiveTtlMs`).
  */
 export class HomeserverTokens {
-  private readonly cache = new Map<string, Cached>();
+  private readonly known = new Map<string, Cached>();
+  private readonly unknown = new Map<string, Cached>();
   private readonly inFlight = new Map<string, Promise<Sender>>();
   private readonly fetch: typeof fetch;
   private readonly now: () => number;
-  private readonly maxEntries: number;
 
   constructor(private readonly options: HomeserverTokensOptions) {
     this.fetch = options.fetch ?? fetch;
     this.now = options.now ?? Date.now;
-    this.maxEntries = options.maxEntries ?? 100_000;
   }
 
   async lookup(token: string): Promise<Sender> {
     const tokenHash = sha256Base64Url(token);
-    const cached = this.cache.get(tokenHash);
+    const cached = this.known.get(tokenHash) ?? this.unknown.get(tokenHash);
     if (cached && cached.expires > this.now()) {
       if (cached.outcome instanceof MatrixError) throw cached.outcome;
       return cached.outcome;
     }
     let pending = this.inFlight.get(tokenHash);
     if (!pending) {
+      if (this.inFlight.size >= (this.options.maxConcurrent ?? 64)) {
+        throw unavailable('Too many access tokens are being checked with the homeserver; retry shortly', 1);
+      }
       pending = this.ask(token, tokenHash).finally(() => this.inFlight.delete(tokenHash));
       this.inFlight.set(tokenHash, pending);
     }
@@ -62,12 +70,12 @@ export class HomeserverTokens {
     const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
     if (res.ok && typeof body?.user_id === 'string') {
       const sender: Sender = { userId: body.user_id, tokenHash, ...(typeof body.device_id === 'string' ? { deviceId: body.device_id } : {}) };
-      this.remember(tokenHash, sender, this.options.positiveTtlMs);
+      this.remember(this.known, tokenHash, sender, this.options.positiveTtlMs, this.options.maxEntries ?? 100_000);
       return sender;
     }
     if (res.status === 401) {
       const rejection = unknownToken(body?.soft_logout === true);
-      this.remember(tokenHash, rejection, this.options.negativeTtlMs);
+      this.remember(this.unknown, tokenHash, rejection, this.options.negativeTtlMs, this.options.maxUnknownEntries ?? 10_000);
       throw rejection;
     }
     if (res.status >= 400 && res.status < 500 && res.status !== 429 && typeof body?.errcode === 'string') {
@@ -76,10 +84,11 @@ export class HomeserverTokens {
     throw unavailable('Could not check the access token: the homeserver answered with an error', 2);
   }
 
-  private remember(tokenHash: string, outcome: Sender | MatrixError, ttlMs: number): void {
+  private remember(cache: Map<string, Cached>, tokenHash: string, outcome: Sender | MatrixError, ttlMs: number, maxEntries: number): void {
+    this.known.delete(tokenHash);
+    this.unknown.delete(tokenHash);
     if (ttlMs <= 0) return;
-    this.cache.delete(tokenHash);
-    this.cache.set(tokenHash, { expires: this.now() + ttlMs, outcome });
-    if (this.cache.size > this.maxEntries) this.cache.delete(this.cache.keys().next().value!);
+    cache.set(tokenHash, { expires: this.now() + ttlMs, outcome });
+    if (cache.size > maxEntries) cache.delete(cache.keys().next().value!);
   }
 }

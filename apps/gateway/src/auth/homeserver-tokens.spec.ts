@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { MatrixError } from '@app/matrix';
+import { HomeserverTokens } from './homeserver-tokens';
+
+/** A homeserver that knows the tokens in `users`, answers when `release` is called (or at once), and counts calls. */
+function fakeHomeserver(users: Record<string, string>, options: { hold?: boolean } = {}) {
+  const calls: string[] = [];
+  const held: (() => void)[] = [];
+  const fetch = (async (_url: URL, init: { headers: { authorization: string } }) => {
+    const token = init.headers.authorization.replace('Bearer ', '');
+    calls.push(token);
+    if (options.hold) await new Promise<void>((release) => held.push(release));
+    const userId = users[token];
+    return userId
+      ? new Response(JSON.stringify({ user_id: userId }), { status: 200 })
+      : new Response(JSON.stringify({ errcode: 'M_UNKNOWN_TOKEN', error: 'no' }), { status: 401 });
+  }) as unknown as typeof globalThis.fetch;
+  return { fetch, calls, releaseAll: () => held.splice(0).forEach((release) => release()) };
+}
+
+const errcodeOf = (promise: Promise<unknown>) => promise.then(() => 'ok', (error: MatrixError) => `${error.status} ${error.errcode}`);
+
+describe('homeserver token look-ups', () => {
+  it('keeps valid tokens cached while a flood of unknown tokens comes and goes', async () => {
+    const homeserver = fakeHomeserver({ good: '@good:x' });
+    const tokens = new HomeserverTokens({ baseUrl: 'http://hs', positiveTtlMs: 60_000, negativeTtlMs: 60_000, timeoutMs: 1000, maxEntries: 10, maxUnknownEntries: 5, fetch: homeserver.fetch });
+    assert.equal((await tokens.lookup('good')).userId, '@good:x');
+    for (let i = 0; i < 50; i++) assert.equal(await errcodeOf(tokens.lookup(`bad-${i}`)), '401 M_UNKNOWN_TOKEN');
+    const calls = homeserver.calls.length;
+    await tokens.lookup('good');
+    assert.equal(homeserver.calls.length, calls, 'the valid token is still cached');
+    await errcodeOf(tokens.lookup('bad-0'));
+    assert.equal(homeserver.calls.length, calls + 1, 'the oldest unknown token was evicted, from its own cache');
+  });
+
+  it('checks at most maxConcurrent tokens at once, and answers the rest with a retryable 503', async () => {
+    const homeserver = fakeHomeserver({ a: '@a:x', b: '@b:x', c: '@c:x' }, { hold: true });
+    const tokens = new HomeserverTokens({ baseUrl: 'http://hs', positiveTtlMs: 60_000, negativeTtlMs: 1000, timeoutMs: 5000, maxConcurrent: 2, fetch: homeserver.fetch });
+    const first = [tokens.lookup('a'), tokens.lookup('b'), tokens.lookup('a')];
+    assert.equal(await errcodeOf(tokens.lookup('c')), '503 M_UNKNOWN');
+    homeserver.releaseAll();
+    assert.deepEqual((await Promise.all(first)).map((sender) => sender.userId), ['@a:x', '@b:x', '@a:x']);
+    assert.deepEqual(homeserver.calls, ['a', 'b'], 'one call per token, none for the refused one');
+    const c = tokens.lookup('c');
+    await new Promise((done) => setImmediate(done));
+    homeserver.releaseAll();
+    assert.equal((await c).userId, '@c:x', 'a slot is free again');
+  });
+});
