@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EVENT_HEADERS } from '@app/contracts';
-import { EVENT_ID_PATTERN } from '@app/matrix';
+import { EVENT_ID_PATTERN, MAX_JSON_DEPTH, scopeHash, sha256Base64Url, shortHash, transactionScope } from '@app/matrix';
 import { readEventLog } from './support/event-log';
 import { FakeHomeserver } from './support/fake-homeserver';
 import { sendEvent } from './support/matrix-client';
-import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
+import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_SCOPE_HASH_SECRET, TEST_USERS } from './support/pipeline';
 
 const { alice } = TEST_USERS;
 const ROOM = '!conformance:test.local';
@@ -57,6 +57,7 @@ describe('gateway conformance against a real broker', () => {
     homeserver = new FakeHomeserver({
       'hs-carol': { status: 200, body: { user_id: '@carol:test.local', device_id: 'CAROLDEV' } },
       'hs-dave': { status: 200, body: { user_id: '@dave:test.local', device_id: 'DAVEDEV' } },
+      'hs-erin-short': { status: 200, body: { user_id: '@erin:test.local' } },
       'hs-soft': { status: 401, body: { errcode: 'M_UNKNOWN_TOKEN', error: 'Token expired', soft_logout: true } },
       'hs-slow': { status: 200, body: { user_id: '@slow:test.local' }, delayMs: 5000 },
     });
@@ -78,6 +79,12 @@ describe('gateway conformance against a real broker', () => {
   describe('the error table', () => {
     const cases: { name: string; request: () => Parameters<typeof put>; status: number; errcode: string }[] = [
       { name: 'no token', request: () => [url, sendPath()], status: 401, errcode: 'M_MISSING_TOKEN' },
+      {
+        name: 'both an Authorization header and an access_token parameter (as Synapse)',
+        request: () => [url, sendPath(), { token: alice.token, query: `access_token=${alice.token}` }],
+        status: 401,
+        errcode: 'M_MISSING_TOKEN',
+      },
       { name: 'an unknown token', request: () => [url, sendPath(), { token: 'nobody-knows-me' }], status: 401, errcode: 'M_UNKNOWN_TOKEN' },
       { name: 'a body that is not JSON', request: () => [url, sendPath(), { token: alice.token, body: '{"msgtype":' }], status: 400, errcode: 'M_NOT_JSON' },
       { name: 'a body that is not UTF-8', request: () => [url, sendPath(), { token: alice.token, body: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]) }], status: 400, errcode: 'M_NOT_JSON' },
@@ -160,6 +167,26 @@ describe('gateway conformance against a real broker', () => {
       await accept([url, sendPath(), { query: `access_token=${alice.token}` }], (e) => assert.equal(e.sender, alice.user_id));
     });
 
+    it('answers 200 up to the nesting limit and 400 M_BAD_JSON past it, never 5xx, for objects, arrays and both', async () => {
+      const shapes: Record<string, (depth: number) => string> = {
+        objects: (depth) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`,
+        arrays: (depth) => `{"a":${'['.repeat(depth - 1)}1${']'.repeat(depth - 1)}}`,
+        mixed: (depth) => `{"a":${'[{"a":'.repeat((depth - 1) >> 1)}${(depth - 1) % 2 ? '[]' : '1'}${'}]'.repeat((depth - 1) >> 1)}}`,
+      };
+      const wrong: string[] = [];
+      for (const [name, shape] of Object.entries(shapes)) {
+        for (let depth = MAX_JSON_DEPTH - 8; depth <= MAX_JSON_DEPTH + 7; depth++) {
+          const body = shape(depth);
+          assert.doesNotThrow(() => JSON.parse(body), `${name} ${depth} is well-formed JSON`);
+          const res = await put(url, sendPath(), { token: alice.token, body });
+          const expected = depth <= MAX_JSON_DEPTH ? '200' : '400 M_BAD_JSON';
+          const got = res.status === 200 ? '200' : `${res.status} ${String(res.body.errcode)}`;
+          if (got !== expected) wrong.push(`${name} at depth ${depth}: ${got}, expected ${expected}`);
+        }
+      }
+      assert.deepEqual(wrong, []);
+    });
+
     it('reads the body whatever Content-Type says, or without one', async () => {
       await accept([url, sendPath(), { token: alice.token, headers: { 'content-type': 'text/plain' } }]);
       await accept([url, sendPath(), { token: alice.token, body: Buffer.from('{"msgtype":"m.text","body":"raw"}') }]);
@@ -210,6 +237,15 @@ describe('gateway conformance against a real broker', () => {
       await put(url, sendPath(), { token: 'hs-unknown-1' });
       await put(url, sendPath(), { token: 'hs-unknown-1' });
       assert.equal(homeserver.whoamiCalls - unknownBefore, 1, 'an unknown token is remembered briefly too');
+    });
+
+    it('scopes a token without a device by a keyed hash: the log never holds a bare hash of the token', async () => {
+      const token = 'hs-erin-short';
+      const scope = transactionScope({ userId: '@erin:test.local', tokenHash: sha256Base64Url(token) });
+      await accept([url, sendPath(), { token }], (e, h) => {
+        assert.equal(h[EVENT_HEADERS.scopeHash], scopeHash({ userId: e.sender, tokenHash: sha256Base64Url(token) }, Buffer.from(TEST_SCOPE_HASH_SECRET)));
+        assert.notEqual(h[EVENT_HEADERS.scopeHash], shortHash(scope));
+      });
     });
 
     it('answers a retryable 503 within the bound when the homeserver is slow', async () => {

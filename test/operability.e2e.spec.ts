@@ -93,6 +93,20 @@ describe('operability', () => {
     }
   });
 
+  it('serves /metrics on METRICS_PORT alone when it is set', async () => {
+    const metricsPort = await freePort();
+    const gateway = await AppProcess.start('gateway', { ...pipeline.env, METRICS_PORT: String(metricsPort), METRICS_HOST: '127.0.0.1' });
+    try {
+      const apart = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      assert.equal(apart.status, 200);
+      assert.match(await apart.text(), /^# HELP matrix_gateway_requests_total/m);
+      assert.equal((await fetch(`${gateway.url}/metrics`)).status, 404, 'not on the API port');
+      assert.equal((await fetch(`http://127.0.0.1:${metricsPort}/health/ready`)).status, 404, 'nothing else on the metrics port');
+    } finally {
+      await gateway.stop();
+    }
+  });
+
   it('shows what the dedup state remembers, and tails the event log, with npm run events', async () => {
     const { alice } = TEST_USERS;
     const room = `!cli-${randomUUID()}:test.local`;
@@ -129,6 +143,17 @@ describe('start-up', () => {
       assert.match(result.stderr, new RegExp(`^gateway: invalid configuration: ${name}=`), name);
       assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
     }
+  });
+
+  it('never prints a secret setting, even when it is wrong', async () => {
+    const secret = 'too-short-secret';
+    const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], { env: { ...process.env, SCOPE_HASH_SECRET: secret } }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => error,
+    );
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^gateway: invalid configuration: SCOPE_HASH_SECRET=\(hidden\): expected at least 32 characters/);
+    assert.doesNotMatch(result.stderr, new RegExp(secret));
   });
 
   it('is live but not ready until Kafka is reachable, then ready without a restart', async () => {

@@ -16,6 +16,9 @@ export const TEST_USERS = {
   bob: { token: 'test-token-bob-00001', user_id: '@bob:test.local', device_id: 'BOBDEV' },
 } as const;
 
+/** The scope-hash key of every test deployment (see SCOPE_HASH_SECRET), so tests can compute command partitions. */
+export const TEST_SCOPE_HASH_SECRET = 'test-scope-hash-secret-0123456789abcdef';
+
 export async function freePort(): Promise<number> {
   return new Promise((done, fail) => {
     const server = createServer();
@@ -46,6 +49,7 @@ export function isolatedEnv(extra: Record<string, string> = {}): Record<string, 
     KAFKA_COMMAND_PARTITIONS: '4',
     KAFKA_EVENT_PARTITIONS: '4',
     MATRIX_SERVER_NAME: 'test.local',
+    SCOPE_HASH_SECRET: TEST_SCOPE_HASH_SECRET,
     MATRIX_TOKENS_FILE: tokensFile,
     HTTP_HOST: '127.0.0.1',
     LOG_LEVEL: 'warn',

@@ -1,7 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule } from '@app/config';
-import { loggingModule, MetricsController } from '@app/observability';
+import { loggingModule, metricsControllers } from '@app/observability';
 import { HealthController } from './health/health.controller';
 import { PipelineService } from './processing/pipeline.service';
 
@@ -11,7 +11,7 @@ export class ConsumerModule {
     return {
       module: ConsumerModule,
       imports: [ConfigModule.forRoot(config), loggingModule(logger)],
-      controllers: [HealthController, MetricsController],
+      controllers: [HealthController, ...metricsControllers(config)],
       providers: [PipelineService],
     };
   }

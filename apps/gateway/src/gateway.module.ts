@@ -2,7 +2,7 @@ import { DynamicModule, MiddlewareConsumer, Module, NestModule, RequestMethod } 
 import { APP_FILTER } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule } from '@app/config';
-import { loggingModule, MetricsController } from '@app/observability';
+import { loggingModule, metricsControllers } from '@app/observability';
 import { AuthModule } from './auth/auth.module';
 import { HealthController } from './health/health.controller';
 import { MatrixExceptionFilter } from './http/matrix-exception.filter';
@@ -11,6 +11,7 @@ import { RawBodyMiddleware } from './http/raw-body.middleware';
 import { CommandBus } from './send/command-bus';
 import { SEND_PATHS, SendController } from './send/send.controller';
 import { SendService } from './send/send.service';
+import { scopeHasherProvider } from './send/scope-hasher';
 
 @Module({})
 export class GatewayModule implements NestModule {
@@ -18,8 +19,8 @@ export class GatewayModule implements NestModule {
     return {
       module: GatewayModule,
       imports: [ConfigModule.forRoot(config), loggingModule(logger), AuthModule],
-      controllers: [SendController, HealthController, MetricsController],
-      providers: [CommandBus, SendService, RateLimitGuard, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
+      controllers: [SendController, HealthController, ...metricsControllers(config)],
+      providers: [CommandBus, SendService, scopeHasherProvider, RateLimitGuard, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
     };
   }
 

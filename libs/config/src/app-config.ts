@@ -1,5 +1,5 @@
 import { plainToInstance, Transform } from 'class-transformer';
-import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, Min, validateSync } from 'class-validator';
+import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, Min, MinLength, validateSync } from 'class-validator';
 
 const toFloat = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value.trim()) : value;
@@ -34,6 +34,13 @@ export class AppConfig {
   @Transform(toInt) @IsInt() @Min(1) @Max(32767) KAFKA_REPLICATION_FACTOR = 1;
 
   @IsString() @IsNotEmpty() MATRIX_SERVER_NAME = 'localhost';
+  /**
+   * The key of the hashes that stand for transaction scopes in Kafka (a scope can be derived from an access token).
+   * Every gateway of a deployment needs the same one; without it (and without SCOPE_HASH_SECRET_FILE) a
+   * development secret is generated into .cache/.
+   */
+  @IsOptional() @IsString() @MinLength(32, { message: 'at least 32 characters' }) SCOPE_HASH_SECRET?: string;
+  @IsOptional() @IsString() @IsNotEmpty() SCOPE_HASH_SECRET_FILE?: string;
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_TOKENS_FILE?: string;
   /** Comma-separated application service registration files (YAML). */
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_APPSERVICE_FILES?: string;
@@ -43,6 +50,8 @@ export class AppConfig {
   @Transform(toInt) @IsInt() @Min(0) @Max(86_400_000) WHOAMI_CACHE_TTL_MS = 300_000;
   @Transform(toInt) @IsInt() @Min(0) @Max(3_600_000) WHOAMI_NEGATIVE_CACHE_TTL_MS = 5_000;
   @Transform(toInt) @IsInt() @Min(100) @Max(60_000) WHOAMI_TIMEOUT_MS = 3_000;
+  /** whoami calls a gateway makes at once; a new token beyond that gets a retryable 503. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(10_000) WHOAMI_MAX_CONCURRENT = 64;
 
   /** Per-sender token bucket, per gateway instance: sustained sends a second (0 turns limiting off) and burst. */
   @Transform(toFloat) @IsNumber({}, { message: 'a number' }) @Min(0) RATE_LIMIT_PER_SECOND = 10;
@@ -51,6 +60,10 @@ export class AppConfig {
   @IsString() @IsNotEmpty() HTTP_HOST = '0.0.0.0';
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) GATEWAY_PORT = 8008;
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) CONSUMER_PORT = 8009;
+  /** A listener of its own for `/metrics` (then not served on the app's port), e.g. on an internal interface. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(65535) METRICS_PORT?: number;
+  /** The interface for METRICS_PORT; HTTP_HOST when unset. */
+  @IsOptional() @IsString() @IsNotEmpty() METRICS_HOST?: string;
 
   /** How long a request waits for the consumer's reply before a retryable 503. */
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
@@ -84,7 +97,17 @@ export class AppConfig {
 export class ConfigError extends Error {}
 
 /** Settings without a default, which Object.keys(new AppConfig()) does not list. */
-const OPTIONAL_SETTINGS = ['MATRIX_TOKENS_FILE', 'MATRIX_APPSERVICE_FILES', 'MATRIX_HOMESERVER_URL'];
+const OPTIONAL_SETTINGS = [
+  'MATRIX_TOKENS_FILE',
+  'MATRIX_APPSERVICE_FILES',
+  'MATRIX_HOMESERVER_URL',
+  'METRICS_PORT',
+  'METRICS_HOST',
+  'SCOPE_HASH_SECRET',
+  'SCOPE_HASH_SECRET_FILE',
+];
+/** Settings whose values never appear in an error or a log line. */
+export const SECRET_SETTINGS = new Set(['SCOPE_HASH_SECRET']);
 
 /** Builds the config from an environment; throws one ConfigError naming each bad variable and what it expects. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
@@ -99,7 +122,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   if (errors.length > 0) {
     const lines = errors.map((error) => {
       const expected = Object.values(error.constraints ?? {}).join('; ');
-      return `${error.property}=${JSON.stringify(given[error.property])}: expected ${expected}`;
+      const shown = SECRET_SETTINGS.has(error.property) ? '(hidden)' : JSON.stringify(given[error.property]);
+      return `${error.property}=${shown}: expected ${expected}`;
     });
     throw new ConfigError(`invalid configuration: ${lines.join(' | ')}`);
   }

@@ -3,6 +3,7 @@ import { Logger as NestPinoLogger } from 'nestjs-pino';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigError, loadConfig } from '@app/config';
 import { createLogger } from './logging';
+import { serveMetricsApart } from './metrics.controller';
 
 /**
  * Starts an app: validates the configuration first (a bad value exits 1 with one line naming the variable),
@@ -20,13 +21,18 @@ export function bootOrExit(name: string, start: (config: AppConfig, logger: Logg
     throw error;
   }
   const logger = createLogger(name, config.LOG_LEVEL, config.LOG_FORMAT);
-  start(config, logger).then(
-    ({ ready }) => logger.info(ready),
-    (error: unknown) => {
-      logger.fatal(`failed to start: ${error instanceof Error ? error.message : String(error)}`);
-      process.exit(1);
-    },
-  );
+  start(config, logger)
+    .then(async ({ ready }) => {
+      if (await serveMetricsApart(config)) logger.info(`metrics on http://${config.METRICS_HOST ?? config.HTTP_HOST}:${config.METRICS_PORT}/metrics`);
+      return ready;
+    })
+    .then(
+      (ready) => logger.info(ready),
+      (error: unknown) => {
+        logger.fatal(`failed to start: ${error instanceof Error ? error.message : String(error)}`);
+        process.exit(1);
+      },
+    );
 }
 
 /** Routes Nest's own logging (and the lines buffered during start-up) through pino. */
