@@ -50,7 +50,7 @@ describe('exactly-once transactions through a real broker', () => {
     assert.deepEqual(new Set(results.map((r) => r.status)), new Set([200]));
     const ids = new Set(results.map((r) => r.body.event_id));
     assert.equal(ids.size, 1);
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, 1, 1500, 60000, (event) => event.room_id === room);
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
     assert.deepEqual(log.map((e) => e.event.event_id), [...ids]);
   });
 
@@ -88,7 +88,7 @@ describe('exactly-once transactions through a real broker', () => {
     const secondLater = await sendEvent(url, alice.token, room, 'm.reaction', secondTxn, reaction);
     assert.equal(secondLater.body.errcode, 'M_DUPLICATE_ANNOTATION');
 
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, 6, 1500, 60000, (event) => event.room_id === room);
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
     const reactions = log.filter((e) => e.event.type === 'm.reaction').map((e) => e.event.event_id);
     assert.deepEqual(new Set(reactions), new Set([first.body.event_id, otherKey.body.event_id, otherSender.body.event_id, third.body.event_id]));
     assert.equal(reactions.length, 4);
@@ -111,9 +111,9 @@ describe('exactly-once transactions through a real broker', () => {
     await producer.send({ topic: pipeline.env.KAFKA_TOPIC_COMMANDS, messages: [{ key, value: '{not json' }] });
     await Promise.all([admin.disconnect(), producer.disconnect()]);
 
-    const [reply] = await readTopic(pipeline.env.KAFKA_BROKERS, replyTopic, 1);
+    const [reply] = await readTopic(pipeline.env.KAFKA_BROKERS, replyTopic, { atLeast: 1 });
     assert.deepEqual(JSON.parse(reply.value), { correlation_id: correlationId, status: 500, body: { errcode: 'M_UNKNOWN', error: 'The server could not process this event' } });
-    const dead = await readTopic(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_DEAD_LETTERS, 2);
+    const dead = await readTopic(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_DEAD_LETTERS, { atLeast: 2 });
     assert.deepEqual(dead.map((d) => d.headers.reason), [`unknown version ${SEND_COMMAND_VERSION + 99}`, 'not JSON']);
     // Sends on every partition still go through.
     for (let i = 0; i < 8; i++) {

@@ -37,13 +37,26 @@ async function waitReady(url: string, child: ChildProcess): Promise<void> {
   throw new Error(`${url} did not become ready in 60 s`);
 }
 
-function startApp(name: string, env: NodeJS.ProcessEnv): ChildProcess {
+/** Restarts within this window that make npm start give up rather than restart again. */
+const RESTARTS_WINDOW_MS = 60_000;
+const MAX_RESTARTS = 5;
+
+/**
+ * Runs an app and, like any supervisor, starts it again when it exits on its own (an app that can no longer work
+ * exits non-zero for exactly that); an app that keeps dying stops everything.
+ */
+function startApp(name: string, env: NodeJS.ProcessEnv, restarts: number[] = []): ChildProcess {
   const child = spawn(process.execPath, [join(root, `dist/apps/${name}/src/main.js`)], { env, stdio: 'inherit' });
   child.on('exit', (code, signal) => {
-    if (!stopping) {
-      console.error(`${name} stopped (${signal ?? code}); stopping the rest`);
+    if (stopping) return;
+    const recent = [...restarts, Date.now()].filter((at) => at > Date.now() - RESTARTS_WINDOW_MS);
+    if (recent.length > MAX_RESTARTS) {
+      console.error(`${name} stopped (${signal ?? code}) ${recent.length} times in a minute; stopping the rest`);
       void shutdown(1);
+      return;
     }
+    console.error(`${name} stopped (${signal ?? code}); starting it again`);
+    setTimeout(() => stopping || startApp(name, env, recent), 1000);
   });
   children.push(child);
   return child;

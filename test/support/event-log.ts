@@ -21,30 +21,59 @@ export interface LoggedEvent {
   timestamp: string;
 }
 
+export interface ReadOptions<T> {
+  /** Fails the read if the end is not reached by then (an open transaction holds read_committed readers back). */
+  timeoutMs?: number;
+  keep?: (item: T) => boolean;
+  /**
+   * For records written after the caller's answer (replies, dead letters of a poison record): read again, to the
+   * new end, until at least this many were kept.
+   */
+  atLeast?: number;
+}
+
 const text = (headers: IHeaders | undefined): Record<string, string> =>
   Object.fromEntries(Object.entries(headers ?? {}).map(([k, v]) => [k, String(v)]));
 
 /**
- * Reads a topic from the start as a downstream reader would (read_committed) until `expected` matching records
- * arrived and the topic has been quiet for `settleMs`, so a test also sees records that should not be there.
+ * Reads a whole topic as a downstream reader would (read_committed), exactly: the end offsets are taken first,
+ * and every partition is read until its position (control records included) reaches them. A read_committed reader
+ * cannot pass the last stable offset, so reaching the end offsets also proves no transaction below them is still
+ * open. Records are counted by (partition, offset), so the reader's own re-reads never look like duplicates.
  */
-export async function readTopic(
-  brokers: string,
-  topic: string,
-  expected: number,
-  settleMs = 1500,
-  timeoutMs = 60000,
-  keep: (record: TopicRecord) => boolean = () => true,
-): Promise<TopicRecord[]> {
+export async function readTopic(brokers: string, topic: string, options: ReadOptions<TopicRecord> = {}): Promise<TopicRecord[]> {
+  const deadline = Date.now() + (options.timeoutMs ?? 60000);
+  for (;;) {
+    const records = await readToEnd(brokers, topic, options.keep, deadline);
+    if (records.length >= (options.atLeast ?? 0)) return records;
+    if (Date.now() > deadline) throw new Error(`${topic}: ${records.length} records, expected at least ${options.atLeast}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+async function readToEnd(brokers: string, topic: string, keep: ((record: TopicRecord) => boolean) | undefined, deadline: number): Promise<TopicRecord[]> {
   const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING, clientId: 'test-reader' });
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, BigInt(p.high)]));
+  await admin.disconnect();
+  const reached = new Map([...ends.keys()].map((partition) => [partition, 0n]));
+  const records = new Map<string, TopicRecord>();
+  const done = (): boolean => [...ends].every(([partition, end]) => reached.get(partition)! >= end);
+  if (done()) return [];
+
   const consumer = kafka.consumer({ groupId: `test-reader-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 200 });
-  const records: TopicRecord[] = [];
-  let lastArrival = Date.now();
+  // Emitted for every batch, also one that held only transaction markers or aborted records.
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    const next = BigInt(payload.lastOffset) + 1n;
+    if (next > (reached.get(payload.partition) ?? 0n)) reached.set(payload.partition, next);
+  });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: true });
   await consumer.run({
     autoCommit: false,
     eachMessage: async ({ message, partition }) => {
+      if (BigInt(message.offset) >= ends.get(partition)!) return;
       const record = {
         key: message.key?.toString() ?? null,
         offset: message.offset,
@@ -53,29 +82,28 @@ export async function readTopic(
         headers: text(message.headers),
         partition,
       };
-      if (!keep(record)) return;
-      records.push(record);
-      lastArrival = Date.now();
+      if (keep && !keep(record)) return;
+      records.set(`${partition}:${message.offset}`, record);
     },
   });
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && (records.length < expected || Date.now() - lastArrival < settleMs)) {
-    await new Promise((done) => setTimeout(done, 100));
+  try {
+    while (!done()) {
+      if (Date.now() > deadline) {
+        const behind = [...ends].filter(([p, end]) => reached.get(p)! < end).map(([p, end]) => `${p}: ${reached.get(p)}/${end}`);
+        throw new Error(`${topic} not read to its end in time (partition: position/end ${behind.join(', ')})`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    await consumer.disconnect();
   }
-  await consumer.disconnect();
-  return records;
+  return [...records.values()];
 }
 
-/** The event log as a reader sees it, optionally only some events. */
-export async function readEventLog(
-  brokers: string,
-  topic: string,
-  expected: number,
-  settleMs = 1500,
-  timeoutMs = 60000,
-  keep: (event: RoomEvent) => boolean = () => true,
-): Promise<LoggedEvent[]> {
+/** The event log as a reader sees it, exactly up to its end offsets at the call, optionally only some events. */
+export async function readEventLog(brokers: string, topic: string, options: ReadOptions<RoomEvent> = {}): Promise<LoggedEvent[]> {
   const parse = (record: TopicRecord): RoomEvent => JSON.parse(record.value) as RoomEvent;
-  const records = await readTopic(brokers, topic, expected, settleMs, timeoutMs, (record) => keep(parse(record)));
+  const keep = options.keep;
+  const records = await readTopic(brokers, topic, { ...options, keep: keep && ((record) => keep(parse(record))) });
   return records.map((record) => ({ event: parse(record), headers: record.headers, partition: record.partition, offset: record.offset, timestamp: record.timestamp }));
 }

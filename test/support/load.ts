@@ -6,6 +6,8 @@ export interface Transaction {
   txnId: string;
   /** How many times the client sends it on purpose (a retry of a transaction that already succeeded). */
   sends: number;
+  /** The event content; a small text message naming the attempt when not given. */
+  content?: Record<string, unknown>;
 }
 
 export interface TransactionOutcome {
@@ -27,7 +29,7 @@ export interface TransactionOutcome {
 export async function runLoad(
   baseUrl: () => string,
   transactions: Transaction[],
-  options: { concurrency: number; maxAttempts?: number; onProgress?: (done: number) => void },
+  options: { concurrency: number; maxAttempts?: number; retryPauseMs?: number; onProgress?: (done: number) => void },
 ): Promise<TransactionOutcome[]> {
   const outcomes: TransactionOutcome[] = [];
   const maxAttempts = options.maxAttempts ?? 120;
@@ -40,10 +42,8 @@ export async function runLoad(
       for (let send = 0; send < transaction.sends; send++) {
         for (let attempt = 1; ; attempt++) {
           const started = Date.now();
-          const res: { status: number; body: Record<string, unknown> } = await sendEvent(baseUrl(), transaction.token, transaction.roomId, 'm.room.message', transaction.txnId, {
-            msgtype: 'm.text',
-            body: `${transaction.txnId} send ${send} attempt ${attempt}`,
-          }).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
+          const content = transaction.content ?? { msgtype: 'm.text', body: `${transaction.txnId} send ${send} attempt ${attempt}` };
+          const res: { status: number; body: Record<string, unknown> } = await sendEvent(baseUrl(), transaction.token, transaction.roomId, 'm.room.message', transaction.txnId, content).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
           outcome.longestWaitMs = Math.max(outcome.longestWaitMs, Date.now() - started);
           if (res.status === 200) {
             outcome.eventIds.push(String(res.body.event_id));
@@ -51,7 +51,7 @@ export async function runLoad(
           }
           if ((res.status === 503 || res.status === 429 || res.status === 0) && attempt < maxAttempts) {
             outcome.retryable.push(res.status);
-            await new Promise((resolve) => setTimeout(resolve, 250));
+            await new Promise((resolve) => setTimeout(resolve, options.retryPauseMs ?? 250));
             continue;
           }
           outcome.failures.push(`${res.status} ${JSON.stringify(res.body)}`);

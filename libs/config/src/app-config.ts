@@ -75,6 +75,11 @@ export class AppConfig {
   /** The gateway coalesces concurrent commands into one produce call for up to this long. */
   @Transform(toInt) @IsInt() @Min(0) @Max(1000) PRODUCER_LINGER_MS = 1;
   @Transform(toInt) @IsInt() @Min(1) @Max(100000) PRODUCER_MAX_BATCH = 1000;
+  /**
+   * Bound on one produce request (and so on one partition's record batch), gateway and consumer alike: below the
+   * broker's `message.max.bytes` (1 MiB by default) and every topic's `max.message.bytes`.
+   */
+  @Transform(toInt) @IsInt() @Min(65_536) @Max(104_857_600) KAFKA_MAX_REQUEST_BYTES = 900_000;
 
   /** How long transactions are remembered for deduplication (Synapse: 24 h). */
   @Transform(toInt) @IsInt() @Min(1000) TXN_WINDOW_MS = 86_400_000;

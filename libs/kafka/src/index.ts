@@ -7,3 +7,4 @@ export * from './topics';
 export * from './changelog-restore';
 export * from './transactional-processor';
 export * from './retry';
+export * from './record-bytes';

@@ -22,11 +22,16 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     private readonly admin: Admin,
     readonly topic: string,
     private readonly decode: (value: Buffer | null) => T | null,
+    /** Called when the reader stopped for good (kafkajs does not restart it after a non-retriable error). */
+    private readonly onFatal: (error: Error) => void,
     private readonly retentionMs = 3_600_000,
   ) {
     this.consumer = kafka.consumer({ groupId: `${topic}.reader`, maxWaitTimeInMs: 500, retry: { retries: 10 } });
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => (this.ready = true));
-    this.consumer.on(this.consumer.events.CRASH, () => (this.ready = false));
+    this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
+      this.ready = false;
+      if (!payload.restart) this.onFatal(new Error(`the reply reader stopped for good: ${payload.error.message}`));
+    });
   }
 
   /** True once replies addressed to this channel will be seen. */

@@ -1,7 +1,8 @@
 import { Logger } from '@nestjs/common';
-import { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessages } from 'kafkajs';
+import { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessages, Transaction } from 'kafkajs';
 import { restoreChangelog, RestoreStats, writeRestoreMarker } from './changelog-restore';
 import { createProducer } from './kafka-client';
+import { chunkByBytes } from './record-bytes';
 
 /** What a processor does with its partitions; the Kafka side (ownership, restore, transactions) is not its concern. */
 export interface PartitionHandler<S> {
@@ -37,9 +38,19 @@ export interface TransactionalProcessorOptions {
   sessionTimeoutMs: number;
   fetchMinBytes: number;
   fetchMaxWaitMs: number;
+  /** Bound on one produce request of a transaction: a batch's output goes out in as many requests as it needs. */
+  maxRequestBytes: number;
   /** Told about every batch, restore and lag reading, for metrics. */
   observer?: ProcessorObserver;
+  /**
+   * Called once when this processor cannot go on by itself (its consumer crashed for good, or taking a partition
+   * over kept failing): the process should exit so that its supervisor starts a new one.
+   */
+  onFatal: (error: Error) => void;
 }
+
+/** Take-overs of the same partitions that may fail in a row (broker trouble) before the processor gives up. */
+const MAX_TAKEOVER_ATTEMPTS = 8;
 
 export interface ProcessorObserver {
   batch(records: number, seconds: number, committed: boolean): void;
@@ -73,6 +84,11 @@ export class TransactionalProcessor<S> {
   private assigned = new Set<number>();
   private joined = false;
   private restoring = 0;
+  private failed = false;
+  private stopped = false;
+  /** Consecutive failed take-overs per partition, for the back-off and the give-up. */
+  private readonly takeOverFailures = new Map<number, number>();
+  private readonly retryTimers = new Set<NodeJS.Timeout>();
 
   constructor(
     private readonly kafka: Kafka,
@@ -93,12 +109,20 @@ export class TransactionalProcessor<S> {
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.joined = false;
       this.logger.error(`consumer crashed (${payload.error.message}); restart=${String(payload.restart)}`);
+      // kafkajs restarts the consumer after a retriable error; after any other it stays stopped for good.
+      if (!payload.restart) this.fail(new Error(`consumer stopped for good: ${payload.error.message}`));
     });
   }
 
-  /** In the group, with the state of every assigned partition restored. */
+  private fail(error: Error): void {
+    if (this.failed) return;
+    this.failed = true;
+    this.options.onFatal(error);
+  }
+
+  /** In the group, with the state of every assigned partition restored (a failed take-over is retried first). */
   get isReady(): boolean {
-    return this.joined && this.restoring === 0;
+    return this.joined && this.restoring === 0 && [...this.assigned].every((partition) => this.owned.has(partition));
   }
 
   /** The states of the partitions owned right now (for gauges). */
@@ -120,6 +144,8 @@ export class TransactionalProcessor<S> {
 
   /** Finishes the running batches (their transactions commit or abort), leaves the group, releases producers. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    this.retryTimers.forEach((timer) => clearTimeout(timer));
     await this.consumer.disconnect().catch(() => undefined);
     await this.release([...this.owned.keys()]);
   }
@@ -138,21 +164,50 @@ export class TransactionalProcessor<S> {
   private acquire(partitions: number[], keepAlive: () => Promise<void>): void {
     this.restoring++;
     const acquired = this.takeOver(partitions, keepAlive).finally(() => this.restoring--);
+    const entries = partitions.map((partition, i) => {
+      const entry = acquired.then(({ owned }) => owned[i]);
+      entry.catch(() => undefined); // a partition with no batch waiting must not turn a failure into an unhandled rejection
+      this.owned.set(partition, entry);
+      return entry;
+    });
     acquired.then(
       ({ stats }) => {
+        partitions.forEach((partition) => this.takeOverFailures.delete(partition));
         this.options.observer?.restored(stats);
         this.logger.log(`restored partitions [${partitions.join(', ')}]: ${stats.records} records in ${stats.millis} ms`);
       },
       (error: unknown) => {
-        this.logger.error(`restoring partitions [${partitions.join(', ')}] failed: ${String(error)}`);
-        for (const partition of partitions) this.owned.delete(partition);
+        this.logger.error(`taking over partitions [${partitions.join(', ')}] failed: ${String(error)}`);
+        // Only this attempt's entries: a newer take-over of the same partition may already have replaced them.
+        partitions.forEach((partition, i) => {
+          if (this.owned.get(partition) === entries[i]) this.owned.delete(partition);
+        });
+        this.retryTakeOver(partitions, error);
       },
     );
-    partitions.forEach((partition, i) => this.owned.set(partition, acquired.then(({ owned }) => owned[i])));
+  }
+
+  /**
+   * Tries again, with back-off, the partitions that are still assigned and not owned meanwhile, so that the process
+   * becomes ready without waiting for a batch; gives up (fatal) after MAX_TAKEOVER_ATTEMPTS failures in a row.
+   */
+  private retryTakeOver(partitions: number[], error: unknown): void {
+    const attempts = Math.max(...partitions.map((partition) => (this.takeOverFailures.get(partition) ?? 0) + 1));
+    partitions.forEach((partition) => this.takeOverFailures.set(partition, attempts));
+    if (attempts >= MAX_TAKEOVER_ATTEMPTS) {
+      this.fail(new Error(`taking over partitions [${partitions.join(', ')}] failed ${attempts} times in a row, last: ${String(error)}`));
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(timer);
+      const again = partitions.filter((partition) => this.assigned.has(partition) && !this.owned.has(partition));
+      if (!this.stopped && again.length > 0) this.acquire(again, async () => undefined);
+    }, Math.min(10_000, 250 * 2 ** attempts));
+    this.retryTimers.add(timer);
   }
 
   private async takeOver(partitions: number[], keepAlive: () => Promise<void>): Promise<{ owned: Owned<S>[]; stats: RestoreStats }> {
-    const producers = await Promise.all(
+    const connecting = await Promise.allSettled(
       partitions.map(async (partition) => {
         const producer = createProducer(this.kafka, {
           transactionalId: `${this.options.groupId}.${this.options.inputTopic}.${partition}`,
@@ -163,11 +218,19 @@ export class TransactionalProcessor<S> {
           // the Java client retries that after 20 ms, kafkajs' default first retry (100 ms+) is what stalls.
           retry: { initialRetryTime: 20, maxRetryTime: 1000, retries: 10 },
         });
-        await producer.connect(); // initialises the transactional id: the previous owner is fenced from here on
+        try {
+          await producer.connect(); // initialises the transactional id: the previous owner is fenced from here on
+        } catch (error) {
+          await producer.disconnect().catch(() => undefined);
+          throw error;
+        }
         return producer;
       }),
     );
+    const producers = connecting.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     try {
+      const failed = connecting.find((result) => result.status === 'rejected');
+      if (failed) throw failed.reason;
       const owned = partitions.map((partition, i): Owned<S> => ({
         producer: producers[i],
         state: this.handler.createState(partition),
@@ -259,18 +322,19 @@ export class TransactionalProcessor<S> {
     const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
     this.options.observer?.lag(batch.partition, Number(batch.offsetLag()));
     const result = this.handler.processBatch(owner.state, { topic: batch.topic, partition: batch.partition, messages: fresh });
-    const records = result.records.filter((entry) => entry.messages.length > 0);
+    const requests = chunkByBytes(result.records, this.options.maxRequestBytes);
     const next = BigInt(batch.lastOffset()) + 1n;
-    const tx = await owner.producer.transaction();
+    let tx: Transaction | undefined;
     try {
-      if (records.length > 0) await tx.sendBatch({ acks: -1, topicMessages: records });
+      tx = await owner.producer.transaction();
+      for (const topicMessages of requests) await tx.sendBatch({ acks: -1, topicMessages });
       await tx.sendOffsets({
         consumerGroupId: this.options.groupId,
         topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
       });
       await tx.commit();
     } catch (error) {
-      await tx.abort().catch(() => undefined);
+      await tx?.abort().catch(() => undefined);
       this.options.observer?.batch(fresh.length, seconds(), false);
       this.logger.warn(`batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`);
       // A failed or fenced transaction leaves this process unsure of what committed: take the partition over

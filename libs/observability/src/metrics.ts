@@ -37,6 +37,12 @@ export const gatewayMetrics = {
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
     registers: [registry],
   }),
+  producerReplacements: new Counter({
+    name: 'matrix_kafka_producer_replacements_total',
+    help: 'Producers replaced after an error that left them unable to produce (sequence out of order, fenced, too large)',
+    labelNames: ['client'] as const,
+    registers: [registry],
+  }),
   inFlight: new Gauge({ name: 'matrix_gateway_requests_in_flight', help: 'Send requests waiting for their outcome', registers: [registry] }),
   replyTimeouts: new Counter({
     name: 'matrix_gateway_reply_timeouts_total',

@@ -2,7 +2,7 @@ import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { SendReply } from '@app/contracts';
-import { BatchingProducer, createKafka, ensureTopics, ProcessorObserver, TopicLayoutError, TransactionalProcessor, untilConnected } from '@app/kafka';
+import { BatchingProducer, createKafka, ensureTopics, ProcessorObserver, TopicLayoutError, TransactionalProcessor, TransactionalProcessorOptions, untilConnected } from '@app/kafka';
 import { consumerMetrics, gatewayMetrics, reportStateEntries } from '@app/observability';
 import { AnnotationHandler } from '../annotations/annotation-handler';
 import { AnnotationState } from '../annotations/annotation-state';
@@ -44,9 +44,16 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
   constructor(private readonly config: AppConfig) {
     this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`);
     this.admin = this.kafka.admin();
-    this.replies = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH, (seconds, records) => {
-      gatewayMetrics.produceLatency.observe({ client: 'consumer-replies' }, seconds);
-      gatewayMetrics.produceBatch.observe({ client: 'consumer-replies' }, records);
+    this.replies = new BatchingProducer(this.kafka, {
+      name: 'ReplyProducer',
+      lingerMs: config.PRODUCER_LINGER_MS,
+      maxBatch: config.PRODUCER_MAX_BATCH,
+      maxBatchBytes: config.KAFKA_MAX_REQUEST_BYTES,
+      observe: (seconds, records) => {
+        gatewayMetrics.produceLatency.observe({ client: 'consumer-replies' }, seconds);
+        gatewayMetrics.produceBatch.observe({ client: 'consumer-replies' }, records);
+      },
+      replaced: () => gatewayMetrics.producerReplacements.inc({ client: 'consumer-replies' }),
     });
     const size = (states: { size: number }[] = []) => states.reduce((sum, state) => sum + state.size, 0);
     reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }));
@@ -80,7 +87,37 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
       sessionTimeoutMs: config.CONSUMER_SESSION_TIMEOUT_MS,
       fetchMinBytes: config.CONSUMER_FETCH_MIN_BYTES,
       fetchMaxWaitMs: config.CONSUMER_FETCH_MAX_WAIT_MS,
+      maxRequestBytes: config.KAFKA_MAX_REQUEST_BYTES,
+      // Never live but never ready again: a stage that cannot go on ends the process, and its supervisor starts
+      // a new one (npm start, compose and Kubernetes all restart it), which takes the partitions over cleanly.
+      onFatal: (error: Error) => {
+        this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
+        process.exit(1);
+      },
     };
+    // A failed start (one stage up, the other not) must not leave the first consuming while the retry builds anew.
+    try {
+      await this.startStages(config, partitions, sendReply, common);
+    } catch (error) {
+      await this.stopStages();
+      throw error;
+    }
+    this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
+  }
+
+  private async stopStages(): Promise<void> {
+    await Promise.all([this.sends?.stop(), this.annotations?.stop()]);
+    this.sends = undefined;
+    this.annotations = undefined;
+  }
+
+  private async startStages(
+    config: AppConfig,
+    partitions: number,
+    sendReply: (to: string, reply: SendReply) => void,
+    common: Pick<TransactionalProcessorOptions, 'partitionsConcurrently' | 'sessionTimeoutMs' | 'fetchMinBytes' | 'fetchMaxWaitMs' | 'maxRequestBytes' | 'onFatal'>,
+  ): Promise<void> {
     this.sends = new TransactionalProcessor(
       this.kafka,
       {
@@ -124,14 +161,12 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
       ),
     );
     await Promise.all([this.sends.start(), this.annotations.start()]);
-    this.sweeper = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
-    this.sweeper.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
     this.stopped = true;
     clearInterval(this.sweeper);
-    await Promise.all([this.sends?.stop(), this.annotations?.stop()]);
+    await this.stopStages();
     await this.replies.disconnect().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
   }

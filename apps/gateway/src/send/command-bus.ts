@@ -25,11 +25,22 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
     const instance = `${hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
     this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-gateway`);
     this.admin = this.kafka.admin();
-    this.producer = new BatchingProducer(this.kafka, config.PRODUCER_LINGER_MS, config.PRODUCER_MAX_BATCH, (seconds, records) => {
-      gatewayMetrics.produceLatency.observe({ client: 'gateway' }, seconds);
-      gatewayMetrics.produceBatch.observe({ client: 'gateway' }, records);
+    this.producer = new BatchingProducer(this.kafka, {
+      name: 'CommandProducer',
+      lingerMs: config.PRODUCER_LINGER_MS,
+      maxBatch: config.PRODUCER_MAX_BATCH,
+      maxBatchBytes: config.KAFKA_MAX_REQUEST_BYTES,
+      observe: (seconds, records) => {
+        gatewayMetrics.produceLatency.observe({ client: 'gateway' }, seconds);
+        gatewayMetrics.produceBatch.observe({ client: 'gateway' }, records);
+      },
+      replaced: () => gatewayMetrics.producerReplacements.inc({ client: 'gateway' }),
     });
-    this.replies = new ReplyChannel(this.kafka, this.admin, `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`, decodeSendReply);
+    // A gateway that can no longer read replies would answer nothing but 503: end it, and its supervisor starts anew.
+    this.replies = new ReplyChannel(this.kafka, this.admin, `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`, decodeSendReply, (error) => {
+      this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
+      process.exit(1);
+    });
   }
 
   onModuleInit(): void {

@@ -1,0 +1,135 @@
+import './read-committed-fix';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+import { Kafka, logLevel, Producer } from 'kafkajs';
+import { BatchResult, PartitionHandler, TransactionalProcessor, TransactionalProcessorOptions } from './transactional-processor';
+
+const brokers = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
+
+async function until(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * The broker, seen through a Kafka client that counts the producers it hands out and still has connected, and
+ * can make a producer's connect fail: how a test injects a take-over failure without touching the processor.
+ */
+function countingKafka(failConnect: (transactionalId: string) => boolean = () => false) {
+  const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: 'processor-test' });
+  const live = new Set<Producer>();
+  const counting = Object.create(kafka) as Kafka;
+  counting.producer = (config) => {
+    const producer = kafka.producer(config);
+    const connect = producer.connect.bind(producer);
+    const disconnect = producer.disconnect.bind(producer);
+    producer.connect = async () => {
+      if (failConnect(config?.transactionalId ?? '')) throw new Error(`injected: connect of ${config?.transactionalId} fails`);
+      await connect();
+      live.add(producer);
+    };
+    producer.disconnect = async () => {
+      live.delete(producer);
+      await disconnect();
+    };
+    return producer;
+  };
+  return { kafka, counting, live };
+}
+
+const quietHandler = (overrides: Partial<PartitionHandler<object>> = {}): PartitionHandler<object> => ({
+  createState: () => ({}),
+  restore: () => undefined,
+  processBatch: (): BatchResult => ({ records: [], afterCommit: () => undefined }),
+  ...overrides,
+});
+
+describe('the exactly-once processor when things fail', () => {
+  const ns = `proc-${randomUUID().slice(0, 8)}`;
+  const input = `${ns}.input`;
+  const changelog = `${ns}.changelog`;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+  const base = (name: string, onFatal: (error: Error) => void): TransactionalProcessorOptions => ({
+    name,
+    groupId: `${ns}.${name}`,
+    inputTopic: input,
+    changelogTopic: changelog,
+    partitionsConcurrently: 2,
+    sessionTimeoutMs: 6000,
+    fetchMinBytes: 1,
+    fetchMaxWaitMs: 100,
+    maxRequestBytes: 900_000,
+    onFatal,
+  });
+
+  before(async () => {
+    process.on('unhandledRejection', onUnhandled);
+    const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [input, changelog].map((topic) => ({ topic, numPartitions: 2 })), waitForLeaders: true });
+    await admin.disconnect();
+  });
+  after(() => {
+    process.off('unhandledRejection', onUnhandled);
+  });
+
+  it('survives take-overs that fail while no batch waits, retries them, and leaks no producer', async () => {
+    let failures = 0;
+    // Partition 1's producer cannot connect twice (partition 0's did: it must not stay connected), then a restore
+    // fails once after every producer connected.
+    const { counting, live } = countingKafka((id) => id.endsWith('.1') && failures < 2 && ++failures > 0);
+    let stateFailures = 0;
+    const fatal: Error[] = [];
+    const handler = quietHandler({
+      createState: () => {
+        if (failures >= 2 && stateFailures < 1) {
+          stateFailures++;
+          throw new Error('injected: restore fails');
+        }
+        return {};
+      },
+    });
+    const processor = new TransactionalProcessor(counting, base('takeover', (error) => fatal.push(error)), handler);
+    await processor.start();
+    try {
+      await until(() => processor.isReady, 60000, 'the processor to become ready after the failed take-overs');
+      assert.equal(failures, 2, 'the connect failures happened');
+      assert.equal(stateFailures, 1, 'the restore failure happened');
+      assert.deepEqual(unhandled, [], 'no unhandled rejection (Node would have ended the process)');
+      assert.deepEqual(fatal, []);
+      assert.equal(live.size, 2, 'one producer per owned partition, none left over from the failed attempts');
+    } finally {
+      await processor.stop();
+    }
+    assert.equal(live.size, 0, 'stop releases every producer');
+  });
+
+  it('tells its owner it cannot go on when its consumer stops for good, instead of staying live and never ready', async () => {
+    const { kafka, counting } = countingKafka();
+    const fatal: Error[] = [];
+    const handler = quietHandler({
+      processBatch: () => {
+        throw new TypeError('a defect in the stage'); // not retriable: kafkajs does not restart the consumer
+      },
+    });
+    const processor = new TransactionalProcessor(counting, base('crash', (error) => fatal.push(error)), handler);
+    await processor.start();
+    const producer = kafka.producer();
+    try {
+      await until(() => processor.isReady, 60000, 'ready');
+      await producer.connect();
+      await producer.send({ topic: input, messages: [{ key: 'k', value: 'v' }] });
+      await until(() => fatal.length > 0, 60000, 'the fatal report');
+      assert.match(fatal[0].message, /consumer stopped for good: a defect in the stage/);
+      assert.equal(processor.isReady, false);
+    } finally {
+      await producer.disconnect();
+      await processor.stop();
+    }
+  });
+});
