@@ -122,6 +122,43 @@ describe('exactly-once transactions through a real broker', () => {
     }
   });
 
+  it('never appends a command older than the dedup window: it is dead-lettered as expired', async () => {
+    const kafka = new Kafka({ brokers: pipeline.env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    const producer = kafka.producer();
+    await producer.connect();
+    const txnId = `expired-${randomUUID()}`;
+    const room = `!expired-${randomUUID()}:test.local`;
+    const command = {
+      v: SEND_COMMAND_VERSION,
+      room_id: room,
+      type: 'm.room.message',
+      txn_id: txnId,
+      scope_hash: 'stale-scope',
+      sender: alice.user_id,
+      device_id: null,
+      content: message('from the day before yesterday'),
+      origin_server_ts: Date.now() - 2 * 86_400_000,
+      correlation_id: randomUUID(),
+      reply_to: `${pipeline.env.KAFKA_REPLY_TOPIC_PREFIX}nobody`,
+    };
+    // Published two days ago (a consumer group whose offsets expired would meet such a record): past the 24 h window.
+    await producer.send({
+      topic: pipeline.env.KAFKA_TOPIC_COMMANDS,
+      messages: [{ key: `stale-scope:${txnId}`, value: JSON.stringify(command), timestamp: String(Date.now() - 2 * 86_400_000) }],
+    });
+    await producer.disconnect();
+    const dead = await readTopic(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_DEAD_LETTERS, {
+      atLeast: 1,
+      keep: (record) => record.key === `stale-scope:${txnId}`,
+    });
+    assert.equal(dead[0].headers.reason, 'expired');
+    // Sends go on, and the expired command is not in the log.
+    const after = await sendEvent(url, alice.token, room, 'm.room.message', `after-${txnId}`, message('fresh'));
+    assert.equal(after.status, 200);
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
+    assert.deepEqual(log.map((e) => e.event.event_id), [after.body.event_id]);
+  });
+
   it('remembers transactions across a consumer restart and a crash: the state is rebuilt from Kafka', async () => {
     const before = await sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('before'));
     assert.equal(before.status, 200);
@@ -146,3 +183,35 @@ async function retryUntil200<T extends { status: number }>(send: () => Promise<T
     await new Promise((done) => setTimeout(done, 500));
   }
 }
+
+describe('the state budget (STATE_MAX_ENTRIES)', () => {
+  let pipeline: Pipeline;
+  after(async () => {
+    await pipeline?.stop();
+  });
+
+  it('turns new transactions away with a retryable 503 when spent, answers retries, and restores past it', async () => {
+    pipeline = await startPipeline({ STATE_MAX_ENTRIES: '4' });
+    const url = pipeline.gateway.url;
+    const room = `!budget-${randomUUID()}:test.local`;
+    const first = [];
+    for (let i = 0; i < 4; i++) first.push(await sendEvent(url, bob.token, room, 'm.room.message', `budget-${i}`, message(`${i}`)));
+    assert.deepEqual(first.map((r) => r.status), [200, 200, 200, 200]);
+    const refused = await sendEvent(url, bob.token, room, 'm.room.message', 'budget-4', message('4'));
+    assert.equal(refused.status, 503);
+    assert.equal(refused.body.errcode, 'M_UNKNOWN');
+    assert.ok(Number(refused.headers.get('retry-after')) >= 1, 'Retry-After');
+    const retry = await sendEvent(url, bob.token, room, 'm.room.message', 'budget-0', message('again'));
+    assert.deepEqual(retry.body, first[0].body, 'remembered transactions are still answered');
+
+    // A consumer with a smaller budget than what the changelog holds still restores it all, and becomes ready.
+    await pipeline.consumer.stop();
+    pipeline.consumer = await AppProcess.start('consumer', { ...pipeline.env, STATE_MAX_ENTRIES: '2' });
+    const afterRestart = await retryUntil200(() => sendEvent(url, bob.token, room, 'm.room.message', 'budget-3', message('again')));
+    assert.deepEqual(afterRestart.body, first[3].body);
+    const metrics = await (await fetch(`${pipeline.consumer.url}/metrics`)).text();
+    assert.match(metrics, /^matrix_consumer_state_entries\{stage="send"\} 4$/m);
+    assert.match(metrics, /^matrix_consumer_state_bytes_estimate\{stage="send"\} 800$/m);
+    assert.match(metrics, /^matrix_consumer_state_budget_entries 2$/m);
+  });
+});

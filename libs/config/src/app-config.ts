@@ -83,6 +83,11 @@ export class AppConfig {
 
   /** How long transactions are remembered for deduplication (Synapse: 24 h). */
   @Transform(toInt) @IsInt() @Min(1000) TXN_WINDOW_MS = 86_400_000;
+  /**
+   * Remembered entries (transactions, held annotations) one consumer process keeps, for all its partitions: about
+   * 200 bytes of heap each. Past it, new transactions get a retryable 503 until old ones expire.
+   */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_ENTRIES = 5_000_000;
   /** How long the group waits for a silent consumer before moving its partitions (broker bounds: 6 s to 5 min). */
   @Transform(toInt) @IsInt() @Min(6000) @Max(300000) CONSUMER_SESSION_TIMEOUT_MS = 10000;
   /**

@@ -22,6 +22,8 @@ export const ANNOTATION_STATE_KEYS = {
 /** The accepted annotation that holds an annotation identity. */
 export interface AnnotationHolder {
   event_id: string;
+  /** Only a redaction in this room frees the annotation (holders written before it was recorded are never freed). */
+  room_id?: string;
   ts: number;
 }
 

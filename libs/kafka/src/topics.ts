@@ -15,10 +15,12 @@ export async function ensureTopics(admin: Admin, config: AppConfig): Promise<num
     { name: 'cleanup.policy', value: 'compact,delete' },
     { name: 'retention.ms', value: String(config.TXN_WINDOW_MS) },
   ];
+  // A command older than the window is never appended (it can no longer be deduplicated): no need to keep it longer.
+  const forTheWindow = [{ name: 'retention.ms', value: String(config.TXN_WINDOW_MS) }];
   const coPartitioned: ITopicConfig[] = [
-    { topic: config.KAFKA_TOPIC_COMMANDS, numPartitions, replicationFactor },
+    { topic: config.KAFKA_TOPIC_COMMANDS, numPartitions, replicationFactor, configEntries: forTheWindow },
     { topic: config.KAFKA_TOPIC_TXNS, numPartitions, replicationFactor, configEntries: windowed },
-    { topic: config.KAFKA_TOPIC_ANNOTATIONS, numPartitions, replicationFactor },
+    { topic: config.KAFKA_TOPIC_ANNOTATIONS, numPartitions, replicationFactor, configEntries: forTheWindow },
     // Annotation holders stay until redacted, so this changelog is compacted, never expired by time.
     { topic: config.KAFKA_TOPIC_ANNOTATION_STATE, numPartitions, replicationFactor, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
   ];

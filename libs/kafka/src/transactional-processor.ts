@@ -12,6 +12,8 @@ export interface PartitionHandler<S> {
   restore(state: S, message: KafkaMessage): void;
   /** Decides a batch against the state: the records to commit atomically with the batch's offsets. */
   processBatch(state: S, batch: InputBatch): BatchResult;
+  /** The partition's state is no longer this process's (released, or its take-over failed). */
+  release?(state: S): void;
 }
 
 /** The records of one partition to process, in offset order. */
@@ -228,12 +230,14 @@ export class TransactionalProcessor<S> {
       }),
     );
     const producers = connecting.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    const states: S[] = [];
     try {
       const failed = connecting.find((result) => result.status === 'rejected');
       if (failed) throw failed.reason;
-      const owned = partitions.map((partition, i): Owned<S> => ({
+      for (const partition of partitions) states.push(this.handler.createState(partition));
+      const owned = partitions.map((_partition, i): Owned<S> => ({
         producer: producers[i],
-        state: this.handler.createState(partition),
+        state: states[i],
         next: null,
         turn: Promise.resolve(),
       }));
@@ -256,6 +260,7 @@ export class TransactionalProcessor<S> {
       owned.forEach((o, i) => (o.next = committed.get(partitions[i]) ?? null));
       return { owned, stats };
     } catch (error) {
+      states.forEach((state) => this.handler.release?.(state));
       await Promise.all(producers.map((producer) => producer.disconnect().catch(() => undefined)));
       throw error;
     }
@@ -275,7 +280,14 @@ export class TransactionalProcessor<S> {
   private async release(partitions: number[]): Promise<void> {
     const owned = partitions.flatMap((partition) => this.owned.get(partition) ?? []);
     partitions.forEach((partition) => this.owned.delete(partition));
-    await Promise.all(owned.map((o) => o.then(({ producer }) => producer.disconnect(), () => undefined).catch(() => undefined)));
+    await Promise.all(
+      owned.map((o) =>
+        o.then(({ producer, state }) => {
+          this.handler.release?.(state);
+          return producer.disconnect();
+        }, () => undefined).catch(() => undefined),
+      ),
+    );
   }
 
   private async ownerOf(partition: number, heartbeat: () => Promise<void>): Promise<Owned<S>> {

@@ -52,10 +52,12 @@ export const gatewayMetrics = {
 };
 
 let stateEntriesSource: () => Promise<Record<string, number>> = async () => ({});
+let bytesPerEntry = 0;
 
-/** Where the state-entries gauge reads its values when scraped: entries per stage. */
-export function reportStateEntries(source: () => Promise<Record<string, number>>): void {
+/** Where the state gauges read their values when scraped: entries per stage, and the heap an entry takes. */
+export function reportStateEntries(source: () => Promise<Record<string, number>>, estimatedBytesPerEntry: number): void {
   stateEntriesSource = source;
+  bytesPerEntry = estimatedBytesPerEntry;
 }
 
 export const consumerMetrics = {
@@ -91,6 +93,32 @@ export const consumerMetrics = {
     async collect() {
       for (const [stage, entries] of Object.entries(await stateEntriesSource())) this.set({ stage }, entries);
     },
+  }),
+  stateBytes: new Gauge({
+    name: 'matrix_consumer_state_bytes_estimate',
+    help: 'Heap the dedup and annotation state take, estimated from the entries (bench:state measures the cost of one)',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+    async collect() {
+      for (const [stage, entries] of Object.entries(await stateEntriesSource())) this.set({ stage }, entries * bytesPerEntry);
+    },
+  }),
+  stateBudget: new Gauge({
+    name: 'matrix_consumer_state_budget_entries',
+    help: 'STATE_MAX_ENTRIES: past it, new transactions are refused with a retryable 503',
+    registers: [registry],
+  }),
+  stateRefusals: new Counter({
+    name: 'matrix_consumer_state_refusals_total',
+    help: 'Commands refused with a retryable 503 because the state budget was spent',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+  }),
+  expiredCommands: new Counter({
+    name: 'matrix_consumer_expired_commands_total',
+    help: 'Commands older than the dedup window, dead-lettered as expired and never appended',
+    labelNames: ['stage'] as const,
+    registers: [registry],
   }),
   restoreDuration: new Histogram({
     name: 'matrix_consumer_restore_duration_seconds',

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AnnotationStageRecord, SEND_COMMAND_VERSION, SendCommand, SendReply } from '@app/contracts';
 import { InputBatch } from '@app/kafka';
+import { StateBudget } from '../state/state-budget';
 import { AnnotationHandler } from './annotation-handler';
 
 const command = (txn_id: string, correlation_id: string): SendCommand => ({
@@ -32,7 +33,7 @@ const batchOf = (...records: AnnotationStageRecord[]): InputBatch => ({
     key: null,
     value: Buffer.from(JSON.stringify(record)),
     offset: String(offset++),
-    timestamp: '0',
+    timestamp: String(Date.now()),
     attributes: 0,
     headers: {},
   })),
@@ -41,7 +42,7 @@ const batchOf = (...records: AnnotationStageRecord[]): InputBatch => ({
 describe('the annotation stage', () => {
   it('accepts the first annotation, rejects a second from another txn, and repeats each outcome to retries', () => {
     const replies: SendReply[] = [];
-    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, (_to, reply) => replies.push(reply));
+    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, (_to, reply) => replies.push(reply), new StateBudget(100));
     const state = handler.createState();
     const run = (...records: AnnotationStageRecord[]) => {
       const result = handler.processBatch(state, batchOf(...records));
@@ -63,18 +64,41 @@ describe('the annotation stage', () => {
     assert.deepEqual(replies[2], { ...accepted, correlation_id: 'c3' });
     assert.equal(replies[3].status, 400);
 
-    // Redacting the held annotation frees it; the rejected transaction still gets its rejection.
+    // A redaction in another room cannot touch the annotation, even naming its event.
     const eventId = (accepted.body as { event_id: string }).event_id;
-    run({ kind: 'redaction', room_id: '!r:x', redacts: eventId }, annotation('t3', 'c5'), annotation('t2', 'c6'));
-    assert.equal(replies[4].status, 200);
-    assert.notEqual((replies[4].body as { event_id: string }).event_id, eventId);
-    assert.equal(replies[5].status, 400);
+    run({ kind: 'redaction', room_id: '!elsewhere:x', redacts: eventId }, annotation('t5', 'c5'));
+    assert.equal(replies[4].status, 400, 'still held');
+
+    // Redacting the held annotation in its room frees it; the rejected transaction still gets its rejection.
+    run({ kind: 'redaction', room_id: '!r:x', redacts: eventId }, annotation('t3', 'c6'), annotation('t2', 'c7'));
+    assert.equal(replies[5].status, 200);
+    assert.notEqual((replies[5].body as { event_id: string }).event_id, eventId);
+    assert.equal(replies[6].status, 400);
   });
 
   it('keeps nothing from a batch whose transaction did not commit', () => {
-    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, () => undefined);
+    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, () => undefined, new StateBudget(100));
     const state = handler.createState();
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))); // aborted: afterCommit never runs
     assert.equal(state.size, 0);
+  });
+
+  it('writes tombstones for transactions past the window, found by the sweep or by a restore', async () => {
+    const windowMs = 50;
+    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, windowMs, () => undefined, new StateBudget(100));
+    const state = handler.createState();
+    handler.processBatch(state, batchOf(annotation('t1', 'c1'))).afterCommit();
+    // A restore meets an old transaction of a previous owner.
+    state.apply('txn:id-old', { event_id: '$old', ts: Date.now() - 10 * windowMs });
+    await new Promise((resolve) => setTimeout(resolve, windowMs + 10));
+    assert.equal(state.sweep(), 1);
+    const next = handler.processBatch(state, batchOf());
+    const changelog = next.records.find((r) => r.topic === 'state')?.messages ?? [];
+    assert.deepEqual(
+      changelog.filter((m) => m.value === null).map((m) => m.key).sort(),
+      ['txn:id-old', 'txn:id-t1'],
+    );
+    next.afterCommit();
+    assert.deepEqual(state.expiredKeys(), [], 'written once');
   });
 });

@@ -9,7 +9,8 @@ import {
 import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
 import { StagedChanges } from '../dedup/dedup-state';
 import { BatchOutput, ReplySender } from '../processing/batch-output';
-import { eventOf, replyFor } from '../processing/decide';
+import { eventOf, isPastWindow, replyFor } from '../processing/decide';
+import { StateBudget, stateFullReply } from '../state/state-budget';
 import { AnnotationState } from './annotation-state';
 
 export interface AnnotationTopics {
@@ -17,6 +18,13 @@ export interface AnnotationTopics {
   /** This stage's changelog. */
   state: string;
   deadLetters: string;
+}
+
+export interface AnnotationCounts {
+  accepted: number;
+  rejected: number;
+  expired: number;
+  refused: number;
 }
 
 const DUPLICATE = { status: 400, errcode: 'M_DUPLICATE_ANNOTATION', error: 'Cannot send the same annotation twice' };
@@ -31,11 +39,16 @@ export class AnnotationHandler implements PartitionHandler<AnnotationState> {
     private readonly topics: AnnotationTopics,
     private readonly windowMs: number,
     private readonly sendReply: ReplySender,
-    private readonly observe: (counts: { accepted: number; rejected: number }) => void = () => undefined,
+    private readonly budget: StateBudget,
+    private readonly observe: (counts: AnnotationCounts) => void = () => undefined,
   ) {}
 
   createState(): AnnotationState {
-    return new AnnotationState(this.windowMs);
+    return this.budget.track(new AnnotationState(this.windowMs));
+  }
+
+  release(state: AnnotationState): void {
+    this.budget.untrack(state);
   }
 
   restore(state: AnnotationState, message: KafkaMessage): void {
@@ -49,16 +62,26 @@ export class AnnotationHandler implements PartitionHandler<AnnotationState> {
     const staged = new StagedChanges<AnnotationStateValue>((key) => state.get(key));
     const acceptedHere = new Map<string, string>(); // event_id → annotation identity, for redactions in this batch
     const out = new BatchOutput(this.topics.deadLetters);
-    const counts = { accepted: 0, rejected: 0 };
+    const counts: AnnotationCounts = { accepted: 0, rejected: 0, expired: 0, refused: 0 };
+    // Transactions past the window leave the changelog too (it is compacted, never expired by time).
+    for (const key of state.expiredKeys()) staged.set(key, null);
+    let room = this.budget.remaining();
     for (const message of batch.messages) {
       const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
       try {
+        if (isPastWindow(Number(message.timestamp), now, this.windowMs)) {
+          counts.expired++;
+          out.deadLetter(message, `${position.topic}/${position.partition}/${position.offset}`, 'expired');
+          continue;
+        }
         const record = decodeAnnotationStageRecord(message.value);
         if (record.kind === 'redaction') {
           const annotationId = acceptedHere.get(record.redacts) ?? state.heldBy(record.redacts);
           if (annotationId === undefined) continue;
           const holderKey = ANNOTATION_STATE_KEYS.holder(annotationId);
-          if ((staged.get(holderKey) as AnnotationHolder | undefined)?.event_id === record.redacts) staged.set(holderKey, null);
+          const holder = staged.get(holderKey) as AnnotationHolder | undefined;
+          // A redaction only acts in its own room: naming another room's event does nothing (as in Matrix).
+          if (holder?.event_id === record.redacts && holder.room_id === record.room_id) staged.set(holderKey, null);
           continue;
         }
         const { command } = record;
@@ -66,6 +89,12 @@ export class AnnotationHandler implements PartitionHandler<AnnotationState> {
         const previous = staged.get(txnKey);
         if (previous) {
           out.reply(command.reply_to, replyFor(command.correlation_id, previous));
+          continue;
+        }
+        // A rejection adds one entry (the transaction), an acceptance two (the transaction and the holder).
+        if ((room -= 2) < 0) {
+          counts.refused++;
+          out.reply(command.reply_to, stateFullReply(command.correlation_id));
           continue;
         }
         const holderKey = ANNOTATION_STATE_KEYS.holder(record.annotation_id);
@@ -79,7 +108,7 @@ export class AnnotationHandler implements PartitionHandler<AnnotationState> {
         counts.accepted++;
         const event = eventOf(command, position);
         const outcome: TxnRecord = { event_id: event.event_id, ts: now };
-        staged.set(holderKey, { event_id: event.event_id, ts: now });
+        staged.set(holderKey, { event_id: event.event_id, room_id: event.room_id, ts: now });
         staged.set(txnKey, outcome);
         acceptedHere.set(event.event_id, record.annotation_id);
         out.addEvent(this.topics.events, event, command);

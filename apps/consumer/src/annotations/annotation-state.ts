@@ -1,4 +1,4 @@
-import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue } from '@app/contracts';
+import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue, TxnRecord } from '@app/contracts';
 import { DedupState } from '../dedup/dedup-state';
 
 /**
@@ -10,6 +10,11 @@ export class AnnotationState {
   private readonly holders = new Map<string, AnnotationHolder>();
   /** event_id → annotation identity, to free an identity when its event is redacted. */
   private readonly byEvent = new Map<string, string>();
+  /**
+   * Changelog keys of transactions past the window, forgotten here but still in the changelog (compacted, never
+   * expired by time, since holders must stay): the next batch writes their tombstones.
+   */
+  private readonly expired = new Set<string>();
 
   constructor(windowMs: number, now: () => number = Date.now) {
     this.txns = new DedupState(windowMs, now);
@@ -29,6 +34,8 @@ export class AnnotationState {
   apply(key: string, value: AnnotationStateValue | null): void {
     const id = key.slice(4);
     if (key === ANNOTATION_STATE_KEYS.txn(id)) {
+      if (value === null) this.expired.delete(key);
+      else if (this.txns.isExpired(value)) this.expired.add(key);
       this.txns.apply(id, value);
     } else if (key === ANNOTATION_STATE_KEYS.holder(id)) {
       const before = this.holders.get(id);
@@ -48,6 +55,11 @@ export class AnnotationState {
   }
 
   sweep(): number {
-    return this.txns.sweep();
+    return this.txns.sweep((id) => this.expired.add(ANNOTATION_STATE_KEYS.txn(id)));
+  }
+
+  /** Changelog keys to tombstone: transactions past the window. */
+  expiredKeys(): string[] {
+    return [...this.expired];
   }
 }

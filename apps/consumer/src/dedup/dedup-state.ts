@@ -29,11 +29,12 @@ export class DedupState {
   }
 
   /** Forgets everything older than the window; cheap, since the oldest entries come first. */
-  sweep(): number {
+  sweep(forget: (identity: string) => void = () => undefined): number {
     let forgotten = 0;
     for (const [identity, entry] of this.entries) {
       if (!this.isExpired(entry)) break;
       this.entries.delete(identity);
+      forget(identity);
       forgotten++;
     }
     return forgotten;
@@ -43,7 +44,7 @@ export class DedupState {
     return this.entries.size;
   }
 
-  private isExpired(entry: TxnRecord): boolean {
+  isExpired(entry: TxnRecord): boolean {
     return entry.ts <= this.now() - this.windowMs;
   }
 }

@@ -12,6 +12,14 @@ export type Decision =
    */
   | { kind: 'forward'; identity: string; annotationId: string; remember: TxnRecord | null };
 
+/**
+ * A command published longer ago than the dedup window may be a retry of a transaction already forgotten: it can
+ * no longer be deduplicated, so it is never appended (it is dead-lettered as `expired`).
+ */
+export function isPastWindow(publishedAtMs: number, now: number, windowMs: number): boolean {
+  return publishedAtMs <= now - windowMs;
+}
+
 export function identityOf(command: SendCommand): string {
   return transactionIdentity(command.scope_hash, command.room_id, command.type, command.txn_id);
 }

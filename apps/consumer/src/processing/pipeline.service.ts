@@ -7,6 +7,7 @@ import { consumerMetrics, gatewayMetrics, reportStateEntries } from '@app/observ
 import { AnnotationHandler } from '../annotations/annotation-handler';
 import { AnnotationState } from '../annotations/annotation-state';
 import { DedupState } from '../dedup/dedup-state';
+import { ESTIMATED_BYTES_PER_ENTRY, StateBudget } from '../state/state-budget';
 import { SendHandler } from './send-handler';
 
 /** How often remembered transactions older than the window are dropped from memory. */
@@ -36,6 +37,8 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
   private readonly kafka: Kafka;
   private readonly admin: Admin;
   private readonly replies: BatchingProducer;
+  /** One memory bound for every partition state of both stages. */
+  private readonly budget: StateBudget;
   private sends?: TransactionalProcessor<DedupState>;
   private annotations?: TransactionalProcessor<AnnotationState>;
   private sweeper?: NodeJS.Timeout;
@@ -56,7 +59,9 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
       replaced: () => gatewayMetrics.producerReplacements.inc({ client: 'consumer-replies' }),
     });
     const size = (states: { size: number }[] = []) => states.reduce((sum, state) => sum + state.size, 0);
-    reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }));
+    this.budget = new StateBudget(config.STATE_MAX_ENTRIES);
+    consumerMetrics.stateBudget.set(config.STATE_MAX_ENTRIES);
+    reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }), ESTIMATED_BYTES_PER_ENTRY);
   }
 
   get isReady(): boolean {
@@ -133,10 +138,13 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
         partitions,
         config.TXN_WINDOW_MS,
         sendReply,
+        this.budget,
         (counts) => {
           consumerMetrics.events.inc({ stage: 'send' }, counts.accepted);
           consumerMetrics.dedupHits.inc(counts.duplicates);
-          consumerMetrics.deadLetters.inc({ stage: 'send' }, counts.deadLetters);
+          consumerMetrics.deadLetters.inc({ stage: 'send' }, counts.deadLetters + counts.expired);
+          consumerMetrics.expiredCommands.inc({ stage: 'send' }, counts.expired);
+          consumerMetrics.stateRefusals.inc({ stage: 'send' }, counts.refused);
         },
       ),
     );
@@ -154,9 +162,13 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
         { events: config.KAFKA_TOPIC_EVENTS, state: config.KAFKA_TOPIC_ANNOTATION_STATE, deadLetters: config.KAFKA_TOPIC_DEAD_LETTERS },
         config.TXN_WINDOW_MS,
         sendReply,
+        this.budget,
         (counts) => {
           consumerMetrics.events.inc({ stage: 'annotation' }, counts.accepted);
           consumerMetrics.annotationRejections.inc(counts.rejected);
+          consumerMetrics.deadLetters.inc({ stage: 'annotation' }, counts.expired);
+          consumerMetrics.expiredCommands.inc({ stage: 'annotation' }, counts.expired);
+          consumerMetrics.stateRefusals.inc({ stage: 'annotation' }, counts.refused);
         },
       ),
     );

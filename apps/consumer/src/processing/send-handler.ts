@@ -3,7 +3,19 @@ import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, SendCommand,
 import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
 import { DedupState, StagedChanges } from '../dedup/dedup-state';
 import { BatchOutput, ReplySender } from './batch-output';
-import { decide } from './decide';
+import { StateBudget, stateFullReply } from '../state/state-budget';
+import { decide, isPastWindow } from './decide';
+
+export interface SendCounts {
+  accepted: number;
+  duplicates: number;
+  forwarded: number;
+  deadLetters: number;
+  /** Commands older than the window, dead-lettered unappended. */
+  expired: number;
+  /** New transactions turned away (retryable) because the state budget was spent. */
+  refused: number;
+}
 
 export interface SendTopics {
   events: string;
@@ -22,11 +34,16 @@ export class SendHandler implements PartitionHandler<DedupState> {
     private readonly annotationPartitions: number,
     private readonly windowMs: number,
     private readonly sendReply: ReplySender,
-    private readonly observe: (counts: { accepted: number; duplicates: number; forwarded: number; deadLetters: number }) => void = () => undefined,
+    private readonly budget: StateBudget,
+    private readonly observe: (counts: SendCounts) => void = () => undefined,
   ) {}
 
   createState(): DedupState {
-    return new DedupState(this.windowMs);
+    return this.budget.track(new DedupState(this.windowMs));
+  }
+
+  release(state: DedupState): void {
+    this.budget.untrack(state);
   }
 
   restore(state: DedupState, message: KafkaMessage): void {
@@ -38,13 +55,24 @@ export class SendHandler implements PartitionHandler<DedupState> {
     const now = Date.now();
     const staged = new StagedChanges<TxnRecord>((identity) => state.get(identity));
     const out = new BatchOutput(this.topics.deadLetters);
-    const counts = { accepted: 0, duplicates: 0, forwarded: 0, deadLetters: 0 };
+    const counts: SendCounts = { accepted: 0, duplicates: 0, forwarded: 0, deadLetters: 0, expired: 0, refused: 0 };
     const described = new Map<string, TxnDescription>();
+    let room = this.budget.remaining();
     for (const message of batch.messages) {
       const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
       try {
+        if (isPastWindow(Number(message.timestamp), now, this.windowMs)) {
+          counts.expired++;
+          out.deadLetter(message, `${position.topic}/${position.partition}/${position.offset}`, 'expired');
+          continue;
+        }
         const command = decodeSendCommand(message.value);
         const decision = decide(command, position, (identity) => staged.get(identity), now);
+        if ((decision.kind === 'accepted' || (decision.kind === 'forward' && decision.remember)) && room-- <= 0) {
+          counts.refused++;
+          out.reply(command.reply_to, stateFullReply(command.correlation_id));
+          continue;
+        }
         switch (decision.kind) {
           case 'duplicate':
             counts.duplicates++;

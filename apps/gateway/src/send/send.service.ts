@@ -66,6 +66,8 @@ export class SendService {
       const reply = await this.bus.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
       const body = reply.body as MatrixErrorBody;
+      // The consumer's own retryable refusal (its state budget is spent): the client gets Retry-After too.
+      if (reply.status === 503) throw unavailable(body.error, 2);
       const { errcode, error, ...extra } = body;
       throw new MatrixError(reply.status, errcode, error, extra);
     } catch (error) {

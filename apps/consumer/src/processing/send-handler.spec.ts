@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { SEND_COMMAND_VERSION, SendCommand, SendReply } from '@app/contracts';
+import { InputBatch } from '@app/kafka';
+import { StateBudget } from '../state/state-budget';
+import { SendHandler } from './send-handler';
+
+const TOPICS = { events: 'events', txns: 'txns', annotations: 'annotations', deadLetters: 'dlq' };
+const WINDOW_MS = 60_000;
+
+const command = (txn_id: string, correlation_id = `c-${txn_id}`): SendCommand => ({
+  v: SEND_COMMAND_VERSION,
+  room_id: '!r:x',
+  type: 'm.room.message',
+  txn_id,
+  scope_hash: 's',
+  sender: '@a:x',
+  device_id: 'D',
+  content: { body: txn_id },
+  origin_server_ts: 1,
+  correlation_id,
+  reply_to: 'replies',
+});
+
+let offset = 0;
+const batchOf = (...commands: { command: SendCommand; publishedAt?: number }[]): InputBatch => ({
+  topic: 'commands',
+  partition: 0,
+  messages: commands.map(({ command: c, publishedAt }) => ({
+    key: null,
+    value: Buffer.from(JSON.stringify(c)),
+    offset: String(offset++),
+    timestamp: String(publishedAt ?? Date.now()),
+    attributes: 0,
+    headers: {},
+  })),
+});
+
+function stage(maxEntries = 100) {
+  const replies: SendReply[] = [];
+  const budget = new StateBudget(maxEntries);
+  const handler = new SendHandler(TOPICS, 4, WINDOW_MS, (_to, reply) => replies.push(reply), budget);
+  const state = handler.createState();
+  const run = (...commands: { command: SendCommand; publishedAt?: number }[]) => {
+    const result = handler.processBatch(state, batchOf(...commands));
+    result.afterCommit();
+    return result;
+  };
+  return { replies, budget, handler, state, run };
+}
+
+describe('the send stage', () => {
+  it('turns new transactions away with a retryable 503 once the state budget is spent, and still answers retries', () => {
+    const { replies, run, budget } = stage(2);
+    run({ command: command('t1') }, { command: command('t2') }, { command: command('t3') });
+    assert.deepEqual(replies.map((r) => r.status), [200, 200, 503]);
+    assert.equal((replies[2].body as { errcode: string }).errcode, 'M_UNKNOWN');
+    assert.equal(budget.entries, 2);
+    run({ command: command('t1', 'again') }, { command: command('t3', 'later') });
+    assert.deepEqual(replies.slice(3).map((r) => r.status), [200, 503], 'the retry is answered from memory; t3 waits');
+    assert.deepEqual(replies[3].body, replies[0].body);
+  });
+
+  it('gives the budget back when a partition is released', () => {
+    const { budget, handler, state, run } = stage(10);
+    run({ command: command('t1') });
+    assert.equal(budget.entries, 1);
+    handler.release(state);
+    assert.equal(budget.entries, 0);
+  });
+
+  it('never appends a command older than the window: it goes to the dead letters as expired', () => {
+    const { replies, run } = stage();
+    const result = run({ command: command('old'), publishedAt: Date.now() - WINDOW_MS - 1 }, { command: command('new') });
+    const events = result.records.find((r) => r.topic === 'events')?.messages ?? [];
+    assert.equal(events.length, 1);
+    assert.match(String(events[0].value), /"body":"new"/);
+    const dead = result.records.find((r) => r.topic === 'dlq')?.messages ?? [];
+    assert.deepEqual(dead.map((m) => (m.headers as Record<string, string>).reason), ['expired']);
+    assert.deepEqual(replies.map((r) => r.status), [500, 200]);
+  });
+});
