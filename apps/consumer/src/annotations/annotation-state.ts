@@ -1,4 +1,4 @@
-import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue, TxnRecord } from '@app/contracts';
+import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue } from '@app/contracts';
 import { DedupState } from '../dedup/dedup-state';
 
 /**
