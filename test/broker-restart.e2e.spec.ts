@@ -1,29 +1,30 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { assertExactlyOnce, transactions } from './support/exactly-once';
 import { runLoad } from './support/load';
+import { PrivateBroker, startPrivateBroker } from './support/broker';
 import { AppProcess, isolatedEnv } from './support/pipeline';
 
 const SEND_TIMEOUT_MS = 2000;
 /** A request may take the wait bound plus the time to publish and to answer. */
 const WAIT_BOUND_MS = SEND_TIMEOUT_MS + 1500;
-const run = promisify(execFile);
 
-describe('a broker restart during load', { skip: process.env.KAFKA_TEST_BROKER_SOURCE !== 'kafka-local' && 'needs the local broker, which the test can restart' }, () => {
-  const env = isolatedEnv({ SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), CONSUMER_SESSION_TIMEOUT_MS: '6000' });
+describe('a broker restart during load', () => {
+  let broker: PrivateBroker;
+  let env: Record<string, string>;
   let gateway: AppProcess;
   let consumer: AppProcess;
-  const launcher = resolve(__dirname, '../../tools/kafka-local/kafka-local.sh');
   before(async () => {
+    // Its own broker, whatever the other tests use: this test stops and starts it.
+    broker = await startPrivateBroker();
+    env = isolatedEnv({ KAFKA_BROKERS: broker.brokers, SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), CONSUMER_SESSION_TIMEOUT_MS: '6000' });
     consumer = await AppProcess.start('consumer', env);
     gateway = await AppProcess.start('gateway', env);
   });
   after(async () => {
-    await run('bash', [launcher, 'start']).catch(() => undefined);
+    await broker?.launcher('start').catch(() => undefined);
     await Promise.all([gateway, consumer].map((app) => app?.stop().catch(() => app.kill())));
+    await broker?.stop();
   });
 
   it('gives clients retryable errors, never a wrong 200, and resumes by itself', async () => {
@@ -33,7 +34,10 @@ describe('a broker restart during load', { skip: process.env.KAFKA_TEST_BROKER_S
       maxAttempts: 400,
       onProgress: (done) => {
         if (done === 300) {
-          restarted = run('bash', [launcher, 'stop']).then(() => new Promise((r) => setTimeout(r, 3000))).then(() => run('bash', [launcher, 'start']));
+          restarted = broker
+            .launcher('stop')
+            .then(() => new Promise((r) => setTimeout(r, 3000)))
+            .then(() => broker.launcher('start'));
         }
       },
     });

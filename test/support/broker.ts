@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
-import { resolve } from 'node:path';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -31,6 +33,41 @@ export async function provideBroker(): Promise<Broker> {
     // A broker somebody else started (npm start, a previous run) stays up; one we started, we stop.
     stop: async () => {
       if (!wasRunning) await run('bash', [LAUNCHER, 'stop']);
+    },
+  };
+}
+
+export interface PrivateBroker {
+  brokers: string;
+  /** Runs the launcher against this broker: `stop`, `start`, `status`. */
+  launcher(command: 'start' | 'stop' | 'status'): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A broker of a test's own, from the local launcher on free ports and its own data (the jars are shared): for tests
+ * that stop and start the broker, so that they run whatever broker the other tests use, and disturb none of them.
+ */
+export async function startPrivateBroker(): Promise<PrivateBroker> {
+  const { freePort } = await import('./pipeline');
+  const env = {
+    ...process.env,
+    KAFKA_LOCAL_DIR: mkdtempSync(join(tmpdir(), 'kafka-private-')),
+    KAFKA_LOCAL_LIB: resolve(__dirname, '../../../.cache/kafka-local/lib'),
+    KAFKA_LOCAL_PORT: String(await freePort()),
+    KAFKA_LOCAL_CONTROLLER_PORT: String(await freePort()),
+    KAFKA_LOCAL_HEAP: '384m',
+  };
+  const launcher = async (command: 'start' | 'stop' | 'status'): Promise<void> => {
+    await run('bash', [LAUNCHER, command], { env, maxBuffer: 1 << 20 });
+  };
+  await launcher('start');
+  return {
+    brokers: `127.0.0.1:${env.KAFKA_LOCAL_PORT}`,
+    launcher,
+    stop: async () => {
+      await launcher('stop');
+      rmSync(env.KAFKA_LOCAL_DIR, { recursive: true, force: true });
     },
   };
 }

@@ -3,7 +3,9 @@
  * runner against it, and stops the broker if it started one.
  */
 import { spawn } from 'node:child_process';
-import { resolve } from 'node:path';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { provideBroker } from './broker';
 
 async function main(): Promise<number> {
@@ -13,9 +15,12 @@ async function main(): Promise<number> {
   const patterns = process.argv.slice(2);
   const files = patterns.length > 0 ? patterns : ['dist/**/*.spec.js'];
   const root = resolve(__dirname, '../../..');
+  // A second reporter writes TAP to a file, whose summary says how many tests ran and how many were skipped.
+  const tap = join(mkdtempSync(join(tmpdir(), 'test-run-')), 'results.tap');
+  const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`];
   try {
-    return await new Promise<number>((done) => {
-      const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=600000', ...files], {
+    const code = await new Promise<number>((done) => {
+      const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=600000', ...reporters, ...files], {
         cwd: root,
         stdio: 'inherit',
         env: { ...process.env, KAFKA_BROKERS: broker.brokers, KAFKA_TEST_BROKER_SOURCE: broker.source },
@@ -24,9 +29,26 @@ async function main(): Promise<number> {
       process.on('SIGINT', forward).on('SIGTERM', forward);
       child.on('exit', (code, signal) => done(code ?? (signal ? 1 : 0)));
     });
+    return code === 0 ? noSilentSkips(readFileSync(tap, 'utf8')) : code;
   } finally {
     await broker.stop();
   }
+}
+
+/** A run that skipped a test, or ran none, proves less than it says: it fails. */
+function noSilentSkips(tap: string): number {
+  const count = (name: string): number => Number(new RegExp(`^# ${name} (\\d+)$`, 'm').exec(tap)?.[1] ?? NaN);
+  const [tests, skipped, todo] = [count('tests'), count('skipped'), count('todo')];
+  if (!(tests > 0)) {
+    process.stderr.write('test run failed: no test ran\n');
+    return 1;
+  }
+  if (skipped > 0 || todo > 0) {
+    const names = tap.split('\n').filter((line) => / # (SKIP|TODO)\b/.test(line));
+    process.stderr.write(`test run failed: ${skipped} skipped and ${todo} todo tests, and every test must run:\n${names.join('\n')}\n`);
+    return 1;
+  }
+  return 0;
 }
 
 main().then(

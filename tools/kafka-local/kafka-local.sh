@@ -8,7 +8,8 @@
 #   kafka-local.sh status   exit 0 if it runs and answers
 #   kafka-local.sh brokers  print the bootstrap address
 #
-# Environment: KAFKA_LOCAL_DIR (cache + data, default <repo>/.cache/kafka-local), KAFKA_LOCAL_PORT (9092),
+# Environment: KAFKA_LOCAL_DIR (cache + data, default <repo>/.cache/kafka-local), KAFKA_LOCAL_LIB (the jars,
+# default $KAFKA_LOCAL_DIR/lib), KAFKA_LOCAL_PORT (9092),
 # KAFKA_LOCAL_CONTROLLER_PORT (9093), KAFKA_LOCAL_HEAP (512m), KAFKA_LOCAL_START_TIMEOUT (90 seconds).
 set -euo pipefail
 
@@ -19,7 +20,8 @@ port="${KAFKA_LOCAL_PORT:-9092}"
 controller_port="${KAFKA_LOCAL_CONTROLLER_PORT:-9093}"
 heap="${KAFKA_LOCAL_HEAP:-512m}"
 start_timeout="${KAFKA_LOCAL_START_TIMEOUT:-90}"
-lib="$dir/lib"
+# The jars can live apart from the data, so that a second broker (a test's own) reuses them.
+lib="${KAFKA_LOCAL_LIB:-$dir/lib}"
 data="$dir/data"
 pidfile="$dir/kafka.pid"
 logfile="$dir/kafka.log"
