@@ -29,7 +29,14 @@ export interface TransactionOutcome {
 export async function runLoad(
   baseUrl: () => string,
   transactions: Transaction[],
-  options: { concurrency: number; maxAttempts?: number; retryPauseMs?: number; onProgress?: (done: number) => void },
+  options: {
+    concurrency: number;
+    maxAttempts?: number;
+    retryPauseMs?: number;
+    /** A client gives up on a request after this long (then retries, as for a lost connection). */
+    requestTimeoutMs?: number;
+    onProgress?: (done: number) => void;
+  },
 ): Promise<TransactionOutcome[]> {
   const outcomes: TransactionOutcome[] = [];
   const maxAttempts = options.maxAttempts ?? 120;
@@ -43,7 +50,8 @@ export async function runLoad(
         for (let attempt = 1; ; attempt++) {
           const started = Date.now();
           const content = transaction.content ?? { msgtype: 'm.text', body: `${transaction.txnId} send ${send} attempt ${attempt}` };
-          const res: { status: number; body: Record<string, unknown> } = await sendEvent(baseUrl(), transaction.token, transaction.roomId, 'm.room.message', transaction.txnId, content).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
+          const signal = options.requestTimeoutMs ? AbortSignal.timeout(options.requestTimeoutMs) : undefined;
+          const res: { status: number; body: Record<string, unknown> } = await sendEvent(baseUrl(), transaction.token, transaction.roomId, 'm.room.message', transaction.txnId, content, undefined, signal).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
           outcome.longestWaitMs = Math.max(outcome.longestWaitMs, Date.now() - started);
           if (res.status === 200) {
             outcome.eventIds.push(String(res.body.event_id));

@@ -134,6 +134,16 @@ export class AppProcess {
     return code;
   }
 
+  /** A zombie in the making: the process stops (SIGSTOP) and misses its heartbeats, but keeps its state and sockets. */
+  pause(): void {
+    this.child.kill('SIGSTOP');
+  }
+
+  /** The zombie wakes up (SIGCONT) and carries on from where it stopped. */
+  resume(): void {
+    this.child.kill('SIGCONT');
+  }
+
   /** A crash: no shutdown hooks, no goodbye to the group. */
   async kill(): Promise<void> {
     if (this.child.exitCode === null) this.child.kill('SIGKILL');
