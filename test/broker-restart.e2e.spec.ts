@@ -6,8 +6,11 @@ import { PrivateBroker, startPrivateBroker } from './support/broker';
 import { AppProcess, isolatedEnv } from './support/pipeline';
 
 const SEND_TIMEOUT_MS = 2000;
-/** A request may take the wait bound plus the time to publish and to answer. */
-const WAIT_BOUND_MS = SEND_TIMEOUT_MS + 1500;
+/**
+ * A request may take the wait bound plus the time to publish and to answer; twice that and a few seconds for a
+ * loaded 2-core machine, still far from a request that hangs.
+ */
+const WAIT_BOUND_MS = 2 * SEND_TIMEOUT_MS + 3000;
 
 describe('a broker restart during load', () => {
   let broker: PrivateBroker;
@@ -47,7 +50,7 @@ describe('a broker restart during load', () => {
     assert.ok(retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)), 'only retryable answers during the outage');
     await assertExactlyOnce(env, outcomes);
     const longest = Math.max(...outcomes.map((o) => o.longestWaitMs));
-    assert.ok(longest <= WAIT_BOUND_MS + 2000, `requests stayed bounded during the outage (longest ${longest} ms)`);
+    assert.ok(longest <= WAIT_BOUND_MS + 1000, `requests stayed bounded during the outage (longest ${longest} ms)`);
     const ready = await fetch(`${gateway.url}/health/ready`);
     assert.equal(ready.status, 200, 'the gateway is ready again without a restart');
     process.stdout.write(`# broker restart: ${outcomes.length} transactions, ${retried.length} retried, longest wait ${longest} ms\n`);

@@ -50,6 +50,7 @@ const sendPath = (txn: string = randomUUID(), room = ROOM, type = 'm.room.messag
 describe('gateway conformance against a real broker', () => {
   let pipeline: Pipeline;
   let homeserver: FakeHomeserver;
+  let homeserverUrl: string;
   let url: string;
   const eventsToCheck = new Map<string, (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void>();
 
@@ -61,7 +62,7 @@ describe('gateway conformance against a real broker', () => {
       'hs-soft': { status: 401, body: { errcode: 'M_UNKNOWN_TOKEN', error: 'Token expired', soft_logout: true } },
       'hs-slow': { status: 200, body: { user_id: '@slow:test.local' }, delayMs: 5000 },
     });
-    const homeserverUrl = await homeserver.start();
+    homeserverUrl = await homeserver.start();
     pipeline = await startPipeline({
       MATRIX_APPSERVICE_FILES: writeRegistrations(),
       MATRIX_HOMESERVER_URL: homeserverUrl,
@@ -146,7 +147,8 @@ describe('gateway conformance against a real broker', () => {
         assert.equal(res.status, 503);
         assert.equal(res.body.errcode, 'M_UNKNOWN');
         assert.ok(Number(res.headers.get('retry-after')) >= 1);
-        assert.ok(Date.now() - started < 2000, 'within the configured wait');
+        // The bound is 500 ms; the margin is for a loaded machine, far below a wait that never ends.
+        assert.ok(Date.now() - started < 500 + 4000, 'within the configured wait');
       } finally {
         await lonely.stop();
       }
@@ -248,13 +250,28 @@ describe('gateway conformance against a real broker', () => {
       });
     });
 
+    it('asks the homeserver again once a cached answer has expired (WHOAMI_CACHE_TTL_MS)', async () => {
+      const gateway = await AppProcess.start('gateway', { ...pipeline.env, MATRIX_HOMESERVER_URL: homeserverUrl, WHOAMI_CACHE_TTL_MS: '1000' });
+      try {
+        const calls = homeserver.whoamiCalls;
+        assert.equal((await put(gateway.url, sendPath(), { token: 'hs-dave' })).status, 200);
+        assert.equal((await put(gateway.url, sendPath(), { token: 'hs-dave' })).status, 200);
+        assert.equal(homeserver.whoamiCalls - calls, 1, 'cached');
+        await new Promise((done) => setTimeout(done, 1200));
+        assert.equal((await put(gateway.url, sendPath(), { token: 'hs-dave' })).status, 200);
+        assert.equal(homeserver.whoamiCalls - calls, 2, 'asked again after the TTL: a revoked token stops working by then');
+      } finally {
+        await gateway.stop();
+      }
+    });
+
     it('answers a retryable 503 within the bound when the homeserver is slow', async () => {
       const started = Date.now();
       const res = await put(url, sendPath(), { token: 'hs-slow' });
       assert.equal(res.status, 503);
       assert.equal(res.body.errcode, 'M_UNKNOWN');
       assert.ok(res.headers.get('retry-after'));
-      assert.ok(Date.now() - started < 2000);
+      assert.ok(Date.now() - started < 4500, 'before the homeserver (5 s) answers: WHOAMI_TIMEOUT_MS is 500');
     });
 
     it('answers a retryable 503 when the homeserver is down', async () => {
@@ -282,7 +299,8 @@ describe('gateway conformance against a real broker', () => {
   describe('rate limits (per gateway instance)', () => {
     let limited: AppProcess;
     before(async () => {
-      limited = await AppProcess.start('gateway', { ...pipeline.env, RATE_LIMIT_PER_SECOND: '0.5', RATE_LIMIT_BURST: '2' });
+      // One token every 20 s: the four sends of a burst cannot earn a new one, however slow the machine.
+      limited = await AppProcess.start('gateway', { ...pipeline.env, RATE_LIMIT_PER_SECOND: '0.05', RATE_LIMIT_BURST: '2' });
     });
     after(async () => {
       await limited?.stop();
@@ -299,7 +317,7 @@ describe('gateway conformance against a real broker', () => {
       assert.deepEqual(results.map((r) => r.status), [200, 200, 429, 429]);
       const limitedAnswer = results[2];
       assert.equal(limitedAnswer.body.errcode, 'M_LIMIT_EXCEEDED');
-      assert.ok(Number(limitedAnswer.body.retry_after_ms) > 0 && Number(limitedAnswer.body.retry_after_ms) <= 2000);
+      assert.ok(Number(limitedAnswer.body.retry_after_ms) > 0 && Number(limitedAnswer.body.retry_after_ms) <= 20000);
       assert.equal(limitedAnswer.headers.get('retry-after'), String(Math.ceil(Number(limitedAnswer.body.retry_after_ms) / 1000)));
     });
 
@@ -317,6 +335,7 @@ describe('gateway conformance against a real broker', () => {
   it('keeps the same event_id for a retry through the helper client too', async () => {
     const first = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', { body: 'x' });
     const again = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', { body: 'y' });
+    assert.match(String(first.body.event_id), EVENT_ID_PATTERN, 'an event, not two failures that look alike');
     assert.equal(again.body.event_id, first.body.event_id);
   });
 });

@@ -47,6 +47,7 @@ describe('crashing the consumer under load', () => {
     assert.deepEqual(failures, [], 'every transaction ended with 200');
     const retried = outcomes.filter((o) => o.retryable.some((status) => status === 503 || status === 0)).length;
     assert.ok(retried > 0, 'the crashes were felt by clients (otherwise this test proves nothing)');
+    assert.equal(outcomes.length, TRANSACTIONS, 'every transaction was sent');
     for (const outcome of outcomes) {
       assert.equal(new Set(outcome.eventIds).size, 1, `${outcome.transaction.txnId} got one event_id however often it was sent`);
     }

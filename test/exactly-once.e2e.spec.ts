@@ -122,6 +122,24 @@ describe('exactly-once transactions through a real broker', () => {
     }
   });
 
+  it('keeps each room in order in the event log: one partition per room, in the order the sends were answered', async () => {
+    const rooms = [`!order-a-${randomUUID()}:test.local`, `!order-b-${randomUUID()}:test.local`];
+    const answered = new Map<string, string[]>(rooms.map((room) => [room, []]));
+    for (let i = 0; i < 30; i++) {
+      const room = rooms[i % 2];
+      // Different senders and txnIds land on different command partitions, so order across them is not free.
+      const res = await sendEvent(url, [alice, bob, alicePhone][i % 3].token, room, 'm.room.message', `order-${randomUUID()}`, message(`${i}`));
+      assert.equal(res.status, 200);
+      answered.get(room)!.push(String(res.body.event_id));
+    }
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => rooms.includes(event.room_id) });
+    for (const room of rooms) {
+      const entries = log.filter((e) => e.event.room_id === room).sort((x, y) => Number(BigInt(x.offset) - BigInt(y.offset)));
+      assert.equal(new Set(entries.map((e) => e.partition)).size, 1, `${room} is in one partition`);
+      assert.deepEqual(entries.map((e) => e.event.event_id), answered.get(room), `${room} in the order of its answers`);
+    }
+  });
+
   it('never appends a command older than the dedup window: it is dead-lettered as expired', async () => {
     const kafka = new Kafka({ brokers: pipeline.env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
     const producer = kafka.producer();
@@ -159,19 +177,30 @@ describe('exactly-once transactions through a real broker', () => {
     assert.deepEqual(log.map((e) => e.event.event_id), [after.body.event_id]);
   });
 
-  it('remembers transactions across a consumer restart and a crash: the state is rebuilt from Kafka', async () => {
+  it('remembers transactions and held annotations across a consumer restart and a crash: the state is rebuilt from Kafka', async () => {
     const before = await sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('before'));
     assert.equal(before.status, 200);
+    const reaction = { 'm.relates_to': { rel_type: 'm.annotation', event_id: String(before.body.event_id), key: '🔁' } };
+    const held = await sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', 'restart-reaction', reaction);
+    assert.equal(held.status, 200);
+    const annotationSurvives = async (): Promise<void> => {
+      const again = await retryUntil200(() => sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', 'restart-reaction', reaction));
+      assert.deepEqual(again.body, held.body, 'the annotation transaction is remembered');
+      const duplicate = await retryUntil200(() => sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', `restart-${randomUUID()}`, reaction));
+      assert.equal(duplicate.body.errcode, 'M_DUPLICATE_ANNOTATION', 'the annotation is still held');
+    };
 
     await pipeline.consumer.stop();
     pipeline.consumer = await AppProcess.start('consumer', pipeline.env);
     const afterRestart = await sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('after restart'));
     assert.deepEqual(afterRestart.body, before.body);
+    await annotationSurvives();
 
     await pipeline.consumer.kill();
     pipeline.consumer = await AppProcess.start('consumer', pipeline.env);
     const afterCrash = await retryUntil200(() => sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('after crash')));
     assert.deepEqual(afterCrash.body, before.body);
+    await annotationSurvives();
   });
 });
 

@@ -4,7 +4,10 @@ import { randomUUID } from 'node:crypto';
 import { createServer, connect, Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import '@app/kafka';
+import { Kafka, logLevel } from 'kafkajs';
 import { after, before, describe, it } from 'node:test';
+import { readTopic } from './support/event-log';
 import { sendEvent } from './support/matrix-client';
 import { AppProcess, freePort, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
 
@@ -20,6 +23,14 @@ async function scrape(url: string): Promise<Map<string, number>> {
   }
   return series;
 }
+async function until(condition: () => boolean, what: string, timeoutMs = 15000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((done) => setTimeout(done, 50));
+  }
+}
+
 const sum = (series: Map<string, number>, prefix: string) =>
   [...series].filter(([name]) => name.startsWith(prefix)).reduce((total, [, value]) => total + value, 0);
 
@@ -62,10 +73,11 @@ describe('operability', () => {
     for (const name of [...gateway.keys(), ...consumer.keys()]) assert.doesNotMatch(name, /test\.local|metrics-\d|@/);
   });
 
-  it('logs no token and no message content, even for failures, and one line with a correlation id per failure', async () => {
+  it('logs no token and no message content, even for failures, and one line per failure with the command\'s correlation id', async () => {
     const secretToken = TEST_USERS.bob.token;
     const marker = `secret-body-${randomUUID()}`;
-    const lonely = await AppProcess.start('gateway', { ...isolatedEnv({ SEND_TIMEOUT_MS: '300', LOG_LEVEL: 'debug' }) });
+    const lonelyEnv = isolatedEnv({ SEND_TIMEOUT_MS: '300', LOG_LEVEL: 'debug' });
+    const lonely = await AppProcess.start('gateway', lonelyEnv);
     const apps = [pipeline.gateway, pipeline.consumer, lonely];
     const outputBefore = apps.map((app) => app.output.length);
     try {
@@ -77,20 +89,64 @@ describe('operability', () => {
         method: 'PUT',
         body: `{"body":"${marker}"`,
       });
-      const timedOut = await sendEvent(lonely.url, secretToken, room, 'm.room.message', `logs-timeout-${randomUUID()}`, { body: marker });
+      const timeoutTxn = `logs-timeout-${randomUUID()}`;
+      const timedOut = await sendEvent(lonely.url, secretToken, room, 'm.room.message', timeoutTxn, { body: marker });
       assert.equal(timedOut.status, 503);
-      await new Promise((done) => setTimeout(done, 500));
+      const failureLines = (): string[] => lonely.output.join('').split('\n').filter((line) => line.includes('answered 503'));
+      await until(() => failureLines().length > 0, 'the failure line');
       const logs = apps.map((app, i) => app.output.slice(outputBefore[i]).join('')).join('');
-      assert.ok(logs.length > 0, 'the apps did log something');
       assert.ok(!logs.includes(secretToken), 'no access token in the logs');
       assert.ok(!logs.includes(marker), 'no message content in the logs');
-      const failureLines = lonely.output.join('').split('\n').filter((line) => line.includes('answered 503'));
-      assert.equal(failureLines.length, 1, 'one line for the failure');
-      assert.match(failureLines[0], /correlation id [0-9a-f-]{36}/);
-      assert.doesNotThrow(() => JSON.parse(failureLines[0]), 'structured JSON');
+      assert.equal(failureLines().length, 1, 'one line for the failure');
+      const [line] = failureLines();
+      assert.doesNotThrow(() => JSON.parse(line), 'structured JSON');
+      const loggedId = /correlation id ([0-9a-f-]{36})/.exec(line)?.[1];
+      const [command] = await readTopic(lonelyEnv.KAFKA_BROKERS, lonelyEnv.KAFKA_TOPIC_COMMANDS, { keep: (r) => r.value.includes(timeoutTxn) });
+      assert.equal(loggedId, (JSON.parse(command.value) as { correlation_id: string }).correlation_id, 'the log names the command it failed');
     } finally {
       await lonely.stop();
     }
+  });
+
+  it('writes no access token to any Kafka topic', async () => {
+    const room = `!tokens-${randomUUID()}:test.local`;
+    const { alice, bob } = TEST_USERS;
+    assert.equal((await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', `t-${randomUUID()}`, { body: 'header' })).status, 200);
+    const viaQuery = await fetch(`${pipeline.gateway.url}/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.reaction/q-${randomUUID()}?access_token=${bob.token}`, {
+      method: 'PUT',
+      body: JSON.stringify({ 'm.relates_to': { rel_type: 'm.annotation', event_id: '$target', key: 'k' } }),
+    });
+    assert.equal(viaQuery.status, 200);
+    const env = pipeline.env;
+    const namespace = env.KAFKA_TOPIC_COMMANDS.replace(/\.commands$/, '');
+    const admin = new Kafka({ brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    const topics = (await admin.listTopics()).filter((topic) => topic.startsWith(namespace));
+    await admin.disconnect();
+    assert.ok(topics.length >= 7, `every topic of the deployment, reply topics included: ${topics.join(', ')}`);
+    const tokens = Object.values(TEST_USERS).map((user) => user.token);
+    let records = 0;
+    for (const topic of topics) {
+      for (const record of await readTopic(env.KAFKA_BROKERS, topic)) {
+        records++;
+        const text = `${record.key} ${record.value} ${JSON.stringify(record.headers)}`;
+        for (const token of tokens) assert.ok(!text.includes(token), `${topic}@${record.partition}/${record.offset} holds a token`);
+      }
+    }
+    assert.ok(records > 10, `records were read (${records})`);
+  });
+
+  it('logs no line for a successful send', async () => {
+    const before = pipeline.gateway.output.length;
+    for (let i = 0; i < 5; i++) {
+      const ok = await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, '!quiet:test.local', 'm.room.message', `quiet-${randomUUID()}`, { body: 'x' });
+      assert.equal(ok.status, 200);
+    }
+    // A failure after them is logged (debug): once its line is there, anything the successes logged would be too.
+    await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, '!quiet:test.local', 'm.room.message', 'quiet-sentinel', '{"n": 1.5}');
+    const lines = (): string[] => pipeline.gateway.output.slice(before).join('').split('\n').filter(Boolean);
+    await until(() => lines().some((line) => line.includes('answered 400')), 'the sentinel failure line');
+    assert.deepEqual(lines().filter((line) => !line.includes('answered 400')), []);
   });
 
   it('serves /metrics on METRICS_PORT alone when it is set', async () => {
@@ -143,6 +199,45 @@ describe('start-up', () => {
       assert.match(result.stderr, new RegExp(`^gateway: invalid configuration: ${name}=`), name);
       assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
     }
+  });
+
+  it('stops the consumer too with a line naming the variable when its config is wrong', async () => {
+    for (const [name, value] of [
+      ['CONSUMER_SESSION_TIMEOUT_MS', '100'],
+      ['STATE_MAX_ENTRIES', 'lots'],
+      ['KAFKA_MAX_REQUEST_BYTES', '10'],
+    ]) {
+      const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], { env: { ...process.env, [name]: value } }).then(
+        () => ({ code: 0, stderr: '' }),
+        (error: { code: number; stderr: string }) => error,
+      );
+      assert.equal(result.code, 1, name);
+      assert.match(result.stderr, new RegExp(`^consumer: invalid configuration: ${name}=`), name);
+      assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
+    }
+  });
+
+  it('refuses to start a consumer on co-partitioned topics of different sizes, naming them', async () => {
+    const env = isolatedEnv();
+    const admin = new Kafka({ brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: [
+        { topic: env.KAFKA_TOPIC_COMMANDS, numPartitions: 2 },
+        { topic: env.KAFKA_TOPIC_TXNS, numPartitions: 3 },
+      ],
+      waitForLeaders: true,
+    });
+    await admin.disconnect();
+    const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], {
+      env: { ...process.env, ...env, CONSUMER_PORT: String(await freePort()) },
+      timeout: 60000,
+    }).then(
+      () => ({ code: 0, stdout: '' }),
+      (error: { code: number; stdout: string }) => error,
+    );
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, new RegExp(`these topics must have the same number of partitions: .*${env.KAFKA_TOPIC_COMMANDS.replace(/\./g, '\\.')}=2.*${env.KAFKA_TOPIC_TXNS.replace(/\./g, '\\.')}=3`));
   });
 
   it('never prints a secret setting, even when it is wrong', async () => {

@@ -17,8 +17,12 @@ export function transactions(prefix: string, count: number): Transaction[] {
 
 /** Every transaction ended with one event_id, and the event log holds exactly the answered events, once each. */
 export async function assertExactlyOnce(env: Record<string, string>, outcomes: TransactionOutcome[]): Promise<void> {
+  assert.ok(outcomes.length > 0, 'there were transactions to check');
   assert.deepEqual(outcomes.flatMap((o) => o.failures).slice(0, 5), [], 'every transaction ended with 200');
-  for (const o of outcomes) assert.equal(new Set(o.eventIds).size, 1, `${o.transaction.txnId}: one event_id for every answer`);
+  for (const o of outcomes) {
+    assert.ok(o.eventIds.length >= o.transaction.sends, `${o.transaction.txnId}: an answer for every send`);
+    assert.equal(new Set(o.eventIds).size, 1, `${o.transaction.txnId}: one event_id for every answer`);
+  }
   const answered = new Set(outcomes.map((o) => o.eventIds[0]));
   const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, { timeoutMs: 120000 });
   const logged = log.map((e) => e.event.event_id);

@@ -25,7 +25,7 @@ export interface BatchingProducerOptions {
 }
 
 /**
- * Errors after which an idempotent producer's sequence numbers can no longer be trusted: kafkajs rolls a failed
+ * Errors after which a producer cannot go on. An idempotent producer's sequence numbers can no longer be trusted after some: kafkajs rolls a failed
  * request's sequence back even when later requests to the partition are in flight, and from then on the broker
  * answers OUT_OF_ORDER_SEQUENCE_NUMBER to everything. Only a new producer (a new producer id) gets out of that.
  */
@@ -40,6 +40,9 @@ const FATAL_PRODUCER_ERRORS = new Set([
   'RECORD_LIST_TOO_LARGE',
   'INVALID_RECORD',
   'CORRUPT_MESSAGE',
+  // A topic deleted after this producer wrote to it (a stopped gateway's reply topic) stays in kafkajs' metadata
+  // targets, and every metadata refresh fails from then on, for every topic: only a new producer forgets it.
+  'UNKNOWN_TOPIC_OR_PARTITION',
 ]);
 
 /** Whether the producer that failed with `error` must be replaced (kafkajs nests the cause in retry errors). */
@@ -51,18 +54,28 @@ export function needsNewProducer(error: unknown): boolean {
   return false;
 }
 
+/** A topic's producer not used for this long is closed (the reply topic of a gateway that went away). */
+const IDLE_PRODUCER_MS = 5 * 60_000;
+
+interface TopicProducer {
+  producer: Promise<Producer>;
+  lastUsed: number;
+}
+
 /**
  * Coalesces concurrent sends into one produce request: waiting on one produce per HTTP request is kafkajs'
- * known bottleneck. Idempotent producer, acks=all, a short linger, and a request bounded in records and bytes.
- * A produce that fails fails only its own sends; one that leaves the producer broken also replaces the producer,
- * so the next sends go through.
+ * known bottleneck. Idempotent producers, acks=all, a short linger, and a request bounded in records and bytes.
+ * One producer per topic, so that a topic that goes away (a stopped gateway's reply topic) can break nothing but
+ * its own sends. A produce that fails fails only its own sends; one that leaves its producer broken also drops the
+ * producer, and the next send to the topic gets a new one.
  */
 export class BatchingProducer {
   private readonly logger: Logger;
-  private producer: Promise<Producer> | null = null;
+  private readonly producers = new Map<string, TopicProducer>();
   private queue: Pending[] = [];
   private queuedBytes = 0;
   private timer: NodeJS.Timeout | null = null;
+  private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
   constructor(
@@ -70,19 +83,28 @@ export class BatchingProducer {
     private readonly options: BatchingProducerOptions,
   ) {
     this.logger = new Logger(options.name);
+    this.sweeper = setInterval(() => this.closeIdle(), IDLE_PRODUCER_MS / 5);
+    this.sweeper.unref();
   }
 
-  async connect(): Promise<void> {
-    this.producer ??= this.open();
-    await this.producer;
+  /** Connects the producer for `topic` ahead of the first send, so that a broker problem shows at start. */
+  async connect(topic: string): Promise<void> {
+    const producer = this.producerFor(topic);
+    try {
+      await producer;
+    } catch (error) {
+      if (this.producers.get(topic)?.producer === producer) this.producers.delete(topic); // the next attempt opens anew
+      throw error;
+    }
   }
 
   async disconnect(): Promise<void> {
     this.flush();
     this.closed = true;
-    const producer = this.producer;
-    this.producer = null;
-    await producer?.then((p) => p.disconnect(), () => undefined);
+    clearInterval(this.sweeper);
+    const all = [...this.producers.values()];
+    this.producers.clear();
+    await Promise.all(all.map(({ producer }) => producer.then((p) => p.disconnect(), () => undefined)));
   }
 
   send(topic: string, message: Message): Promise<void> {
@@ -94,6 +116,18 @@ export class BatchingProducer {
       if (this.queue.length >= this.options.maxBatch || this.queuedBytes >= this.options.maxBatchBytes) this.flush();
       else this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
     });
+  }
+
+  private producerFor(topic: string): Promise<Producer> {
+    let entry = this.producers.get(topic);
+    if (!entry) {
+      const producer = this.open();
+      producer.catch(() => undefined); // the sends that await it see the error
+      entry = { producer, lastUsed: Date.now() };
+      this.producers.set(topic, entry);
+    }
+    entry.lastUsed = Date.now();
+    return entry.producer;
   }
 
   private async open(): Promise<Producer> {
@@ -135,12 +169,11 @@ export class BatchingProducer {
       if (waiting) waiting.push(pending);
       else byTopic.set(pending.topic, [pending]);
     }
-    // One produce call per topic: a topic that is gone (a stopped gateway's reply topic) fails only its own sends.
     for (const [topic, waiting] of byTopic) void this.produceTo(topic, waiting);
   }
 
   private async produceTo(topic: string, waiting: Pending[]): Promise<void> {
-    const current = (this.producer ??= this.open());
+    const current = this.producerFor(topic);
     const started = process.hrtime.bigint();
     try {
       const producer = await current;
@@ -149,18 +182,24 @@ export class BatchingProducer {
       waiting.forEach((pending) => pending.resolve());
     } catch (error) {
       waiting.forEach((pending) => pending.reject(error));
-      if (this.producer === current && (needsNewProducer(error) || !(await current.then(() => true, () => false)))) {
-        this.replace(current, error);
-      }
+      const connected = await current.then(() => true, () => false);
+      if (this.producers.get(topic)?.producer === current && (needsNewProducer(error) || !connected)) this.drop(topic, current, error);
     }
   }
 
-  /** Swaps a broken (or never connected) producer for a new one; sends from now on go to the new one. */
-  private replace(broken: Promise<Producer>, error: unknown): void {
-    this.logger.warn(`replacing the Kafka producer after: ${String(error)}`);
-    this.producer = this.open();
-    this.producer.catch(() => undefined); // the sends that await it see the error
+  /** Forgets a broken (or never connected) producer: the next send to the topic opens a new one. */
+  private drop(topic: string, broken: Promise<Producer>, error: unknown): void {
+    this.logger.warn(`replacing the Kafka producer of ${topic} after: ${String(error)}`);
+    this.producers.delete(topic);
     this.options.replaced?.();
     void broken.then((p) => p.disconnect(), () => undefined).catch(() => undefined);
+  }
+
+  private closeIdle(): void {
+    for (const [topic, { producer, lastUsed }] of this.producers) {
+      if (Date.now() - lastUsed < IDLE_PRODUCER_MS) continue;
+      this.producers.delete(topic);
+      void producer.then((p) => p.disconnect(), () => undefined).catch(() => undefined);
+    }
   }
 }

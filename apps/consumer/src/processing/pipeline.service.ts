@@ -82,7 +82,6 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
     const config = this.config;
     await this.admin.connect();
     const partitions = await ensureTopics(this.admin, config);
-    await this.replies.connect();
     const sendReply = (to: string, reply: SendReply): void => {
       // A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction.
       this.replies.send(to, { value: JSON.stringify(reply) }).catch(() => undefined);

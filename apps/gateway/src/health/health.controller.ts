@@ -1,10 +1,17 @@
 import { Controller, Get, HttpException } from '@nestjs/common';
 import { CommandBus } from '../send/command-bus';
+import { SendService } from '../send/send.service';
 
-/** Liveness: the process answers. Readiness: Kafka is connected and this instance's reply channel is in place. */
+/**
+ * Liveness: the process answers. Readiness: Kafka is connected, this instance's reply channel is in place, and it
+ * is not stopping.
+ */
 @Controller('health')
 export class HealthController {
-  constructor(private readonly bus: CommandBus) {}
+  constructor(
+    private readonly bus: CommandBus,
+    private readonly sends: SendService,
+  ) {}
 
   @Get('live')
   live(): { status: 'ok' } {
@@ -13,7 +20,7 @@ export class HealthController {
 
   @Get('ready')
   ready(): { status: 'ok' } {
-    if (!this.bus.isReady) throw new HttpException({ status: 'unavailable' }, 503);
+    if (!this.bus.isReady || !this.sends.isAccepting) throw new HttpException({ status: 'unavailable' }, 503);
     return { status: 'ok' };
   }
 }

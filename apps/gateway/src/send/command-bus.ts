@@ -50,7 +50,7 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
       async () => {
         await this.admin.connect();
         await ensureTopics(this.admin, this.config);
-        await this.producer.connect();
+        await this.producer.connect(this.config.KAFKA_TOPIC_COMMANDS);
         await this.replies.start();
       },
       (error) => error instanceof TopicLayoutError,

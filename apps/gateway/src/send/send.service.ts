@@ -1,4 +1,4 @@
-import { Injectable } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { commandKey, SEND_COMMAND_VERSION, SendCommand } from '@app/contracts';
 import {
@@ -22,9 +22,14 @@ export const MAX_EVENT_BYTES = 65536;
 const EVENT_ID_PLACEHOLDER = `$${'x'.repeat(43)}`;
 
 /** Turns a validated request into a send command, publishes it, and waits for the consumer's outcome. */
+/** How long a stopping gateway must see no new send before it closes its server. */
+const DRAIN_QUIET_MS = 300;
+
 @Injectable()
-export class SendService {
+export class SendService implements BeforeApplicationShutdown {
   private inFlight = 0;
+  private received = 0;
+  private draining = false;
 
   constructor(
     private readonly config: AppConfig,
@@ -32,8 +37,35 @@ export class SendService {
     private readonly scopes: ScopeHasher,
   ) {}
 
+  /** False once the gateway is stopping: load balancers stop sending while it answers what still comes. */
+  get isAccepting(): boolean {
+    return !this.draining;
+  }
+
+  /**
+   * On SIGTERM, before the HTTP server closes: answer every send in flight, and the ones still arriving (requests
+   * already on accepted connections, a load balancer that has not yet seen readiness turn false), until sends have
+   * stopped for a moment. Closing at once reset connections whose request was sent but not yet read.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.draining = true;
+    const deadline = Date.now() + this.config.SEND_TIMEOUT_MS + 2000;
+    let seen = this.received;
+    let quietSince = Date.now();
+    while (Date.now() < deadline) {
+      if (this.inFlight > 0 || this.received !== seen) {
+        seen = this.received;
+        quietSince = Date.now();
+      } else if (Date.now() - quietSince >= DRAIN_QUIET_MS) {
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  }
+
   /** `correlationId` is the request's id in the logs; the command carries it to the consumer and back. */
   async send(sender: Sender, params: SendParams, content: JsonObject, originServerTs: number, correlationId: string): Promise<{ event_id: string }> {
+    this.received++;
     const eventSize = canonicalJsonByteLength({
       event_id: EVENT_ID_PLACEHOLDER,
       room_id: params.roomId,
