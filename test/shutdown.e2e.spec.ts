@@ -30,7 +30,7 @@ describe('graceful shutdown (SIGTERM)', () => {
       const sends = Array.from({ length: 100 }, (_, i) =>
         sendEvent(gateway.url, TEST_USERS.alice.token, '!shutdown:test.local', 'm.room.message', `shutdown-${i}-${randomUUID()}`, { body: `${i}` })
           .then((res) => ({ status: res.status, retryAfter: res.headers.get('retry-after') }))
-          .catch((error: { cause?: { code?: string } }) => ({ status: 0, retryAfter: String(error.cause?.code ?? error) }))
+          .catch((error: Error & { cause?: { code?: string } }) => ({ status: 0, retryAfter: error.cause?.code ?? error.message }))
           .finally(() => {
             if (++answered === 5) stopped = gateway.stop();
           }),
