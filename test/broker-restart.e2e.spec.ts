@@ -3,7 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import { assertExactlyOnce, transactions } from './support/exactly-once';
 import { runLoad } from './support/load';
 import { PrivateBroker, startPrivateBroker } from './support/broker';
-import { AppProcess, isolatedEnv } from './support/pipeline';
+import { sendEvent } from './support/matrix-client';
+import { AppProcess, isolatedEnv, TEST_USERS } from './support/pipeline';
 
 const SEND_TIMEOUT_MS = 2000;
 /**
@@ -54,5 +55,35 @@ describe('a broker restart during load', () => {
     const ready = await fetch(`${gateway.url}/health/ready`);
     assert.equal(ready.status, 200, 'the gateway is ready again without a restart');
     process.stdout.write(`# broker restart: ${outcomes.length} transactions, ${retried.length} retried, longest wait ${longest} ms\n`);
+  });
+
+  it('turns both apps not ready while Kafka is lost, answers sends 503 with Retry-After, and is ready again after', async () => {
+    const ready = async (app: AppProcess) => (await fetch(`${app.url}/health/ready`)).status;
+    const until = async (what: string, condition: () => Promise<boolean>, timeoutMs = 60000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!(await condition())) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    };
+    assert.deepEqual([await ready(gateway), await ready(consumer)], [200, 200]);
+    const lost = Date.now();
+    await broker.launcher('stop');
+    try {
+      await until('both apps not ready', async () => (await ready(gateway)) === 503 && (await ready(consumer)) === 503);
+      const notReadyAfter = Date.now() - lost;
+      const res = await sendEvent(gateway.url, TEST_USERS.alice.token, '!lost:test.local', 'm.room.message', `lost-${Date.now()}`, { body: 'x' });
+      assert.equal(res.status, 503);
+      assert.ok(Number(res.headers.get('retry-after')) >= 1);
+      assert.equal((await fetch(`${gateway.url}/health/live`)).status, 200, 'still live: nothing a restart would fix');
+      process.stdout.write(`# Kafka lost: not ready after ${notReadyAfter} ms\n`);
+    } finally {
+      await broker.launcher('start');
+    }
+    const back = Date.now();
+    await until('both apps ready again', async () => (await ready(gateway)) === 200 && (await ready(consumer)) === 200, 120000);
+    const res = await sendEvent(gateway.url, TEST_USERS.alice.token, '!lost:test.local', 'm.room.message', `back-${Date.now()}`, { body: 'x' });
+    assert.equal(res.status, 200);
+    process.stdout.write(`# Kafka back: ready again after ${Date.now() - back} ms\n`);
   });
 });

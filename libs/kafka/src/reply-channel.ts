@@ -2,6 +2,9 @@ import { Admin, Consumer, Kafka } from 'kafkajs';
 
 export class ReplyTimeout extends Error {}
 
+/** The reply reader's group session: also how long after losing Kafka the gateway stops being ready. */
+const REPLY_SESSION_TIMEOUT_MS = 10_000;
+
 interface Waiter<T> {
   resolve: (reply: T) => void;
   timer: NodeJS.Timeout;
@@ -16,6 +19,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   private readonly waiters = new Map<string, Waiter<T>>();
   private readonly consumer: Consumer;
   private ready = false;
+  private lastHeartbeat = 0;
 
   constructor(
     private readonly kafka: Kafka,
@@ -26,17 +30,27 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     private readonly onFatal: (error: Error) => void,
     private readonly retentionMs = 3_600_000,
   ) {
-    this.consumer = kafka.consumer({ groupId: `${topic}.reader`, maxWaitTimeInMs: 500, retry: { retries: 10 } });
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => (this.ready = true));
+    this.consumer = kafka.consumer({
+      groupId: `${topic}.reader`,
+      maxWaitTimeInMs: 500,
+      sessionTimeout: REPLY_SESSION_TIMEOUT_MS,
+      heartbeatInterval: REPLY_SESSION_TIMEOUT_MS / 5,
+      retry: { retries: 10 },
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+      this.ready = true;
+      this.lastHeartbeat = Date.now();
+    });
+    this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = Date.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.ready = false;
       if (!payload.restart) this.onFatal(new Error(`the reply reader stopped for good: ${payload.error.message}`));
     });
   }
 
-  /** True once replies addressed to this channel will be seen. */
+  /** True once replies addressed to this channel will be seen, and while Kafka still hears from it. */
   get isReady(): boolean {
-    return this.ready;
+    return this.ready && Date.now() - this.lastHeartbeat < REPLY_SESSION_TIMEOUT_MS;
   }
 
   get waiting(): number {

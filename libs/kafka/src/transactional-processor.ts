@@ -88,6 +88,7 @@ export class TransactionalProcessor<S> {
   private restoring = 0;
   private failed = false;
   private stopped = false;
+  private lastHeartbeat = 0;
   /** Consecutive failed take-overs per partition, for the back-off and the give-up. */
   private readonly takeOverFailures = new Map<number, number>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
@@ -107,7 +108,11 @@ export class TransactionalProcessor<S> {
       heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
       retry: { retries: 10 },
     });
-    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => this.onAssignment(payload.memberAssignment));
+    this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
+      this.lastHeartbeat = Date.now();
+      this.onAssignment(payload.memberAssignment);
+    });
+    this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = Date.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.joined = false;
       this.logger.error(`consumer crashed (${payload.error.message}); restart=${String(payload.restart)}`);
@@ -122,9 +127,18 @@ export class TransactionalProcessor<S> {
     this.options.onFatal(error);
   }
 
-  /** In the group, with the state of every assigned partition restored (a failed take-over is retried first). */
+  /**
+   * In the group, with the state of every assigned partition restored (a failed take-over is retried first), and
+   * heard by the group within a session: a process that lost Kafka stops being ready once the group would have
+   * given its partitions away, not only when kafkajs gives up reconnecting minutes later.
+   */
   get isReady(): boolean {
-    return this.joined && this.restoring === 0 && [...this.assigned].every((partition) => this.owned.has(partition));
+    return (
+      this.joined &&
+      Date.now() - this.lastHeartbeat < this.options.sessionTimeoutMs &&
+      this.restoring === 0 &&
+      [...this.assigned].every((partition) => this.owned.has(partition))
+    );
   }
 
   /** The states of the partitions owned right now (for gauges). */
