@@ -5,7 +5,7 @@ import { createServer, connect, Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import '@app/kafka';
-import { Kafka, logLevel } from 'kafkajs';
+import { AssignerProtocol, Kafka, logLevel, PartitionAssigner } from 'kafkajs';
 import { after, before, describe, it } from 'node:test';
 import { readTopic } from './support/event-log';
 import { sendEvent } from './support/matrix-client';
@@ -238,6 +238,41 @@ describe('start-up', () => {
     );
     assert.equal(result.code, 1);
     assert.match(result.stdout, new RegExp(`these topics must have the same number of partitions: .*${env.KAFKA_TOPIC_COMMANDS.replace(/\./g, '\\.')}=2.*${env.KAFKA_TOPIC_TXNS.replace(/\./g, '\\.')}=3`));
+  });
+
+  it('exits non-zero, rather than stay live and never ready, when its consumer can never work', async () => {
+    // A member of the consumer's group that speaks another assignment protocol: the broker refuses the consumer's
+    // join for good (INCONSISTENT_GROUP_PROTOCOL), which kafkajs does not retry.
+    const env = isolatedEnv();
+    const kafka = new Kafka({ brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: `${env.KAFKA_TOPIC_COMMANDS}.other`, numPartitions: 1 }], waitForLeaders: true });
+    await admin.disconnect();
+    const otherProtocol: PartitionAssigner = () => ({
+      name: 'SomethingElse',
+      version: 1,
+      assign: async ({ members, topics }) =>
+        members.map(({ memberId }) => ({ memberId, memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 1, assignment: { [topics[0]]: [0] }, userData: Buffer.alloc(0) }) })),
+      protocol: ({ topics }) => ({ name: 'SomethingElse', metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.alloc(0) }) }),
+    });
+    const squatter = kafka.consumer({ groupId: env.KAFKA_CONSUMER_GROUP, partitionAssigners: [otherProtocol] });
+    await squatter.connect();
+    await squatter.subscribe({ topic: `${env.KAFKA_TOPIC_COMMANDS}.other` });
+    await squatter.run({ eachMessage: async () => undefined });
+    try {
+      const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], {
+        env: { ...process.env, ...env, CONSUMER_PORT: String(await freePort()) },
+        timeout: 90000,
+      }).then(
+        () => ({ code: 0, stdout: '' }),
+        (error: { code: number | null; stdout: string }) => error,
+      );
+      assert.equal(result.code, 1, 'exit 1, for its supervisor to act on');
+      assert.match(result.stdout, /stopped for good.*exiting so that a new process takes over/);
+    } finally {
+      await squatter.disconnect();
+    }
   });
 
   it('never prints a secret setting, even when it is wrong', async () => {
