@@ -237,7 +237,8 @@ describe('start-up', () => {
       (error: { code: number; stdout: string }) => error,
     );
     assert.equal(result.code, 1);
-    assert.match(result.stdout, new RegExp(`these topics must have the same number of partitions: .*${env.KAFKA_TOPIC_COMMANDS.replace(/\./g, '\\.')}=2.*${env.KAFKA_TOPIC_TXNS.replace(/\./g, '\\.')}=3`));
+    assert.match(result.stdout, /these topics must have the same number of partitions/);
+    assert.ok(result.stdout.includes(`${env.KAFKA_TOPIC_COMMANDS}=2`) && result.stdout.includes(`${env.KAFKA_TOPIC_TXNS}=3`), result.stdout);
   });
 
   it('exits non-zero, rather than stay live and never ready, when its consumer can never work', async () => {
