@@ -286,7 +286,7 @@ describe('gateway conformance against a real broker', () => {
     });
 
     it('stores every event with the sender, device and timestamp that the auth path gave', async () => {
-      const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS);
+      const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { atLeast: eventsToCheck.size });
       const byId = new Map(log.map((e) => [e.event.event_id, e]));
       for (const [eventId, check] of eventsToCheck) {
         const logged = byId.get(eventId);

@@ -50,7 +50,7 @@ describe('exactly-once transactions through a real broker', () => {
     assert.deepEqual(new Set(results.map((r) => r.status)), new Set([200]));
     const ids = new Set(results.map((r) => r.body.event_id));
     assert.equal(ids.size, 1);
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room, atLeast: 1 });
     assert.deepEqual(log.map((e) => e.event.event_id), [...ids]);
   });
 
@@ -132,7 +132,7 @@ describe('exactly-once transactions through a real broker', () => {
       assert.equal(res.status, 200);
       answered.get(room)!.push(String(res.body.event_id));
     }
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => rooms.includes(event.room_id) });
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => rooms.includes(event.room_id), atLeast: 30 });
     for (const room of rooms) {
       const entries = log.filter((e) => e.event.room_id === room).sort((x, y) => Number(BigInt(x.offset) - BigInt(y.offset)));
       assert.equal(new Set(entries.map((e) => e.partition)).size, 1, `${room} is in one partition`);
@@ -173,7 +173,7 @@ describe('exactly-once transactions through a real broker', () => {
     // Sends go on, and the expired command is not in the log.
     const after = await sendEvent(url, alice.token, room, 'm.room.message', `after-${txnId}`, message('fresh'));
     assert.equal(after.status, 200);
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room, atLeast: 1 });
     assert.deepEqual(log.map((e) => e.event.event_id), [after.body.event_id]);
   });
 

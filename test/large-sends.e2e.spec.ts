@@ -89,7 +89,7 @@ describe('large sends', () => {
       const after: Transaction[] = onPartition(bob, 1, 'after', 10).map((txnId) => ({ token: bob.token, roomId: '!after:test.local', txnId, sends: 1 }));
       const outcomes = await runLoad(() => gateway.url, after, { concurrency: 1, maxAttempts: 1 });
       assert.deepEqual(outcomes.flatMap((o) => o.failures), [], 'every send after the broken produce got 200 at once');
-      const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === '!after:test.local' });
+      const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === '!after:test.local', atLeast: after.length });
       assert.deepEqual(new Set(log.map((e) => e.event.event_id)), new Set(outcomes.map((o) => o.eventIds[0])), 'and each is in the log');
       assert.equal(log.length, after.length);
       const metrics = await (await fetch(`${gateway.url}/metrics`)).text();

@@ -46,7 +46,7 @@ describe('real Matrix SDKs against the gateway', () => {
     const eventId = await client.sendMessage(room, { msgtype: 'm.text', body: 'from matrix-bot-sdk' });
     assert.match(eventId, EVENT_ID_PATTERN);
 
-    const [logged] = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
+    const [logged] = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room, atLeast: 1 });
     assert.equal(logged.event.event_id, eventId);
     assert.equal(logged.event.sender, '@sdk_puppet:test.local');
     assert.equal(logged.headers[EVENT_HEADERS.deviceId], 'PUPPETDEV');
