@@ -5,7 +5,7 @@ import { createServer, connect, Server } from 'node:net';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import '@app/kafka';
-import { AssignerProtocol, Kafka, logLevel, PartitionAssigner } from 'kafkajs';
+import { AssignerProtocol, ConfigResourceTypes, Kafka, logLevel, PartitionAssigner } from 'kafkajs';
 import { after, before, describe, it } from 'node:test';
 import { readTopic } from './support/event-log';
 import { sendEvent } from './support/matrix-client';
@@ -273,6 +273,38 @@ describe('start-up', () => {
       assert.match(result.stdout, /stopped for good.*exiting so that a new process takes over/);
     } finally {
       await squatter.disconnect();
+    }
+  });
+
+  it('creates the event log without a time limit, and warns (log and metric) about one created with a limit', async () => {
+    const describeRetention = async (kafka: Kafka, topic: string) => {
+      const admin = kafka.admin();
+      await admin.connect();
+      try {
+        const { resources } = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['retention.ms'] }] });
+        return resources[0].configEntries[0].configValue;
+      } finally {
+        await admin.disconnect();
+      }
+    };
+    const fresh = isolatedEnv();
+    const kafka = new Kafka({ brokers: fresh.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
+    const gateway = await AppProcess.start('gateway', fresh);
+    await gateway.stop();
+    assert.equal(await describeRetention(kafka, fresh.KAFKA_TOPIC_EVENTS), '-1', 'kept forever');
+
+    const handMade = isolatedEnv();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: handMade.KAFKA_TOPIC_EVENTS, numPartitions: 4, configEntries: [{ name: 'retention.ms', value: '604800000' }] }] });
+    await admin.disconnect();
+    const warned = await AppProcess.start('gateway', handMade);
+    try {
+      const metrics = await (await fetch(`${warned.url}/metrics`)).text();
+      assert.ok(metrics.includes(`matrix_kafka_topic_warnings{topic="${handMade.KAFKA_TOPIC_EVENTS}",problem="finite_retention"} 1`), 'the metric');
+      assert.match(warned.output.join(''), /retention\.ms=604800000 where KAFKA_EVENTS_RETENTION_MS is -1/);
+    } finally {
+      await warned.stop();
     }
   });
 

@@ -31,7 +31,10 @@ export class AppConfig {
    */
   @Transform(toInt) @IsInt() @Min(1) @Max(10000) KAFKA_COMMAND_PARTITIONS = 8;
   @Transform(toInt) @IsInt() @Min(1) @Max(10000) KAFKA_EVENT_PARTITIONS = 8;
-  @Transform(toInt) @IsInt() @Min(1) @Max(32767) KAFKA_REPLICATION_FACTOR = 1;
+  /** Replication of the topics the apps create; min(3, brokers in the cluster) when unset. */
+  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(32767) KAFKA_REPLICATION_FACTOR?: number;
+  /** How long the event log keeps events when the apps create it; -1 (the default): forever. */
+  @Transform(toInt) @IsInt() @Min(-1) KAFKA_EVENTS_RETENTION_MS = -1;
 
   @IsString() @IsNotEmpty() MATRIX_SERVER_NAME = 'localhost';
   /**
@@ -115,6 +118,7 @@ const OPTIONAL_SETTINGS = [
   'METRICS_HOST',
   'SCOPE_HASH_SECRET',
   'SCOPE_HASH_SECRET_FILE',
+  'KAFKA_REPLICATION_FACTOR',
 ];
 /** Settings whose values never appear in an error or a log line. */
 export const SECRET_SETTINGS = new Set(['SCOPE_HASH_SECRET']);

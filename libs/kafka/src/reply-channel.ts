@@ -1,4 +1,5 @@
 import { Admin, Consumer, Kafka } from 'kafkajs';
+import { durabilityEntries } from './topics';
 
 export class ReplyTimeout extends Error {}
 
@@ -57,10 +58,18 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     return this.waiters.size;
   }
 
-  async start(): Promise<void> {
+  /** Creates this channel's topic (replicated like the pipeline's topics) and starts reading it. */
+  async start(replicationFactor: number): Promise<void> {
     // createTopics answers false, not an error, when a previous attempt already created it.
     await this.admin.createTopics({
-      topics: [{ topic: this.topic, numPartitions: 1, configEntries: [{ name: 'retention.ms', value: String(this.retentionMs) }] }],
+      topics: [
+        {
+          topic: this.topic,
+          numPartitions: 1,
+          replicationFactor,
+          configEntries: [{ name: 'retention.ms', value: String(this.retentionMs) }, ...durabilityEntries(replicationFactor)],
+        },
+      ],
       waitForLeaders: true,
     });
     await this.consumer.connect();

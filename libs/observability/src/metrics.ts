@@ -51,6 +51,16 @@ export const gatewayMetrics = {
   }),
 };
 
+/** Metrics of the Kafka side that both apps report. */
+export const kafkaMetrics = {
+  topicWarnings: new Gauge({
+    name: 'matrix_kafka_topic_warnings',
+    help: 'Existing topics that risk data: 1 per topic and problem (finite_retention of the event log, low_replication)',
+    labelNames: ['topic', 'problem'] as const,
+    registers: [registry],
+  }),
+};
+
 let stateEntriesSource: () => Promise<Record<string, number>> = async () => ({});
 let bytesPerEntry = 0;
 

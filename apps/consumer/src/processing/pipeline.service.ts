@@ -3,7 +3,7 @@ import { Admin, Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { SendReply } from '@app/contracts';
 import { BatchingProducer, createKafka, ensureTopics, ProcessorObserver, TopicLayoutError, TransactionalProcessor, TransactionalProcessorOptions, untilConnected } from '@app/kafka';
-import { consumerMetrics, gatewayMetrics, reportStateEntries } from '@app/observability';
+import { consumerMetrics, gatewayMetrics, kafkaMetrics, reportStateEntries } from '@app/observability';
 import { AnnotationHandler } from '../annotations/annotation-handler';
 import { AnnotationState } from '../annotations/annotation-state';
 import { DedupState } from '../dedup/dedup-state';
@@ -81,7 +81,8 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
   private async connect(): Promise<void> {
     const config = this.config;
     await this.admin.connect();
-    const partitions = await ensureTopics(this.admin, config);
+    const { partitions, warnings } = await ensureTopics(this.admin, config);
+    for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
     const sendReply = (to: string, reply: SendReply): void => {
       // A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction.
       this.replies.send(to, { value: JSON.stringify(reply) }).catch(() => undefined);

@@ -5,7 +5,7 @@ import { Admin, Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { decodeSendReply, SendCommand, SendReply } from '@app/contracts';
 import { BatchingProducer, createKafka, ensureTopics, ReplyChannel, TopicLayoutError, untilConnected } from '@app/kafka';
-import { gatewayMetrics } from '@app/observability';
+import { gatewayMetrics, kafkaMetrics } from '@app/observability';
 
 /**
  * The gateway's side of request-reply: commands go out through a batching producer, replies come back on this
@@ -49,9 +49,10 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
       'gateway',
       async () => {
         await this.admin.connect();
-        await ensureTopics(this.admin, this.config);
+        const { replicationFactor, warnings } = await ensureTopics(this.admin, this.config);
+        for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
         await this.producer.connect(this.config.KAFKA_TOPIC_COMMANDS);
-        await this.replies.start();
+        await this.replies.start(replicationFactor);
       },
       (error) => error instanceof TopicLayoutError,
       () => this.stopped,
