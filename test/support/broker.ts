@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -39,31 +40,49 @@ export async function provideBroker(): Promise<Broker> {
 
 export interface PrivateBroker {
   brokers: string;
-  /** Runs the launcher against this broker: `stop`, `start`, `status`. */
-  launcher(command: 'start' | 'stop' | 'status'): Promise<void>;
+  /** Runs the launcher against this broker or cluster: `stop`, `start`, `status`, `kill-node I`, `stop-node I`, `start-node I`. */
+  launcher(...command: string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
+/** A base port with `count` free ports from it, and `count` more 100 above (the launcher's controller ports). */
+async function freePortBase(count: number): Promise<number> {
+  const free = (port: number) =>
+    new Promise<boolean>((done) => {
+      const server = createServer();
+      server.once('error', () => done(false));
+      server.listen(port, '127.0.0.1', () => server.close(() => done(true)));
+    });
+  for (;;) {
+    // Below the ephemeral range (32768 and up), so that no outgoing connection takes a port meanwhile.
+    const base = 10000 + Math.floor(Math.random() * 20000);
+    const ports = Array.from({ length: count }, (_, i) => [base + i, base + 100 + i]).flat();
+    if ((await Promise.all(ports.map(free))).every(Boolean)) return base;
+  }
+}
+
 /**
- * A broker of a test's own, from the local launcher on free ports and its own data (the jars are shared): for tests
- * that stop and start the broker, so that they run whatever broker the other tests use, and disturb none of them.
+ * A broker (or a cluster of `nodes`) of a test's own, from the local launcher on free ports and its own data (the
+ * jars are shared): for tests that stop, kill and start brokers, so that they run whatever broker the other tests
+ * use, and disturb none of them.
  */
-export async function startPrivateBroker(): Promise<PrivateBroker> {
-  const { freePort } = await import('./pipeline');
+export async function startPrivateBroker(nodes: 1 | 3 = 1): Promise<PrivateBroker> {
+  const base = await freePortBase(nodes);
   const env = {
     ...process.env,
+    KAFKA_LOCAL_BROKERS: String(nodes),
     KAFKA_LOCAL_DIR: mkdtempSync(join(tmpdir(), 'kafka-private-')),
     KAFKA_LOCAL_LIB: resolve(__dirname, '../../../.cache/kafka-local/lib'),
-    KAFKA_LOCAL_PORT: String(await freePort()),
-    KAFKA_LOCAL_CONTROLLER_PORT: String(await freePort()),
+    KAFKA_LOCAL_PORT: String(base),
+    KAFKA_LOCAL_CONTROLLER_PORT: String(base + 100),
     KAFKA_LOCAL_HEAP: '384m',
   };
-  const launcher = async (command: 'start' | 'stop' | 'status'): Promise<void> => {
-    await run('bash', [LAUNCHER, command], { env, maxBuffer: 1 << 20 });
+  const launcher = async (...command: string[]): Promise<void> => {
+    await run('bash', [LAUNCHER, ...command], { env, maxBuffer: 1 << 20 });
   };
-  await launcher('start');
+  const { stdout } = await run('bash', [LAUNCHER, 'start'], { env, maxBuffer: 1 << 20 });
   return {
-    brokers: `127.0.0.1:${env.KAFKA_LOCAL_PORT}`,
+    brokers: stdout.trim().split('\n').pop()!,
     launcher,
     stop: async () => {
       await launcher('stop');

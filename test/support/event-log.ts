@@ -1,5 +1,8 @@
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { IHeaders, Kafka, logLevel } from 'kafkajs';
 import { RoomEvent } from '@app/contracts';
 
@@ -109,4 +112,28 @@ export async function readEventLog(brokers: string, topic: string, options: Read
   const keep = options.keep;
   const records = await readTopic(brokers, topic, { ...options, keep: keep && ((record) => keep(parse(record))) });
   return records.map((record) => ({ event: parse(record), headers: record.headers, partition: record.partition, offset: record.offset, timestamp: record.timestamp }));
+}
+
+const LAUNCHER_DIR = resolve(__dirname, '../../../tools/kafka-local');
+
+/**
+ * The event log as the Java client reads it (read_committed, up to the end offsets it reports: the last stable
+ * offsets), through tools/kafka-local/ReadCommitted.java and the broker's own jars: the reference for kafkajs.
+ */
+export async function readEventLogJava(brokers: string, topic: string): Promise<{ partition: number; offset: string; event: RoomEvent }[]> {
+  const run = promisify(execFile);
+  await run('bash', [resolve(LAUNCHER_DIR, 'kafka-local.sh'), 'resolve'], { maxBuffer: 1 << 20 });
+  const lib = process.env.KAFKA_LOCAL_LIB ?? resolve(LAUNCHER_DIR, '../../.cache/kafka-local/lib');
+  const { stdout } = await run(
+    'java',
+    ['-cp', `${lib}/*`, '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn', resolve(LAUNCHER_DIR, 'ReadCommitted.java'), brokers, topic],
+    { maxBuffer: 1 << 30, timeout: 120_000 },
+  );
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [partition, offset, ...value] = line.split(' ');
+      return { partition: Number(partition), offset, event: JSON.parse(value.join(' ')) as RoomEvent };
+    });
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readEventLog } from './event-log';
+import { readEventLog, readEventLogJava } from './event-log';
 import { Transaction, TransactionOutcome } from './load';
 import { TEST_USERS } from './pipeline';
 
@@ -26,6 +26,23 @@ export async function assertExactlyOnce(env: Record<string, string>, outcomes: T
   const answered = new Set(outcomes.map((o) => o.eventIds[0]));
   const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, { timeoutMs: 120000 });
   const logged = log.map((e) => e.event.event_id);
+  if (new Set(logged).size !== logged.length) {
+    const copies = new Map<string, string[]>();
+    for (const e of log) copies.set(e.event.event_id, [...(copies.get(e.event.event_id) ?? []), `${e.partition}@${e.offset} t=${e.timestamp}`]);
+    const doubled = [...copies].filter(([, at]) => at.length > 1).slice(0, 10);
+    process.stdout.write(`# doubled events (event_id: copies): ${doubled.map(([id, at]) => `${id}: ${at.join(', ')}`).join(' | ')}\n`);
+    const java = await readEventLogJava(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS);
+    const javaIds = java.map((e) => e.event.event_id);
+    process.stdout.write(`# the Java client (read_committed) reads ${java.length} events, ${new Set(javaIds).size} distinct; kafkajs ${logged.length}, ${new Set(logged).size} distinct\n`);
+  }
   assert.equal(new Set(logged).size, logged.length, 'no event twice in the log');
+  const inLog = new Set(logged);
+  const lost = outcomes.filter((o) => !inLog.has(o.eventIds[0]));
+  if (lost.length > 0) {
+    const shown = lost.slice(0, 10).map((o) => `${o.transaction.txnId} ${o.eventIds[0]} after ${o.retryable.length} retries [${o.retryable.join(',')}]`);
+    process.stdout.write(`# answered 200 but not in the log: ${shown.join(' | ')}\n`);
+    const java = new Set((await readEventLogJava(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS)).map((e) => e.event.event_id));
+    process.stdout.write(`# of those, the Java client (read_committed) reads ${lost.filter((o) => java.has(o.eventIds[0])).length} of ${lost.length}\n`);
+  }
   assert.deepEqual(new Set(logged), answered, 'the log holds exactly the answered events');
 }

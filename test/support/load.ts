@@ -35,6 +35,10 @@ export async function runLoad(
     retryPauseMs?: number;
     /** A client gives up on a request after this long (then retries, as for a lost connection). */
     requestTimeoutMs?: number;
+    /** Checked before each new transaction: once true, no new one starts (those under way finish). */
+    shouldStop?: () => boolean;
+    /** Told the time each transaction ended, for throughput over time. */
+    onDone?: (outcome: TransactionOutcome, at: number) => void;
     onProgress?: (done: number) => void;
   },
 ): Promise<TransactionOutcome[]> {
@@ -43,7 +47,7 @@ export async function runLoad(
   let next = 0;
   let done = 0;
   async function worker(): Promise<void> {
-    while (next < transactions.length) {
+    while (next < transactions.length && !options.shouldStop?.()) {
       const transaction = transactions[next++];
       const outcome: TransactionOutcome = { transaction, eventIds: [], retryable: [], failures: [], longestWaitMs: 0 };
       for (let send = 0; send < transaction.sends; send++) {
@@ -67,6 +71,7 @@ export async function runLoad(
         }
       }
       outcomes.push(outcome);
+      options.onDone?.(outcome, Date.now());
       options.onProgress?.(++done);
     }
   }

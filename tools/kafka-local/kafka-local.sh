@@ -1,31 +1,44 @@
 #!/usr/bin/env bash
-# A single-node Apache Kafka (KRaft, broker+controller in one JVM) for development, tests and the benchmark,
-# resolved from Maven Central because there is no Docker engine on these machines.
+# Apache Kafka (KRaft) on this machine for development, tests and the benchmark, resolved from Maven Central
+# because there is no Docker engine on these machines: one node (broker+controller in one JVM) by default, or a
+# cluster of N such nodes, each in its own JVM with its own data, forming one KRaft quorum.
 #
-#   kafka-local.sh resolve  fetch the broker's jars from Maven Central (start does it when needed)
-#   kafka-local.sh start    resolve (once), format (once), start, wait until it answers; reuses a running one
-#   kafka-local.sh stop     stop the broker this script started
-#   kafka-local.sh status   exit 0 if it runs and answers
-#   kafka-local.sh brokers  print the bootstrap address
+#   kafka-local.sh resolve       fetch the broker's jars from Maven Central (start does it when needed)
+#   kafka-local.sh start         resolve (once), format (once), start every node, wait until each answers; reuses
+#                                running nodes; prints the bootstrap list
+#   kafka-local.sh stop          stop every node this script started
+#   kafka-local.sh status        one line per node (up or down); exit 0 if every node runs and answers
+#   kafka-local.sh brokers       print the bootstrap list
+#   kafka-local.sh kill-node I   kill -9 node I at once, as a crash would
+#   kafka-local.sh stop-node I   stop node I gracefully (for a rolling restart)
+#   kafka-local.sh start-node I  start node I again on its data, and wait until it answers
 #
-# Environment: KAFKA_LOCAL_DIR (cache + data, default <repo>/.cache/kafka-local), KAFKA_LOCAL_LIB (the jars,
-# default $KAFKA_LOCAL_DIR/lib), KAFKA_LOCAL_PORT (9092),
-# KAFKA_LOCAL_CONTROLLER_PORT (9093), KAFKA_LOCAL_HEAP (512m), KAFKA_LOCAL_START_TIMEOUT (90 seconds).
+# Environment: KAFKA_LOCAL_BROKERS (nodes, 1), KAFKA_LOCAL_DIR (cache + data, default <repo>/.cache/kafka-local;
+# a cluster lives in <dir>/cluster-N), KAFKA_LOCAL_LIB (the jars, default $KAFKA_LOCAL_DIR/lib), KAFKA_LOCAL_PORT
+# (9092; node I listens on PORT+I-1), KAFKA_LOCAL_CONTROLLER_PORT (9093 for one node; PORT+100 for a cluster, node I
+# on that +I-1), KAFKA_LOCAL_HEAP (512m; 384m per node in a cluster), KAFKA_LOCAL_START_TIMEOUT (90 seconds).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-dir="${KAFKA_LOCAL_DIR:-$repo/.cache/kafka-local}"
+base_dir="${KAFKA_LOCAL_DIR:-$repo/.cache/kafka-local}"
+nodes="${KAFKA_LOCAL_BROKERS:-1}"
 port="${KAFKA_LOCAL_PORT:-9092}"
-controller_port="${KAFKA_LOCAL_CONTROLLER_PORT:-9093}"
-heap="${KAFKA_LOCAL_HEAP:-512m}"
 start_timeout="${KAFKA_LOCAL_START_TIMEOUT:-90}"
 # The jars can live apart from the data, so that a second broker (a test's own) reuses them.
-lib="${KAFKA_LOCAL_LIB:-$dir/lib}"
-data="$dir/data"
-pidfile="$dir/kafka.pid"
-logfile="$dir/kafka.log"
-props="$dir/server.properties"
+lib="${KAFKA_LOCAL_LIB:-$base_dir/lib}"
+case "$nodes" in 1 | 3 | 5) ;; *) echo "kafka-local: KAFKA_LOCAL_BROKERS must be 1, 3 or 5 (a KRaft quorum), not $nodes" >&2; exit 2 ;; esac
+if [ "$nodes" = 1 ]; then
+  dir="$base_dir"
+  controller_port="${KAFKA_LOCAL_CONTROLLER_PORT:-9093}"
+  heap="${KAFKA_LOCAL_HEAP:-512m}"
+else
+  dir="$base_dir/cluster-$nodes"
+  controller_port="${KAFKA_LOCAL_CONTROLLER_PORT:-$((port + 100))}"
+  heap="${KAFKA_LOCAL_HEAP:-384m}"
+fi
+replication=$(( nodes >= 3 ? 3 : 1 ))
+min_isr=$(( nodes >= 3 ? 2 : 1 ))
 
 say() { printf 'kafka-local: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -36,9 +49,23 @@ need() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Node I's files and ports. One node keeps the layout of earlier versions (files directly in $dir).
+node_dir() { if [ "$nodes" = 1 ]; then echo "$dir"; else echo "$dir/node-$1"; fi; }
+node_port() { echo $((port + $1 - 1)); }
+node_controller_port() { echo $((controller_port + $1 - 1)); }
+pidfile() { echo "$(node_dir "$1")/kafka.pid"; }
+logfile() { echo "$(node_dir "$1")/kafka.log"; }
+props() { echo "$(node_dir "$1")/server.properties"; }
+bootstrap() {
+  local list="" i
+  for i in $(seq 1 "$nodes"); do list="${list:+$list,}127.0.0.1:$(node_port "$i")"; done
+  echo "$list"
+}
+
 running_pid() {
-  [ -f "$pidfile" ] || return 1
-  local pid; pid="$(cat "$pidfile")"
+  local file; file="$(pidfile "$1")"
+  [ -f "$file" ] || return 1
+  local pid; pid="$(cat "$file")"
   kill -0 "$pid" 2>/dev/null || return 1
   echo "$pid"
 }
@@ -54,29 +81,38 @@ resolve() {
 }
 
 write_properties() {
-  mkdir -p "$data"
-  cat >"$props" <<PROPS
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+  local i="$1" voters="" v
+  for v in $(seq 1 "$nodes"); do voters="${voters:+$voters,}$v@127.0.0.1:$(node_controller_port "$v")"; done
+  mkdir -p "$(node_dir "$i")/data"
+  {
+    echo "process.roles=broker,controller"
+    echo "node.id=$i"
+    if [ "$nodes" = 1 ]; then
+      echo "controller.quorum.bootstrap.servers=127.0.0.1:$(node_controller_port 1)"
+    else
+      echo "controller.quorum.voters=$voters"
+    fi
+    cat <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$(node_port "$i"),CONTROLLER://127.0.0.1:$(node_controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$i")
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-log.dirs=$data
+log.dirs=$(node_dir "$i")/data
 num.partitions=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=8
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$replication
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=24
 PROPS
+  } >"$(props "$i")"
 }
 
 java_args() {
@@ -86,60 +122,116 @@ java_args() {
     -cp "$lib/*")
 }
 
+cluster_id() {
+  local file="$dir/cluster.id" id="-"
+  if [ ! -f "$file" ]; then
+    # 16 random bytes, URL-safe base64 without padding; one starting with '-' would read as an option.
+    while [ "${id#-}" != "$id" ]; do id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"; done
+    mkdir -p "$dir"; echo "$id" >"$file"
+  fi
+  cat "$file"
+}
+
 format_storage() {
-  [ -f "$data/meta.properties" ] && return 0
-  local cluster_id
-  # A cluster id is 16 random bytes, URL-safe base64 without padding; one starting with '-' would read as an option.
-  cluster_id="-"
-  while [ "${cluster_id#-}" != "$cluster_id" ]; do
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  local i="$1"
+  [ -f "$(node_dir "$i")/data/meta.properties" ] && return 0
+  local mode=()
+  [ "$nodes" = 1 ] && mode=(--standalone)
+  java_args; "${JAVA_ARGS[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" -c "$(props "$i")" "${mode[@]}" >>"$(logfile "$i")" 2>&1 \
+    || { tail -n 20 "$(logfile "$i")" >&2; die "formatting the KRaft storage of node $i failed"; }
+}
+
+launch_node() {
+  local i="$1" pid
+  if pid="$(running_pid "$i")" && port_open "$(node_port "$i")"; then
+    say "reusing node $i already running (pid $pid) on 127.0.0.1:$(node_port "$i")"; return 0
+  fi
+  port_open "$(node_port "$i")" && die "127.0.0.1:$(node_port "$i") is taken by a process this script did not start; set KAFKA_BROKERS to use it, or KAFKA_LOCAL_PORT to pick another port"
+  write_properties "$i"
+  : >"$(logfile "$i")"
+  format_storage "$i"
+  say "starting node $i on 127.0.0.1:$(node_port "$i") (log: $(logfile "$i"))"
+  # setsid: the broker must outlive the shell that started it, and not get the terminal's Ctrl-C.
+  java_args
+  setsid "${JAVA_ARGS[@]}" kafka.Kafka "$(props "$i")" >>"$(logfile "$i")" 2>&1 </dev/null &
+  echo $! >"$(pidfile "$i")"
+}
+
+wait_node() {
+  local i="$1" waited=0
+  until port_open "$(node_port "$i")" && grep -q "Kafka Server started" "$(logfile "$i")"; do
+    if ! running_pid "$i" >/dev/null; then tail -n 30 "$(logfile "$i")" >&2; die "node $i exited during start"; fi
+    if [ "$waited" -ge $((start_timeout * 5)) ]; then tail -n 30 "$(logfile "$i")" >&2; die "node $i did not answer within ${start_timeout}s"; fi
+    sleep 0.2; waited=$((waited + 1))
   done
-  java_args; "${JAVA_ARGS[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$props" --standalone >>"$logfile" 2>&1 \
-    || { tail -n 20 "$logfile" >&2; die "formatting the KRaft storage failed"; }
+  say "node $i ready after $((waited / 5)).$((waited % 5 * 2))s"
 }
 
 start() {
-  if pid="$(running_pid)" && port_open "$port"; then
-    say "reusing the broker already running (pid $pid) on 127.0.0.1:$port"
-    echo "127.0.0.1:$port"; return 0
-  fi
-  port_open "$port" && die "127.0.0.1:$port is taken by a process this script did not start; set KAFKA_BROKERS to use it, or KAFKA_LOCAL_PORT to pick another port"
   need java "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless) to run the local broker"
   mkdir -p "$dir"
   resolve
-  write_properties
-  : >"$logfile"
-  format_storage
-  say "starting the broker on 127.0.0.1:$port (log: $logfile)"
-  # setsid: the broker must outlive the shell that started it, and not get the terminal's Ctrl-C.
-  java_args
-  setsid "${JAVA_ARGS[@]}" kafka.Kafka "$props" >>"$logfile" 2>&1 </dev/null &
-  echo $! >"$pidfile"
-  local waited=0
-  until port_open "$port" && grep -q "Kafka Server started" "$logfile"; do
-    if ! running_pid >/dev/null; then tail -n 30 "$logfile" >&2; die "the broker exited during start"; fi
-    if [ "$waited" -ge $((start_timeout * 5)) ]; then tail -n 30 "$logfile" >&2; stop; die "the broker did not answer within ${start_timeout}s"; fi
-    sleep 0.2; waited=$((waited + 1))
-  done
-  say "broker ready after $((waited / 5)).$((waited % 5 * 2))s"
-  echo "127.0.0.1:$port"
+  local i
+  # All nodes first, then the waits: a quorum of three needs two voters up before any node finishes starting.
+  for i in $(seq 1 "$nodes"); do launch_node "$i"; done
+  for i in $(seq 1 "$nodes"); do wait_node "$i"; done
+  bootstrap
+}
+
+start_node() {
+  local i="$1"
+  [ "$i" -ge 1 ] && [ "$i" -le "$nodes" ] || die "no node $i (KAFKA_LOCAL_BROKERS=$nodes)"
+  resolve
+  launch_node "$i"
+  wait_node "$i"
+}
+
+kill_node() {
+  local i="$1" pid
+  pid="$(running_pid "$i")" || die "node $i is not running"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$(pidfile "$i")"
+  say "node $i killed (pid $pid)"
+}
+
+stop_node() {
+  local i="$1" pid
+  if ! pid="$(running_pid "$i")"; then rm -f "$(pidfile "$i")"; return 0; fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then say "node $i did not stop in 30s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$(pidfile "$i")"
+  say "node $i stopped"
 }
 
 stop() {
-  local pid
-  if ! pid="$(running_pid)"; then rm -f "$pidfile"; say "no broker of ours is running"; return 0; fi
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then say "broker did not stop in 30s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$pidfile"
-  say "broker stopped"
+  local i
+  # In parallel: stopping one at a time, the last nodes of a quorum wait for controllers already gone.
+  for i in $(seq 1 "$nodes"); do stop_node "$i" & done
+  wait
+}
+
+status() {
+  local i all=0 pid
+  for i in $(seq 1 "$nodes"); do
+    if pid="$(running_pid "$i")" && port_open "$(node_port "$i")"; then
+      echo "node $i: up (pid $pid) on 127.0.0.1:$(node_port "$i")"
+    else
+      echo "node $i: down (127.0.0.1:$(node_port "$i"))"; all=1
+    fi
+  done
+  return "$all"
 }
 
 case "${1:-}" in
   resolve) resolve ;;
   start) start ;;
   stop) stop ;;
-  status) running_pid >/dev/null && port_open "$port" ;;
-  brokers) echo "127.0.0.1:$port" ;;
-  *) echo "usage: $0 resolve|start|stop|status|brokers" >&2; exit 2 ;;
+  status) status >&2 ;;
+  brokers) bootstrap ;;
+  kill-node) kill_node "${2:?usage: $0 kill-node I}" ;;
+  stop-node) stop_node "${2:?usage: $0 stop-node I}" ;;
+  start-node) start_node "${2:?usage: $0 start-node I}" ;;
+  *) echo "usage: $0 resolve|start|stop|status|brokers|kill-node I|stop-node I|start-node I" >&2; exit 2 ;;
 esac

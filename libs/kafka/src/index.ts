@@ -1,5 +1,6 @@
-// First: it must patch kafkajs before any other module loads kafkajs.
+// First: they must patch kafkajs before any other module loads kafkajs.
 export * from './read-committed-fix';
+export * from './produce-retry-fix';
 export * from './batching-producer';
 export * from './kafka-client';
 export * from './reply-channel';
