@@ -86,7 +86,9 @@ export async function startPrivateBroker(nodes: 1 | 3 = 1): Promise<PrivateBroke
     launcher,
     stop: async () => {
       await launcher('stop');
-      rmSync(env.KAFKA_LOCAL_DIR, { recursive: true, force: true });
+      // KEEP_BROKER_DATA=1 keeps the brokers' logs and data for a look after a failure.
+      if (process.env.KEEP_BROKER_DATA) process.stdout.write(`# broker data kept in ${env.KAFKA_LOCAL_DIR}\n`);
+      else rmSync(env.KAFKA_LOCAL_DIR, { recursive: true, force: true });
     },
   };
 }

@@ -117,10 +117,10 @@ export async function readEventLog(brokers: string, topic: string, options: Read
 const LAUNCHER_DIR = resolve(__dirname, '../../../tools/kafka-local');
 
 /**
- * The event log as the Java client reads it (read_committed, up to the end offsets it reports: the last stable
- * offsets), through tools/kafka-local/ReadCommitted.java and the broker's own jars: the reference for kafkajs.
+ * A topic as the Java client reads it (read_committed, up to the end offsets it reports: the last stable offsets),
+ * through tools/kafka-local/ReadCommitted.java and the broker's own jars: the reference for kafkajs.
  */
-export async function readEventLogJava(brokers: string, topic: string): Promise<{ partition: number; offset: string; event: RoomEvent }[]> {
+export async function readTopicJava(brokers: string, topic: string): Promise<{ partition: number; offset: string; value: string }[]> {
   const run = promisify(execFile);
   await run('bash', [resolve(LAUNCHER_DIR, 'kafka-local.sh'), 'resolve'], { maxBuffer: 1 << 20 });
   const lib = process.env.KAFKA_LOCAL_LIB ?? resolve(LAUNCHER_DIR, '../../.cache/kafka-local/lib');
@@ -134,6 +134,11 @@ export async function readEventLogJava(brokers: string, topic: string): Promise<
     .filter(Boolean)
     .map((line) => {
       const [partition, offset, ...value] = line.split(' ');
-      return { partition: Number(partition), offset, event: JSON.parse(value.join(' ')) as RoomEvent };
+      return { partition: Number(partition), offset, value: value.join(' ') };
     });
+}
+
+/** The event log as the Java client reads it: see readTopicJava. */
+export async function readEventLogJava(brokers: string, topic: string): Promise<{ partition: number; offset: string; event: RoomEvent }[]> {
+  return (await readTopicJava(brokers, topic)).map(({ partition, offset, value }) => ({ partition, offset, event: JSON.parse(value) as RoomEvent }));
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readEventLog, readEventLogJava } from './event-log';
+import { readEventLog, readEventLogJava, readTopicJava } from './event-log';
 import { Transaction, TransactionOutcome } from './load';
 import { TEST_USERS } from './pipeline';
 
@@ -43,6 +43,9 @@ export async function assertExactlyOnce(env: Record<string, string>, outcomes: T
     process.stdout.write(`# answered 200 but not in the log: ${shown.join(' | ')}\n`);
     const java = new Set((await readEventLogJava(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS)).map((e) => e.event.event_id));
     process.stdout.write(`# of those, the Java client (read_committed) reads ${lost.filter((o) => java.has(o.eventIds[0])).length} of ${lost.length}\n`);
+    // Half a transaction or none of it: is the dedup changelog record of the same transaction there?
+    const remembered = (await readTopicJava(env.KAFKA_BROKERS, env.KAFKA_TOPIC_TXNS)).filter(({ value }) => lost.some((o) => value.includes(o.eventIds[0])));
+    process.stdout.write(`# their dedup changelog records, read by the Java client: ${remembered.length} of ${lost.length} ${remembered.map((r) => `${r.partition}@${r.offset}`).join(' ')}\n`);
   }
   assert.deepEqual(new Set(logged), answered, 'the log holds exactly the answered events');
 }
