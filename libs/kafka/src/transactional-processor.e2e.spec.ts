@@ -2,6 +2,7 @@ import './read-committed-fix';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, Producer } from 'kafkajs';
 import { BatchResult, PartitionHandler, TransactionalProcessor, TransactionalProcessorOptions } from './transactional-processor';
 
@@ -107,6 +108,49 @@ describe('the exactly-once processor when things fail', () => {
       await processor.stop();
     }
     assert.equal(live.size, 0, 'stop releases every producer');
+  });
+
+  it('commits a batch that writes nothing right after one that did: it only moves the offsets', async () => {
+    // A batch of client retries (all duplicates) has no output: its transaction only adds offsets, and the
+    // coordinator may still be finishing the previous commit (CONCURRENT_TRANSACTIONS), which kafkajs does not retry.
+    const { kafka, counting } = countingKafka();
+    const outcomes = { committed: 0, aborted: 0 };
+    let handled = 0;
+    const handler = quietHandler({
+      processBatch: (_state, batch) => {
+        const written = batch.messages.some((m) => m.value?.toString() === 'out');
+        return {
+          records: written ? [{ topic: changelog, messages: [{ key: 'k', value: 'v' }] }] : [],
+          afterCommit: () => void (handled += batch.messages.length),
+        };
+      },
+    });
+    const observer = { batch: (_n: number, _s: number, committed: boolean) => void outcomes[committed ? 'committed' : 'aborted']++, restored: () => undefined, lag: () => undefined };
+    const ownInput = `${ns}.retries`; // records left in the shared input would crash the next test's stage at once
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: ownInput, numPartitions: 2 }], waitForLeaders: true });
+    await admin.disconnect();
+    const processor = new TransactionalProcessor(counting, { ...base('empty', () => undefined), inputTopic: ownInput, observer }, handler);
+    await processor.start();
+    const producer = kafka.producer();
+    try {
+      await until(() => processor.isReady, 60000, 'ready');
+      await producer.connect();
+      // The second record arrives at varying moments of the first one's commit.
+      let records = 0;
+      for (let i = 0; i < 60; i++) {
+        await producer.send({ topic: ownInput, messages: [{ key: 'k', value: 'out', partition: 0 }] });
+        await sleep(i % 15);
+        await producer.send({ topic: ownInput, messages: [{ key: 'k', value: 'none', partition: 0 }] });
+        records += 2;
+        await until(() => handled >= records, 30000, 'both records to commit');
+      }
+      assert.equal(outcomes.aborted, 0, 'no transaction was aborted');
+    } finally {
+      await producer.disconnect();
+      await processor.stop();
+    }
   });
 
   it('tells its owner it cannot go on when its consumer stops for good, instead of staying live and never ready', async () => {
