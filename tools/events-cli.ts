@@ -4,16 +4,16 @@
  *   tail [--room ROOM] [--from-start]        print accepted events as they arrive (or from the start)
  *   txn <user_id> <device_id> <txnId>        what the dedup state remembers of that device's transaction
  *
- * Uses the same configuration (KAFKA_BROKERS, topic names) as the apps. Ctrl-C stops tail.
+ * Uses the same configuration (KAFKA_BROKERS, TLS and SASL, topic names) as the apps. Ctrl-C stops tail.
  */
 /* eslint-disable no-console -- a terminal program */
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomUUID } from 'node:crypto';
-import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { Kafka, Partitioners } from 'kafkajs';
 import { loadConfig, loadScopeHashSecret } from '@app/config';
 import { commandKey, RoomEvent, TxnChangelogRecord } from '@app/contracts';
 import { scopeHash } from '@app/matrix';
-import { silenceKafkajsTimerWarnings } from '@app/kafka';
+import { createKafka, silenceKafkajsTimerWarnings } from '@app/kafka';
 
 const usage = `usage: npm run events -- tail [--room ROOM] [--from-start]
        npm run events -- txn <user_id> <device_id> <txnId>`;
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   silenceKafkajsTimerWarnings();
   const [command, ...args] = process.argv.slice(2);
   const config = loadConfig();
-  const kafka = new Kafka({ clientId: 'events-cli', brokers: config.KAFKA_BROKERS.split(','), logLevel: logLevel.ERROR });
+  const kafka = createKafka(config, 'events-cli');
   const option = (name: string): string | undefined => {
     const i = args.indexOf(`--${name}`);
     return i >= 0 ? args[i + 1] : undefined;

@@ -1,8 +1,11 @@
 import { plainToInstance, Transform } from 'class-transformer';
-import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, Min, MinLength, validateSync } from 'class-validator';
+import { IsBoolean, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, Min, MinLength, validateSync } from 'class-validator';
 
 const toFloat = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value.trim()) : value;
+const toBool = ({ value }: { value: unknown }): unknown =>
+  typeof value === 'string' && /^(true|false)$/i.test(value.trim()) ? value.trim().toLowerCase() === 'true' : value;
+const toLower = ({ value }: { value: unknown }): unknown => (typeof value === 'string' ? value.trim().toLowerCase() : value);
 const toInt = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : value;
 
@@ -35,6 +38,19 @@ export class AppConfig {
   @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(32767) KAFKA_REPLICATION_FACTOR?: number;
   /** How long the event log keeps events when the apps create it; -1 (the default): forever. */
   @Transform(toInt) @IsInt() @Min(-1) KAFKA_EVENTS_RETENTION_MS = -1;
+
+  /** TLS to the brokers; the system's certificate authorities unless KAFKA_SSL_CA_FILE names a PEM bundle. */
+  @Transform(toBool) @IsBoolean({ message: 'true or false' }) KAFKA_SSL = false;
+  @IsOptional() @IsString() @IsNotEmpty() KAFKA_SSL_CA_FILE?: string;
+  /** A client certificate and its key (PEM), for brokers that authenticate clients by TLS. */
+  @IsOptional() @IsString() @IsNotEmpty() KAFKA_SSL_CERT_FILE?: string;
+  @IsOptional() @IsString() @IsNotEmpty() KAFKA_SSL_KEY_FILE?: string;
+  /** SASL authentication: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with a username and a password (or a file holding it). */
+  @IsOptional() @Transform(toLower) @IsIn(['plain', 'scram-sha-256', 'scram-sha-512'], { message: 'PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512' })
+  KAFKA_SASL_MECHANISM?: 'plain' | 'scram-sha-256' | 'scram-sha-512';
+  @IsOptional() @IsString() @IsNotEmpty() KAFKA_SASL_USERNAME?: string;
+  @IsOptional() @IsString() @IsNotEmpty() KAFKA_SASL_PASSWORD?: string;
+  @IsOptional() @IsString() @IsNotEmpty() KAFKA_SASL_PASSWORD_FILE?: string;
 
   @IsString() @IsNotEmpty() MATRIX_SERVER_NAME = 'localhost';
   /**
@@ -119,9 +135,16 @@ const OPTIONAL_SETTINGS = [
   'SCOPE_HASH_SECRET',
   'SCOPE_HASH_SECRET_FILE',
   'KAFKA_REPLICATION_FACTOR',
+  'KAFKA_SSL_CA_FILE',
+  'KAFKA_SSL_CERT_FILE',
+  'KAFKA_SSL_KEY_FILE',
+  'KAFKA_SASL_MECHANISM',
+  'KAFKA_SASL_USERNAME',
+  'KAFKA_SASL_PASSWORD',
+  'KAFKA_SASL_PASSWORD_FILE',
 ];
 /** Settings whose values never appear in an error or a log line. */
-export const SECRET_SETTINGS = new Set(['SCOPE_HASH_SECRET']);
+export const SECRET_SETTINGS = new Set(['SCOPE_HASH_SECRET', 'KAFKA_SASL_PASSWORD']);
 
 /** Builds the config from an environment; throws one ConfigError naming each bad variable and what it expects. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
@@ -133,13 +156,34 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   }
   const config = plainToInstance(AppConfig, given, { exposeDefaultValues: true });
   const errors = validateSync(config, { forbidUnknownValues: true });
-  if (errors.length > 0) {
-    const lines = errors.map((error) => {
-      const expected = Object.values(error.constraints ?? {}).join('; ');
-      const shown = SECRET_SETTINGS.has(error.property) ? '(hidden)' : JSON.stringify(given[error.property]);
-      return `${error.property}=${shown}: expected ${expected}`;
-    });
-    throw new ConfigError(`invalid configuration: ${lines.join(' | ')}`);
-  }
+  const lines = errors.map((error) => {
+    const expected = Object.values(error.constraints ?? {}).join('; ');
+    const shown = SECRET_SETTINGS.has(error.property) ? '(hidden)' : JSON.stringify(given[error.property]);
+    return `${error.property}=${shown}: expected ${expected}`;
+  });
+  if (lines.length === 0) lines.push(...settingsThatDoNotGoTogether(config));
+  if (lines.length > 0) throw new ConfigError(`invalid configuration: ${lines.join(' | ')}`);
   return config;
+}
+
+/** Settings each valid alone, wrong together: each line names the variables. */
+function settingsThatDoNotGoTogether(config: AppConfig): string[] {
+  const lines: string[] = [];
+  for (const name of ['KAFKA_SSL_CA_FILE', 'KAFKA_SSL_CERT_FILE', 'KAFKA_SSL_KEY_FILE'] as const) {
+    if (config[name] !== undefined && !config.KAFKA_SSL) lines.push(`${name}: expected KAFKA_SSL=true with it`);
+  }
+  if ((config.KAFKA_SSL_CERT_FILE === undefined) !== (config.KAFKA_SSL_KEY_FILE === undefined)) {
+    lines.push('KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither');
+  }
+  if (config.KAFKA_SASL_MECHANISM !== undefined) {
+    if (config.KAFKA_SASL_USERNAME === undefined) lines.push('KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM');
+    if ((config.KAFKA_SASL_PASSWORD === undefined) === (config.KAFKA_SASL_PASSWORD_FILE === undefined)) {
+      lines.push('KAFKA_SASL_PASSWORD, KAFKA_SASL_PASSWORD_FILE: expected one of them with KAFKA_SASL_MECHANISM');
+    }
+  } else {
+    for (const name of ['KAFKA_SASL_USERNAME', 'KAFKA_SASL_PASSWORD', 'KAFKA_SASL_PASSWORD_FILE'] as const) {
+      if (config[name] !== undefined) lines.push(`${name}: expected KAFKA_SASL_MECHANISM with it`);
+    }
+  }
+  return lines;
 }

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
-import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig } from 'kafkajs';
-import { AppConfig } from '@app/config';
+import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig, SASLOptions } from 'kafkajs';
+import { AppConfig, loadKafkaSecurity } from '@app/config';
 
 /**
  * Retries are bounded on purpose (a send must fail within the request's wait bound rather than retry forever);
@@ -20,10 +20,14 @@ function logCreator(): (entry: LogEntry) => void {
   };
 }
 
+/** Every Kafka client of the apps and tools: the configured brokers, TLS and SASL, bounded retries. */
 export function createKafka(config: AppConfig, clientId: string): Kafka {
+  const { ssl, sasl } = loadKafkaSecurity(config);
   return new Kafka({
     clientId,
     brokers: config.KAFKA_BROKERS.split(','),
+    ssl,
+    sasl: sasl as SASLOptions | undefined, // one object for the three mechanisms; kafkajs types one per mechanism
     logLevel: logLevel.WARN,
     logCreator,
     connectionTimeout: 3000,

@@ -1,7 +1,7 @@
 import { INestApplication } from '@nestjs/common';
 import { Logger as NestPinoLogger } from 'nestjs-pino';
 import type { Logger } from 'pino';
-import { AppConfig, ConfigError, loadConfig } from '@app/config';
+import { AppConfig, ConfigError, describeKafkaSecurity, loadConfig, loadKafkaSecurity } from '@app/config';
 import { createLogger } from './logging';
 import { serveMetricsApart } from './metrics.controller';
 
@@ -13,6 +13,7 @@ export function bootOrExit(name: string, start: (config: AppConfig, logger: Logg
   let config: AppConfig;
   try {
     config = loadConfig();
+    loadKafkaSecurity(config); // the files it names must be readable now, not at the first connection
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${name}: ${error.message}\n`);
@@ -21,6 +22,7 @@ export function bootOrExit(name: string, start: (config: AppConfig, logger: Logg
     throw error;
   }
   const logger = createLogger(name, config.LOG_LEVEL, config.LOG_FORMAT);
+  logger.info(`Kafka at ${config.KAFKA_BROKERS}: ${describeKafkaSecurity(config)}`);
   start(config, logger)
     .then(async ({ ready }) => {
       if (await serveMetricsApart(config)) logger.info(`metrics on http://${config.METRICS_HOST ?? config.HTTP_HOST}:${config.METRICS_PORT}/metrics`);
