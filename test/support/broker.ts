@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -40,12 +40,17 @@ export async function provideBroker(): Promise<Broker> {
 
 export interface PrivateBroker {
   brokers: string;
+  /** With security: the settings the launcher wrote into client.env (KAFKA_BROKERS, KAFKA_SSL, KAFKA_SASL_...). */
+  clientEnv: Record<string, string>;
   /** Runs the launcher against this broker or cluster: `stop`, `start`, `status`, `kill-node I`, `stop-node I`, `start-node I`. */
   launcher(...command: string[]): Promise<void>;
   stop(): Promise<void>;
 }
 
-/** A base port with `count` free ports from it, and `count` more 100 above (the launcher's controller ports). */
+/**
+ * A base port with `count` free ports from it, `count` more 100 above (the launcher's controller ports) and 150
+ * above (its internal listeners, with security).
+ */
 async function freePortBase(count: number): Promise<number> {
   const free = (port: number) =>
     new Promise<boolean>((done) => {
@@ -56,7 +61,7 @@ async function freePortBase(count: number): Promise<number> {
   for (;;) {
     // Below the ephemeral range (32768 and up), so that no outgoing connection takes a port meanwhile.
     const base = 10000 + Math.floor(Math.random() * 20000);
-    const ports = Array.from({ length: count }, (_, i) => [base + i, base + 100 + i]).flat();
+    const ports = Array.from({ length: count }, (_, i) => [base + i, base + 100 + i, base + 150 + i]).flat();
     if ((await Promise.all(ports.map(free))).every(Boolean)) return base;
   }
 }
@@ -66,23 +71,35 @@ async function freePortBase(count: number): Promise<number> {
  * jars are shared): for tests that stop, kill and start brokers, so that they run whatever broker the other tests
  * use, and disturb none of them.
  */
-export async function startPrivateBroker(nodes: 1 | 3 = 1): Promise<PrivateBroker> {
+export async function startPrivateBroker(nodes: 1 | 3 = 1, security: 'plaintext' | 'sasl_ssl' = 'plaintext'): Promise<PrivateBroker> {
   const base = await freePortBase(nodes);
   const env = {
     ...process.env,
+    KAFKA_LOCAL_SECURITY: security,
     KAFKA_LOCAL_BROKERS: String(nodes),
     KAFKA_LOCAL_DIR: mkdtempSync(join(tmpdir(), 'kafka-private-')),
     KAFKA_LOCAL_LIB: resolve(__dirname, '../../../.cache/kafka-local/lib'),
     KAFKA_LOCAL_PORT: String(base),
     KAFKA_LOCAL_CONTROLLER_PORT: String(base + 100),
+    KAFKA_LOCAL_INTERNAL_PORT: String(base + 150),
     KAFKA_LOCAL_HEAP: '384m',
   };
   const launcher = async (...command: string[]): Promise<void> => {
     await run('bash', [LAUNCHER, ...command], { env, maxBuffer: 1 << 20 });
   };
   const { stdout } = await run('bash', [LAUNCHER, 'start'], { env, maxBuffer: 1 << 20 });
+  const clientEnv =
+    security === 'plaintext'
+      ? {}
+      : Object.fromEntries(
+          readFileSync(join(env.KAFKA_LOCAL_DIR, 'client.env'), 'utf8')
+            .trim()
+            .split('\n')
+            .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+        );
   return {
     brokers: stdout.trim().split('\n').pop()!,
+    clientEnv,
     launcher,
     stop: async () => {
       await launcher('stop');

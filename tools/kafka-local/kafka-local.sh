@@ -17,6 +17,12 @@
 # a cluster lives in <dir>/cluster-N), KAFKA_LOCAL_LIB (the jars, default $KAFKA_LOCAL_DIR/lib), KAFKA_LOCAL_PORT
 # (9092; node I listens on PORT+I-1), KAFKA_LOCAL_CONTROLLER_PORT (9093 for one node; PORT+100 for a cluster, node I
 # on that +I-1), KAFKA_LOCAL_HEAP (512m; 384m per node in a cluster), KAFKA_LOCAL_START_TIMEOUT (90 seconds).
+#
+# KAFKA_LOCAL_SECURITY=sasl_ssl: clients connect with TLS and SASL, as to a managed service. The launcher makes a
+# CA and a broker certificate (keytool), a user for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, and writes the apps'
+# settings into <KAFKA_LOCAL_DIR>/client.env (`set -a; . client.env; set +a`). Brokers talk to each other on a
+# plaintext listener of their own on 127.0.0.1 (KAFKA_LOCAL_INTERNAL_PORT, the controller port + 50). Its data
+# lives apart (<dir>/sasl_ssl, <dir>/cluster-N-sasl_ssl), so the two modes never share a store.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,7 +33,9 @@ port="${KAFKA_LOCAL_PORT:-9092}"
 start_timeout="${KAFKA_LOCAL_START_TIMEOUT:-90}"
 # The jars can live apart from the data, so that a second broker (a test's own) reuses them.
 lib="${KAFKA_LOCAL_LIB:-$base_dir/lib}"
+security="${KAFKA_LOCAL_SECURITY:-plaintext}"
 case "$nodes" in 1 | 3 | 5) ;; *) echo "kafka-local: KAFKA_LOCAL_BROKERS must be 1, 3 or 5 (a KRaft quorum), not $nodes" >&2; exit 2 ;; esac
+case "$security" in plaintext | sasl_ssl) ;; *) echo "kafka-local: KAFKA_LOCAL_SECURITY must be plaintext or sasl_ssl, not $security" >&2; exit 2 ;; esac
 if [ "$nodes" = 1 ]; then
   dir="$base_dir"
   controller_port="${KAFKA_LOCAL_CONTROLLER_PORT:-9093}"
@@ -37,6 +45,12 @@ else
   controller_port="${KAFKA_LOCAL_CONTROLLER_PORT:-$((port + 100))}"
   heap="${KAFKA_LOCAL_HEAP:-384m}"
 fi
+if [ "$security" = sasl_ssl ]; then
+  if [ "$nodes" = 1 ]; then dir="$base_dir/sasl_ssl"; else dir="$dir-sasl_ssl"; fi
+fi
+internal_port="${KAFKA_LOCAL_INTERNAL_PORT:-$((controller_port + 50))}"
+secrets="$dir/security"
+client_user=matrix
 replication=$(( nodes >= 3 ? 3 : 1 ))
 min_isr=$(( nodes >= 3 ? 2 : 1 ))
 
@@ -53,6 +67,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 node_dir() { if [ "$nodes" = 1 ]; then echo "$dir"; else echo "$dir/node-$1"; fi; }
 node_port() { echo $((port + $1 - 1)); }
 node_controller_port() { echo $((controller_port + $1 - 1)); }
+node_internal_port() { echo $((internal_port + $1 - 1)); }
 pidfile() { echo "$(node_dir "$1")/kafka.pid"; }
 logfile() { echo "$(node_dir "$1")/kafka.log"; }
 props() { echo "$(node_dir "$1")/server.properties"; }
@@ -92,12 +107,34 @@ write_properties() {
     else
       echo "controller.quorum.voters=$voters"
     fi
-    cat <<PROPS
+    if [ "$security" = sasl_ssl ]; then
+      local password store_password
+      password="$(cat "$secrets/client.password")"
+      store_password="$(cat "$secrets/store.password")"
+      cat <<PROPS
+listeners=CLIENT://127.0.0.1:$(node_port "$i"),INTERNAL://127.0.0.1:$(node_internal_port "$i"),CONTROLLER://127.0.0.1:$(node_controller_port "$i")
+advertised.listeners=CLIENT://127.0.0.1:$(node_port "$i"),INTERNAL://127.0.0.1:$(node_internal_port "$i")
+listener.security.protocol.map=CLIENT:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.client.ssl.keystore.type=PKCS12
+listener.name.client.ssl.keystore.location=$secrets/broker.p12
+listener.name.client.ssl.keystore.password=$store_password
+listener.name.client.ssl.key.password=$store_password
+listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$client_user="$password";
+listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+PROPS
+    else
+      cat <<PROPS
 listeners=PLAINTEXT://127.0.0.1:$(node_port "$i"),CONTROLLER://127.0.0.1:$(node_controller_port "$i")
 advertised.listeners=PLAINTEXT://127.0.0.1:$(node_port "$i")
-controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+PROPS
+    fi
+    cat <<PROPS
+controller.listener.names=CONTROLLER
 log.dirs=$(node_dir "$i")/data
 num.partitions=1
 default.replication.factor=$replication
@@ -113,6 +150,43 @@ auto.create.topics.enable=false
 log.retention.hours=24
 PROPS
   } >"$(props "$i")"
+  chmod 600 "$(props "$i")"
+}
+
+# A CA, a broker certificate it signed (for 127.0.0.1 and localhost), the client's password, and client.env.
+# Made once per data directory; every node uses the same certificate.
+make_secrets() {
+  [ -f "$secrets/ca.pem" ] && [ -f "$secrets/broker.p12" ] && return 0
+  need keytool "it comes with the Java runtime (apt-get install openjdk-17-jre-headless)"
+  rm -rf "$secrets"; mkdir -p "$secrets"; chmod 700 "$secrets"
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secrets/store.password"
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secrets/client.password"
+  local pw; pw="$(cat "$secrets/store.password")"
+  local kt=(keytool -storetype PKCS12 -storepass "$pw" -keypass "$pw")
+  {
+    "${kt[@]}" -genkeypair -keystore "$secrets/ca.p12" -alias ca -dname "CN=kafka-local CA" -keyalg RSA -keysize 2048 \
+      -validity 3650 -ext bc:c
+    "${kt[@]}" -exportcert -keystore "$secrets/ca.p12" -alias ca -rfc -file "$secrets/ca.pem"
+    "${kt[@]}" -genkeypair -keystore "$secrets/broker.p12" -alias broker -dname "CN=localhost" -keyalg RSA -keysize 2048 -validity 3650
+    "${kt[@]}" -certreq -keystore "$secrets/broker.p12" -alias broker -file "$secrets/broker.csr"
+    "${kt[@]}" -gencert -keystore "$secrets/ca.p12" -alias ca -infile "$secrets/broker.csr" -outfile "$secrets/broker.pem" -rfc \
+      -validity 3650 -ext SAN=dns:localhost,ip:127.0.0.1 -ext KU=digitalSignature,keyEncipherment -ext EKU=serverAuth
+    "${kt[@]}" -importcert -keystore "$secrets/broker.p12" -alias ca -file "$secrets/ca.pem" -noprompt
+    "${kt[@]}" -importcert -keystore "$secrets/broker.p12" -alias broker -file "$secrets/broker.pem" -noprompt
+  } >"$secrets/keytool.log" 2>&1 || { tail -n 20 "$secrets/keytool.log" >&2; rm -f "$secrets/ca.pem"; die "making the TLS certificates failed"; }
+  chmod 600 "$secrets"/*
+}
+
+write_client_env() {
+  cat >"$base_dir/client.env" <<ENV
+KAFKA_BROKERS=$(bootstrap)
+KAFKA_SSL=true
+KAFKA_SSL_CA_FILE=$secrets/ca.pem
+KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+KAFKA_SASL_USERNAME=$client_user
+KAFKA_SASL_PASSWORD_FILE=$secrets/client.password
+ENV
+  chmod 600 "$base_dir/client.env"
 }
 
 java_args() {
@@ -137,6 +211,10 @@ format_storage() {
   [ -f "$(node_dir "$i")/data/meta.properties" ] && return 0
   local mode=()
   [ "$nodes" = 1 ] && mode=(--standalone)
+  if [ "$security" = sasl_ssl ]; then
+    local password; password="$(cat "$secrets/client.password")"
+    mode+=(--add-scram "SCRAM-SHA-256=[name=$client_user,password=$password]" --add-scram "SCRAM-SHA-512=[name=$client_user,password=$password]")
+  fi
   java_args; "${JAVA_ARGS[@]}" kafka.tools.StorageTool format -t "$(cluster_id)" -c "$(props "$i")" "${mode[@]}" >>"$(logfile "$i")" 2>&1 \
     || { tail -n 20 "$(logfile "$i")" >&2; die "formatting the KRaft storage of node $i failed"; }
 }
@@ -171,10 +249,12 @@ start() {
   need java "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless) to run the local broker"
   mkdir -p "$dir"
   resolve
+  [ "$security" = sasl_ssl ] && make_secrets
   local i
   # All nodes first, then the waits: a quorum of three needs two voters up before any node finishes starting.
   for i in $(seq 1 "$nodes"); do launch_node "$i"; done
   for i in $(seq 1 "$nodes"); do wait_node "$i"; done
+  if [ "$security" = sasl_ssl ]; then write_client_env; say "SASL_SSL: the apps' settings are in $base_dir/client.env"; fi
   bootstrap
 }
 

@@ -2,11 +2,14 @@ import { Logger } from '@nestjs/common';
 import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig, SASLOptions } from 'kafkajs';
 import { AppConfig, loadKafkaSecurity } from '@app/config';
 
-/**
- * Retries are bounded on purpose (a send must fail within the request's wait bound rather than retry forever);
- * idempotence still holds for the retries that happen, so kafkajs' warning about it is only noise.
- */
-const QUIET_WARNINGS = ['Limiting retries for the idempotent producer'];
+/** kafkajs lines that only repeat something said better elsewhere. */
+const QUIET_WARNINGS = [
+  // Retries are bounded on purpose (a send must fail within the request's wait bound rather than retry forever);
+  // idempotence still holds for the retries that happen.
+  'Limiting retries for the idempotent producer',
+  // The same failure as kafkajs' next line, "SASL ... authentication failed".
+  'Response SaslAuthenticate',
+];
 
 /** kafkajs logs through Nest's logger, errors and warnings only: its info level is one line per request. */
 function logCreator(): (entry: LogEntry) => void {
