@@ -2,17 +2,20 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer, connect, Server } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import '@app/kafka';
 import { AssignerProtocol, ConfigResourceTypes, Kafka, logLevel, PartitionAssigner } from 'kafkajs';
 import { after, before, describe, it } from 'node:test';
+import { parse as parseYaml } from 'yaml';
 import { readTopic } from './support/event-log';
 import { sendEvent } from './support/matrix-client';
 import { AppProcess, freePort, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
 
 const run = promisify(execFile);
 const DIST = resolve(__dirname, '..');
+const REPO = resolve(DIST, '..');
 
 async function scrape(url: string): Promise<Map<string, number>> {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -71,6 +74,33 @@ describe('operability', () => {
     assert.ok(consumer.has('matrix_consumer_annotation_rejections_total'));
     // Bounded labels only: nothing that names a room, a user or a transaction.
     for (const name of [...gateway.keys(), ...consumer.keys()]) assert.doesNotMatch(name, /test\.local|metrics-\d|@/);
+  });
+
+  it('serves every series that the shipped Grafana dashboard and Prometheus alert rules query', async () => {
+    const exposed = new Set<string>(['up']); // recorded by Prometheus itself, for every target
+    for (const url of [pipeline.gateway.url, pipeline.consumer.url]) {
+      for (const [, name, type] of (await (await fetch(`${url}/metrics`)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+        exposed.add(name);
+        if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exposed.add(name + suffix);
+      }
+    }
+    const dashboard = JSON.parse(readFileSync(join(REPO, 'monitoring', 'grafana-dashboard.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
+    const rules = (parseYaml(readFileSync(join(REPO, 'monitoring', 'alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules);
+    const queries = [...dashboard.panels.flatMap((panel) => panel.targets.map((t) => t.expr)), ...rules.map((rule) => rule.expr)];
+    assert.ok(rules.length >= 8 && dashboard.panels.length >= 10, 'the files hold the rules and panels');
+    const queried = new Set(queries.flatMap((expr) => [...expr.matchAll(/\b(?:matrix|process|nodejs)_[a-z0-9_]+|\bup(?=\{)/g)].map(([name]) => name)));
+    assert.deepEqual([...queried].filter((name) => !exposed.has(name)), [], 'series queried but not on /metrics');
+    for (const wanted of ['matrix_consumer_lag', 'matrix_gateway_reply_timeouts_total', 'matrix_consumer_dead_letters_total', 'matrix_ready', 'matrix_consumer_state_budget_entries']) {
+      assert.ok(rules.some((rule) => rule.expr.includes(wanted)), `an alert on ${wanted}`);
+    }
+  });
+
+  it('shows the readiness of each component as matrix_ready', async () => {
+    const gateway = await scrape(pipeline.gateway.url);
+    const consumer = await scrape(pipeline.consumer.url);
+    assert.equal(gateway.get('matrix_ready{component="gateway"}'), 1);
+    assert.equal(consumer.get('matrix_ready{component="send"}'), 1);
+    assert.equal(consumer.get('matrix_ready{component="annotation"}'), 1);
   });
 
   it('logs no token and no message content, even for failures, and one line per failure with the command\'s correlation id', async () => {

@@ -58,6 +58,8 @@ export interface ProcessorObserver {
   batch(records: number, seconds: number, committed: boolean): void;
   restored(stats: RestoreStats): void;
   lag(partition: number, records: number): void;
+  /** Partitions this process no longer owns (revoked, or released to be taken over again). */
+  released?(partitions: number[]): void;
 }
 
 interface Owned<S> {
@@ -294,6 +296,7 @@ export class TransactionalProcessor<S> {
   private async release(partitions: number[]): Promise<void> {
     const owned = partitions.flatMap((partition) => this.owned.get(partition) ?? []);
     partitions.forEach((partition) => this.owned.delete(partition));
+    this.options.observer?.released?.(partitions);
     await Promise.all(
       owned.map((o) =>
         o.then(({ producer, state }) => {

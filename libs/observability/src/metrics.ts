@@ -61,6 +61,24 @@ export const kafkaMetrics = {
   }),
 };
 
+const readinessSources = new Map<string, () => boolean>();
+
+/** Where `matrix_ready` reads a component's readiness when scraped: the same answer as its /health/ready. */
+export function reportReadiness(component: string, isReady: () => boolean): void {
+  readinessSources.set(component, isReady);
+}
+
+/** Readiness as a series, so that an alert sees a component that stays live but not ready. */
+export const readinessMetric = new Gauge({
+  name: 'matrix_ready',
+  help: '1 when the component (gateway, or a consumer stage: send, annotation) is ready, else 0',
+  labelNames: ['component'] as const,
+  registers: [registry],
+  collect() {
+    for (const [component, isReady] of readinessSources) this.set({ component }, isReady() ? 1 : 0);
+  },
+});
+
 let stateEntriesSource: () => Promise<Record<string, number>> = async () => ({});
 let bytesPerEntry = 0;
 

@@ -3,7 +3,7 @@ import { Admin, Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { SendReply } from '@app/contracts';
 import { BatchingProducer, createKafka, ensureTopics, ProcessorObserver, TopicLayoutError, TransactionalProcessor, TransactionalProcessorOptions, untilConnected } from '@app/kafka';
-import { consumerMetrics, gatewayMetrics, kafkaMetrics, reportStateEntries } from '@app/observability';
+import { consumerMetrics, gatewayMetrics, kafkaMetrics, reportReadiness, reportStateEntries } from '@app/observability';
 import { AnnotationHandler } from '../annotations/annotation-handler';
 import { AnnotationState } from '../annotations/annotation-state';
 import { DedupState } from '../dedup/dedup-state';
@@ -24,6 +24,8 @@ const observerFor = (stage: string): ProcessorObserver => ({
     consumerMetrics.restoredRecords.inc({ stage }, stats.records);
   },
   lag: (partition, records) => consumerMetrics.lag.set({ stage, partition: String(partition) }, records),
+  // Another process reports a partition once it moves there: a stale reading here would add up to a false lag.
+  released: (partitions) => partitions.forEach((partition) => consumerMetrics.lag.remove({ stage, partition: String(partition) })),
 });
 
 /**
@@ -62,6 +64,8 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
     this.budget = new StateBudget(config.STATE_MAX_ENTRIES);
     consumerMetrics.stateBudget.set(config.STATE_MAX_ENTRIES);
     reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }), ESTIMATED_BYTES_PER_ENTRY);
+    reportReadiness('send', () => this.sends?.isReady ?? false);
+    reportReadiness('annotation', () => this.annotations?.isReady ?? false);
   }
 
   get isReady(): boolean {

@@ -1,4 +1,5 @@
 import { Controller, Get, HttpException } from '@nestjs/common';
+import { reportReadiness } from '@app/observability';
 import { CommandBus } from '../send/command-bus';
 import { SendService } from '../send/send.service';
 
@@ -11,7 +12,13 @@ export class HealthController {
   constructor(
     private readonly bus: CommandBus,
     private readonly sends: SendService,
-  ) {}
+  ) {
+    reportReadiness('gateway', () => this.isReady);
+  }
+
+  private get isReady(): boolean {
+    return this.bus.isReady && this.sends.isAccepting;
+  }
 
   @Get('live')
   live(): { status: 'ok' } {
@@ -20,7 +27,7 @@ export class HealthController {
 
   @Get('ready')
   ready(): { status: 'ok' } {
-    if (!this.bus.isReady || !this.sends.isAccepting) throw new HttpException({ status: 'unavailable' }, 503);
+    if (!this.isReady) throw new HttpException({ status: 'unavailable' }, 503);
     return { status: 'ok' };
   }
 }
