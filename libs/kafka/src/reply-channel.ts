@@ -1,4 +1,6 @@
+import { Logger } from '@nestjs/common';
 import { Admin, Consumer, Kafka } from 'kafkajs';
+import { ConsumerRevival } from './retry';
 import { durabilityEntries } from './topics';
 
 export class ReplyTimeout extends Error {}
@@ -19,6 +21,7 @@ interface Waiter<T> {
 export class ReplyChannel<T extends { correlation_id: string }> {
   private readonly waiters = new Map<string, Waiter<T>>();
   private readonly consumer: Consumer;
+  private readonly revival: ConsumerRevival;
   private ready = false;
   private lastHeartbeat = 0;
 
@@ -38,24 +41,24 @@ export class ReplyChannel<T extends { correlation_id: string }> {
       heartbeatInterval: REPLY_SESSION_TIMEOUT_MS / 5,
       retry: { retries: 10 },
     });
+    this.revival = new ConsumerRevival(new Logger(`ReplyChannel ${topic}`), () => this.read(), (error) =>
+      this.onFatal(new Error(`the reply reader stopped for good: ${error.message}`)),
+    );
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
       this.ready = true;
       this.lastHeartbeat = Date.now();
+      this.revival.joined();
     });
     this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = Date.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.ready = false;
-      if (!payload.restart) this.onFatal(new Error(`the reply reader stopped for good: ${payload.error.message}`));
+      if (!payload.restart) this.revival.stopped(payload.error);
     });
   }
 
   /** True once replies addressed to this channel will be seen, and while Kafka still hears from it. */
   get isReady(): boolean {
     return this.ready && Date.now() - this.lastHeartbeat < REPLY_SESSION_TIMEOUT_MS;
-  }
-
-  get waiting(): number {
-    return this.waiters.size;
   }
 
   /** Creates this channel's topic (replicated like the pipeline's topics) and starts reading it. */
@@ -72,9 +75,14 @@ export class ReplyChannel<T extends { correlation_id: string }> {
       ],
       waitForLeaders: true,
     });
+    const joined = new Promise<void>((resolve) => this.consumer.on(this.consumer.events.GROUP_JOIN, () => resolve()));
+    await this.read();
+    await joined;
+  }
+
+  private async read(): Promise<void> {
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.topic, fromBeginning: true });
-    const joined = new Promise<void>((resolve) => this.consumer.on(this.consumer.events.GROUP_JOIN, () => resolve()));
     await this.consumer.run({
       eachBatch: async ({ batch }) => {
         for (const message of batch.messages) {
@@ -83,7 +91,6 @@ export class ReplyChannel<T extends { correlation_id: string }> {
         }
       },
     });
-    await joined;
   }
 
   /** Waits for the reply to `correlationId`, at most `timeoutMs`. Register before sending the request. */
@@ -114,6 +121,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   /** Stops reading and removes the topic: nobody else will ever read it. */
   async stop(): Promise<void> {
     this.ready = false;
+    this.revival.cancel();
     await this.consumer.disconnect();
     await this.admin.deleteTopics({ topics: [this.topic], timeout: 5000 }).catch(() => undefined);
     await this.admin.deleteGroups([`${this.topic}.reader`]).catch(() => undefined);

@@ -28,3 +28,66 @@ export async function untilConnected(
     }
   }
 }
+
+/**
+ * kafkajs errors that mean Kafka, or the coordinator of a group, is out of reach for now. kafkajs counts some of
+ * them as final (a missing group coordinator, which a broker restart causes) and leaves its consumer stopped.
+ */
+const UNREACHABLE = new Set([
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNumberOfRetriesExceeded',
+]);
+
+export function isKafkaUnreachable(error: unknown): boolean {
+  for (let cause = error; cause; cause = (cause as { cause?: unknown }).cause) {
+    if (UNREACHABLE.has((cause as Error).name)) return true;
+  }
+  return false;
+}
+
+/**
+ * What a reader does when its kafkajs consumer stopped and kafkajs will not start it again: if Kafka only looks out
+ * of reach, start it again later, with back-off, for as long as it takes (the process stays live and not ready,
+ * which is what losing Kafka should look like); after anything else, give up (the owner exits, and its supervisor
+ * starts a fresh process).
+ */
+export class ConsumerRevival {
+  private attempts = 0;
+  private timer?: NodeJS.Timeout;
+  private cancelled = false;
+
+  constructor(
+    private readonly logger: Logger,
+    /** Connects, subscribes and runs the consumer again. */
+    private readonly run: () => Promise<void>,
+    private readonly giveUp: (error: Error) => void,
+  ) {}
+
+  /** The consumer stopped for good, as far as kafkajs is concerned. */
+  stopped(error: Error): void {
+    if (this.cancelled) return;
+    if (!isKafkaUnreachable(error)) {
+      this.giveUp(error);
+      return;
+    }
+    const delay = Math.min(10_000, 500 * 2 ** this.attempts++);
+    this.logger.warn(`consumer stopped (${error.message}): Kafka looks out of reach, starting it again in ${delay} ms`);
+    this.timer = setTimeout(() => {
+      if (!this.cancelled) this.run().catch((again: Error) => this.stopped(again));
+    }, delay);
+  }
+
+  /** In the group again: the next stop starts with a short delay. */
+  joined(): void {
+    this.attempts = 0;
+  }
+
+  cancel(): void {
+    this.cancelled = true;
+    clearTimeout(this.timer);
+  }
+}

@@ -3,6 +3,7 @@ import { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessage
 import { restoreChangelog, RestoreStats, writeRestoreMarker } from './changelog-restore';
 import { createProducer } from './kafka-client';
 import { chunkByBytes } from './record-bytes';
+import { ConsumerRevival } from './retry';
 
 /** What a processor does with its partitions; the Kafka side (ownership, restore, transactions) is not its concern. */
 export interface PartitionHandler<S> {
@@ -94,6 +95,7 @@ export class TransactionalProcessor<S> {
   /** Consecutive failed take-overs per partition, for the back-off and the give-up. */
   private readonly takeOverFailures = new Map<number, number>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
+  private readonly revival: ConsumerRevival;
 
   constructor(
     private readonly kafka: Kafka,
@@ -110,16 +112,18 @@ export class TransactionalProcessor<S> {
       heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
       retry: { retries: 10 },
     });
+    this.revival = new ConsumerRevival(this.logger, () => this.start(), (error) => this.fail(new Error(`consumer stopped for good: ${error.message}`)));
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
       this.lastHeartbeat = Date.now();
+      this.revival.joined();
       this.onAssignment(payload.memberAssignment);
     });
     this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = Date.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.joined = false;
       this.logger.error(`consumer crashed (${payload.error.message}); restart=${String(payload.restart)}`);
-      // kafkajs restarts the consumer after a retriable error; after any other it stays stopped for good.
-      if (!payload.restart) this.fail(new Error(`consumer stopped for good: ${payload.error.message}`));
+      // kafkajs restarts the consumer after a retriable error; after any other it stays stopped.
+      if (!payload.restart && !this.stopped) this.revival.stopped(payload.error);
     });
   }
 
@@ -163,6 +167,7 @@ export class TransactionalProcessor<S> {
   /** Finishes the running batches (their transactions commit or abort), leaves the group, releases producers. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.revival.cancel();
     this.retryTimers.forEach((timer) => clearTimeout(timer));
     await this.consumer.disconnect().catch(() => undefined);
     await this.release([...this.owned.keys()]);
