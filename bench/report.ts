@@ -1,4 +1,12 @@
-import type { ScenarioResult } from './run';
+import type { LoadResult } from './load';
+
+/** One scenario's measurement, with the processes' memory. */
+export interface ScenarioResult extends LoadResult {
+  gateway_rss_mb: number;
+  consumer_rss_mb: number | null;
+  connections: number;
+  note: string;
+}
 
 export interface BenchReport {
   date: string;

@@ -10,7 +10,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { provideBroker } from '../test/support/broker';
 import { AppProcess, isolatedEnv } from '../test/support/pipeline';
-import { renderChart, renderSummary } from './report';
+import { renderChart, renderSummary, ScenarioResult } from './report';
 import { LoadResult, sendLoad } from './load';
 
 const quick = process.argv.includes('--quick');
@@ -19,13 +19,6 @@ const WARMUP_S = quick ? 3 : 5;
 const CONNECTIONS = 64;
 const USERS = 100;
 const root = join(__dirname, '../..');
-
-export interface ScenarioResult extends LoadResult {
-  gateway_rss_mb: number;
-  consumer_rss_mb: number | null;
-  connections: number;
-  note: string;
-}
 
 function benchEnv(): Record<string, string> {
   const tokensFile = join(root, '.cache', 'bench-tokens.json');

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { decodeTxnRecord, TxnRecord } from '@app/contracts';
 import { createProducer, restoreChangelog, silenceKafkajsTimerWarnings, writeRestoreMarker } from '@app/kafka';
-import { DedupState } from '../apps/consumer/src/dedup/dedup-state';
+import { TxnStore } from '../apps/consumer/src/store/txn-store';
 
 const arg = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`);
@@ -30,7 +30,7 @@ function heapUsed(): number {
 }
 
 async function measureMemory(): Promise<number> {
-  const state = new DedupState(86_400_000);
+  const state = new TxnStore(86_400_000);
   const before = heapUsed();
   for (let i = 0; i < entries; i++) state.apply(id(), decodeTxnRecord(record()));
   const after = heapUsed();
@@ -55,7 +55,7 @@ async function measureRestore(brokers: string): Promise<{ produceMs: number; res
   const produceMs = Date.now() - started;
   const owner = createProducer(kafka, { transactionalId: `${topic}.owner`, idempotent: true, maxInFlightRequests: 1 });
   await owner.connect();
-  const state = new DedupState(86_400_000);
+  const state = new TxnStore(86_400_000);
   const restoreStarted = Date.now();
   const nonce = await writeRestoreMarker(owner, topic, 0);
   const stats = await restoreChangelog(kafka, topic, [{ partition: 0, apply: (m) => state.apply(m.key!.toString(), decodeTxnRecord(m.value)) }], new Map([[0, nonce]]));

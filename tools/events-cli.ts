@@ -10,7 +10,7 @@
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomUUID } from 'node:crypto';
 import { Kafka, Partitioners } from 'kafkajs';
-import { loadConfig, loadScopeHashSecret } from '@app/config';
+import { kafkaConnection, loadConfig, loadScopeHashSecret } from '@app/config';
 import { commandKey, RoomEvent, TxnChangelogRecord } from '@app/contracts';
 import { scopeHash } from '@app/matrix';
 import { createKafka, silenceKafkajsTimerWarnings } from '@app/kafka';
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
   silenceKafkajsTimerWarnings();
   const [command, ...args] = process.argv.slice(2);
   const config = loadConfig();
-  const kafka = createKafka(config, 'events-cli');
+  const kafka = createKafka(kafkaConnection(config), 'events-cli');
   const option = (name: string): string | undefined => {
     const i = args.indexOf(`--${name}`);
     return i >= 0 ? args[i + 1] : undefined;

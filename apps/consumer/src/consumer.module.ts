@@ -1,9 +1,14 @@
 import { DynamicModule, Module } from '@nestjs/common';
+import { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
-import { AppConfig, ConfigModule } from '@app/config';
-import { loggingModule, metricsControllers } from '@app/observability';
-import { HealthController } from './health/health.controller';
-import { PipelineService } from './processing/pipeline.service';
+import { AppConfig, ConfigModule, kafkaConnection } from '@app/config';
+import { createKafka } from '@app/kafka';
+import { HealthController, loggingModule, metricsControllers, Readiness } from '@app/observability';
+import { AnnotationStage } from './annotations/annotation-stage';
+import { PipelineService } from './pipeline.service';
+import { SendStage } from './send/send-stage';
+import { ReplyPublisher } from './stage/reply-publisher';
+import { StateBudget } from './store/state-budget';
 
 @Module({})
 export class ConsumerModule {
@@ -12,7 +17,15 @@ export class ConsumerModule {
       module: ConsumerModule,
       imports: [ConfigModule.forRoot(config), loggingModule(logger)],
       controllers: [HealthController, ...metricsControllers(config)],
-      providers: [PipelineService],
+      providers: [
+        { provide: Kafka, inject: [AppConfig], useFactory: (c: AppConfig) => createKafka(kafkaConnection(c), `${c.KAFKA_CLIENT_ID}-consumer`) },
+        { provide: StateBudget, inject: [AppConfig], useFactory: (c: AppConfig) => new StateBudget(c.STATE_MAX_ENTRIES) },
+        { provide: SendStage, inject: [AppConfig], useFactory: SendStage.fromConfig },
+        { provide: AnnotationStage, inject: [AppConfig], useFactory: AnnotationStage.fromConfig },
+        ReplyPublisher,
+        PipelineService,
+        { provide: Readiness, useExisting: PipelineService },
+      ],
     };
   }
 }

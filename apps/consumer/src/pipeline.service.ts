@@ -1,14 +1,16 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
 import { Admin, Kafka } from 'kafkajs';
-import { AppConfig } from '@app/config';
-import { SendReply } from '@app/contracts';
-import { BatchingProducer, createKafka, ensureTopics, ProcessorObserver, TopicLayoutError, TransactionalProcessor, TransactionalProcessorOptions, untilConnected } from '@app/kafka';
-import { consumerMetrics, gatewayMetrics, kafkaMetrics, reportReadiness, reportStateEntries } from '@app/observability';
-import { AnnotationHandler } from '../annotations/annotation-handler';
-import { AnnotationState } from '../annotations/annotation-state';
-import { DedupState } from '../dedup/dedup-state';
-import { ESTIMATED_BYTES_PER_ENTRY, StateBudget } from '../state/state-budget';
-import { SendHandler } from './send-handler';
+import { AppConfig, topicSettings } from '@app/config';
+import { pipelineTopics } from '@app/contracts';
+import { ensureTopics, PartitionHandler, ProcessorObserver, TopicLayoutError, TransactionalProcessor, untilConnected } from '@app/kafka';
+import { consumerMetrics, kafkaMetrics, Readiness, reportReadiness, reportStateEntries } from '@app/observability';
+import { AnnotationStage } from './annotations/annotation-stage';
+import { AnnotationStore } from './annotations/annotation-store';
+import { SendStage } from './send/send-stage';
+import { ReplyPublisher } from './stage/reply-publisher';
+import { OutcomeCounts, StageHandler } from './stage/stage-handler';
+import { ESTIMATED_BYTES_PER_ENTRY, StateBudget } from './store/state-budget';
+import { TxnStore } from './store/txn-store';
 
 /** How often remembered transactions older than the window are dropped from memory. */
 const SWEEP_INTERVAL_MS = 60_000;
@@ -28,41 +30,42 @@ const observerFor = (stage: string): ProcessorObserver => ({
   released: (partitions) => partitions.forEach((partition) => consumerMetrics.lag.remove({ stage, partition: String(partition) })),
 });
 
+const countsFor =
+  (stage: string) =>
+  (counts: OutcomeCounts): void => {
+    consumerMetrics.events.inc({ stage }, counts.accepted);
+    consumerMetrics.dedupHits.inc(counts.duplicates);
+    consumerMetrics.annotationRejections.inc(counts.rejected);
+    consumerMetrics.deadLetters.inc({ stage }, counts.deadLetters + counts.expired);
+    consumerMetrics.expiredCommands.inc({ stage }, counts.expired);
+    consumerMetrics.stateRefusals.inc({ stage }, counts.refused);
+  };
+
 /**
  * The consumer process: the send stage (commands → events, dedup) and the annotation stage (annotation
- * uniqueness), each an exactly-once processor over its own topic, sharing one producer for replies. Connects in
- * the background: live at once, ready once both stages have restored their partitions.
+ * uniqueness), each an exactly-once processor over its own topic, sharing one producer for replies and one memory
+ * budget. Connects in the background: live at once, ready once both stages have restored their partitions.
  */
 @Injectable()
-export class PipelineService implements OnModuleInit, OnApplicationShutdown {
+export class PipelineService implements Readiness, OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(PipelineService.name);
-  private readonly kafka: Kafka;
   private readonly admin: Admin;
-  private readonly replies: BatchingProducer;
-  /** One memory bound for every partition state of both stages. */
-  private readonly budget: StateBudget;
-  private sends?: TransactionalProcessor<DedupState>;
-  private annotations?: TransactionalProcessor<AnnotationState>;
+  private sends?: TransactionalProcessor<TxnStore>;
+  private annotations?: TransactionalProcessor<AnnotationStore>;
   private sweeper?: NodeJS.Timeout;
   private stopped = false;
 
-  constructor(private readonly config: AppConfig) {
-    this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-consumer`);
-    this.admin = this.kafka.admin();
-    this.replies = new BatchingProducer(this.kafka, {
-      name: 'ReplyProducer',
-      lingerMs: config.PRODUCER_LINGER_MS,
-      maxBatch: config.PRODUCER_MAX_BATCH,
-      maxBatchBytes: config.KAFKA_MAX_REQUEST_BYTES,
-      observe: (seconds, records) => {
-        gatewayMetrics.produceLatency.observe({ client: 'consumer-replies' }, seconds);
-        gatewayMetrics.produceBatch.observe({ client: 'consumer-replies' }, records);
-      },
-      replaced: () => gatewayMetrics.producerReplacements.inc({ client: 'consumer-replies' }),
-    });
+  constructor(
+    private readonly config: AppConfig,
+    private readonly kafka: Kafka,
+    private readonly budget: StateBudget,
+    private readonly replies: ReplyPublisher,
+    private readonly sendStage: SendStage,
+    private readonly annotationStage: AnnotationStage,
+  ) {
+    this.admin = kafka.admin();
     const size = (states: { size: number }[] = []) => states.reduce((sum, state) => sum + state.size, 0);
-    this.budget = new StateBudget(config.STATE_MAX_ENTRIES);
-    consumerMetrics.stateBudget.set(config.STATE_MAX_ENTRIES);
+    consumerMetrics.stateBudget.set(budget.maxEntries);
     reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }), ESTIMATED_BYTES_PER_ENTRY);
     reportReadiness('send', () => this.sends?.isReady ?? false);
     reportReadiness('annotation', () => this.annotations?.isReady ?? false);
@@ -85,28 +88,32 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
   private async connect(): Promise<void> {
     const config = this.config;
     await this.admin.connect();
-    const { partitions, warnings } = await ensureTopics(this.admin, config);
+    const { partitions, warnings } = await ensureTopics(this.admin, pipelineTopics(topicSettings(config)), config.KAFKA_REPLICATION_FACTOR);
     for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
-    const sendReply = (to: string, reply: SendReply): void => {
-      // A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction.
-      this.replies.send(to, { value: JSON.stringify(reply) }).catch(() => undefined);
-    };
-    const common = {
-      partitionsConcurrently: config.CONSUMER_PARTITIONS_CONCURRENTLY,
-      sessionTimeoutMs: config.CONSUMER_SESSION_TIMEOUT_MS,
-      fetchMinBytes: config.CONSUMER_FETCH_MIN_BYTES,
-      fetchMaxWaitMs: config.CONSUMER_FETCH_MAX_WAIT_MS,
-      maxRequestBytes: config.KAFKA_MAX_REQUEST_BYTES,
-      // Never live but never ready again: a stage that cannot go on ends the process, and its supervisor starts
-      // a new one (npm start, compose and Kubernetes all restart it), which takes the partitions over cleanly.
-      onFatal: (error: Error) => {
-        this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
-        process.exit(1);
-      },
+    const options = {
+      partitions,
+      windowMs: config.TXN_WINDOW_MS,
+      deadLetterTopic: config.KAFKA_TOPIC_DEAD_LETTERS,
+      budget: this.budget,
+      sendReply: this.replies.send,
     };
     // A failed start (one stage up, the other not) must not leave the first consuming while the retry builds anew.
     try {
-      await this.startStages(config, partitions, sendReply, common);
+      this.sends = this.processor(
+        'send',
+        config.KAFKA_CONSUMER_GROUP,
+        config.KAFKA_TOPIC_COMMANDS,
+        this.sendStage.changelogTopic,
+        new StageHandler(this.sendStage, { ...options, observe: countsFor('send') }),
+      );
+      this.annotations = this.processor(
+        'annotation',
+        `${config.KAFKA_CONSUMER_GROUP}.annotations`,
+        config.KAFKA_TOPIC_ANNOTATIONS,
+        this.annotationStage.changelogTopic,
+        new StageHandler(this.annotationStage, { ...options, observe: countsFor('annotation') }),
+      );
+      await Promise.all([this.sends.start(), this.annotations.start()]);
     } catch (error) {
       await this.stopStages();
       throw error;
@@ -115,68 +122,32 @@ export class PipelineService implements OnModuleInit, OnApplicationShutdown {
     this.sweeper.unref();
   }
 
+  /** A stage as an exactly-once processor: its own consumer group over its input topic, its changelog beside. */
+  private processor<S>(stage: string, groupId: string, inputTopic: string, changelogTopic: string, handler: PartitionHandler<S>): TransactionalProcessor<S> {
+    return new TransactionalProcessor(this.kafka, {
+      name: `${stage[0].toUpperCase()}${stage.slice(1)}Stage`,
+      groupId,
+      inputTopic,
+      changelogTopic,
+      observer: observerFor(stage),
+      partitionsConcurrently: this.config.CONSUMER_PARTITIONS_CONCURRENTLY,
+      sessionTimeoutMs: this.config.CONSUMER_SESSION_TIMEOUT_MS,
+      fetchMinBytes: this.config.CONSUMER_FETCH_MIN_BYTES,
+      fetchMaxWaitMs: this.config.CONSUMER_FETCH_MAX_WAIT_MS,
+      maxRequestBytes: this.config.KAFKA_MAX_REQUEST_BYTES,
+      // Never live but never ready again: a stage that cannot go on ends the process, and its supervisor starts
+      // a new one (npm start, compose and Kubernetes all restart it), which takes the partitions over cleanly.
+      onFatal: (error: Error) => {
+        this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
+        process.exit(1);
+      },
+    }, handler);
+  }
+
   private async stopStages(): Promise<void> {
     await Promise.all([this.sends?.stop(), this.annotations?.stop()]);
     this.sends = undefined;
     this.annotations = undefined;
-  }
-
-  private async startStages(
-    config: AppConfig,
-    partitions: number,
-    sendReply: (to: string, reply: SendReply) => void,
-    common: Pick<TransactionalProcessorOptions, 'partitionsConcurrently' | 'sessionTimeoutMs' | 'fetchMinBytes' | 'fetchMaxWaitMs' | 'maxRequestBytes' | 'onFatal'>,
-  ): Promise<void> {
-    this.sends = new TransactionalProcessor(
-      this.kafka,
-      {
-        name: 'SendStage',
-        groupId: config.KAFKA_CONSUMER_GROUP,
-        inputTopic: config.KAFKA_TOPIC_COMMANDS,
-        changelogTopic: config.KAFKA_TOPIC_TXNS,
-        observer: observerFor('send'),
-        ...common,
-      },
-      new SendHandler(
-        { events: config.KAFKA_TOPIC_EVENTS, txns: config.KAFKA_TOPIC_TXNS, annotations: config.KAFKA_TOPIC_ANNOTATIONS, deadLetters: config.KAFKA_TOPIC_DEAD_LETTERS },
-        partitions,
-        config.TXN_WINDOW_MS,
-        sendReply,
-        this.budget,
-        (counts) => {
-          consumerMetrics.events.inc({ stage: 'send' }, counts.accepted);
-          consumerMetrics.dedupHits.inc(counts.duplicates);
-          consumerMetrics.deadLetters.inc({ stage: 'send' }, counts.deadLetters + counts.expired);
-          consumerMetrics.expiredCommands.inc({ stage: 'send' }, counts.expired);
-          consumerMetrics.stateRefusals.inc({ stage: 'send' }, counts.refused);
-        },
-      ),
-    );
-    this.annotations = new TransactionalProcessor(
-      this.kafka,
-      {
-        name: 'AnnotationStage',
-        groupId: `${config.KAFKA_CONSUMER_GROUP}.annotations`,
-        inputTopic: config.KAFKA_TOPIC_ANNOTATIONS,
-        changelogTopic: config.KAFKA_TOPIC_ANNOTATION_STATE,
-        observer: observerFor('annotation'),
-        ...common,
-      },
-      new AnnotationHandler(
-        { events: config.KAFKA_TOPIC_EVENTS, state: config.KAFKA_TOPIC_ANNOTATION_STATE, deadLetters: config.KAFKA_TOPIC_DEAD_LETTERS },
-        config.TXN_WINDOW_MS,
-        sendReply,
-        this.budget,
-        (counts) => {
-          consumerMetrics.events.inc({ stage: 'annotation' }, counts.accepted);
-          consumerMetrics.annotationRejections.inc(counts.rejected);
-          consumerMetrics.deadLetters.inc({ stage: 'annotation' }, counts.expired);
-          consumerMetrics.expiredCommands.inc({ stage: 'annotation' }, counts.expired);
-          consumerMetrics.stateRefusals.inc({ stage: 'annotation' }, counts.refused);
-        },
-      ),
-    );
-    await Promise.all([this.sends.start(), this.annotations.start()]);
   }
 
   async onApplicationShutdown(): Promise<void> {

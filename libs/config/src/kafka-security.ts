@@ -7,6 +7,11 @@ export interface KafkaSecurity {
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
 }
 
+/** How the apps and tools reach Kafka: the brokers, TLS and SASL (files read now). */
+export function kafkaConnection(config: AppConfig): KafkaSecurity & { brokers: string[] } {
+  return { brokers: config.KAFKA_BROKERS.split(','), ...loadKafkaSecurity(config) };
+}
+
 /** Where the password and the TLS material came from, for one start-up line: never a value. */
 export function describeKafkaSecurity(config: AppConfig): string {
   const tls = config.KAFKA_SSL ? `TLS${config.KAFKA_SSL_CA_FILE ? ' (CA from KAFKA_SSL_CA_FILE)' : ''}${config.KAFKA_SSL_CERT_FILE ? ' with a client certificate' : ''}` : 'no TLS';

@@ -1,5 +1,5 @@
 import { SendCommand } from './send-command';
-import { TxnRecord } from './txn-record';
+import { decodeTxnRecord, TxnRecord } from './txn-record';
 
 /**
  * Records of `matrix.send.annotations`, keyed by annotation identity so that every annotation of one
@@ -11,12 +11,20 @@ export type AnnotationStageRecord =
   /** A redaction was accepted: if it names a held annotation, that annotation may be sent again. Sent to every partition. */
   | { kind: 'redaction'; room_id: string; redacts: string };
 
+/** A key of the annotation stage's changelog: what it is about, and whose. */
+export type AnnotationStateKey = { kind: 'txn'; identity: string } | { kind: 'holder'; annotationId: string };
+
 /** Changelog of the annotation stage (`matrix.send.annotations.state`). */
 export const ANNOTATION_STATE_KEYS = {
   /** → TxnRecord: the outcome of one annotation transaction. */
   txn: (identity: string): string => `txn:${identity}`,
   /** → AnnotationHolder, or a tombstone once redacted. */
   holder: (annotationId: string): string => `ann:${annotationId}`,
+  parse(key: string): AnnotationStateKey | null {
+    if (key.startsWith('txn:')) return { kind: 'txn', identity: key.slice(4) };
+    if (key.startsWith('ann:')) return { kind: 'holder', annotationId: key.slice(4) };
+    return null;
+  },
 };
 
 /** The accepted annotation that holds an annotation identity. */
@@ -36,4 +44,18 @@ export function decodeAnnotationStageRecord(value: Buffer | null): AnnotationSta
   }
   if (parsed?.kind === 'redaction' && typeof parsed.room_id === 'string' && typeof parsed.redacts === 'string') return parsed;
   throw new Error('not an annotation stage record');
+}
+
+/** A changelog record of the annotation stage as the stage keeps it; null for a tombstone or anything else. */
+export function decodeAnnotationStateValue(key: string, value: Buffer | null): AnnotationStateValue | null {
+  const parsed = ANNOTATION_STATE_KEYS.parse(key);
+  if (parsed === null || value === null) return null;
+  if (parsed.kind === 'txn') return decodeTxnRecord(value);
+  try {
+    const { event_id, room_id, ts } = JSON.parse(value.toString('utf8')) as AnnotationHolder;
+    if (typeof event_id !== 'string' || typeof ts !== 'number') return null;
+    return typeof room_id === 'string' ? { event_id, room_id, ts } : { event_id, ts };
+  } catch {
+    return null;
+  }
 }

@@ -3,3 +3,4 @@ export * from './send-command';
 export * from './send-reply';
 export * from './txn-record';
 export * from './annotation-records';
+export * from './topics';

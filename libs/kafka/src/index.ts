@@ -1,6 +1,5 @@
-// First: they must patch kafkajs before any other module loads kafkajs.
-export * from './read-committed-fix';
-export * from './produce-retry-fix';
+// First: the kafkajs fixes must load before any other module loads kafkajs. Internal: nothing to export.
+import './kafkajs-fixes';
 export * from './batching-producer';
 export * from './kafka-client';
 export * from './reply-channel';

@@ -1,6 +1,5 @@
 import { Logger } from '@nestjs/common';
 import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig, SASLOptions } from 'kafkajs';
-import { AppConfig, loadKafkaSecurity } from '@app/config';
 
 /** kafkajs lines that only repeat something said better elsewhere. */
 const QUIET_WARNINGS = [
@@ -23,12 +22,18 @@ function logCreator(): (entry: LogEntry) => void {
   };
 }
 
-/** Every Kafka client of the apps and tools: the configured brokers, TLS and SASL, bounded retries. */
-export function createKafka(config: AppConfig, clientId: string): Kafka {
-  const { ssl, sasl } = loadKafkaSecurity(config);
+/** Where Kafka is and how to authenticate; kafkajs' own shapes of `ssl` and `sasl`. */
+export interface KafkaConnection {
+  brokers: string[];
+  ssl?: true | { ca?: string[]; cert?: string; key?: string };
+  sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
+}
+
+/** Every Kafka client of the apps and tools: the brokers, TLS and SASL, bounded retries. */
+export function createKafka({ brokers, ssl, sasl }: KafkaConnection, clientId: string): Kafka {
   return new Kafka({
     clientId,
-    brokers: config.KAFKA_BROKERS.split(','),
+    brokers,
     ssl,
     sasl: sasl as SASLOptions | undefined, // one object for the three mechanisms; kafkajs types one per mechanism
     logLevel: logLevel.WARN,

@@ -1,8 +1,25 @@
 import { Logger } from '@nestjs/common';
 import { Admin, ConfigResourceTypes, ITopicConfig } from 'kafkajs';
-import { AppConfig } from '@app/config';
 
 export class TopicLayoutError extends Error {}
+
+/** A topic to create when it is missing, and to check when it exists. */
+export interface TopicSpec {
+  topic: string;
+  numPartitions: number;
+  configEntries: { name: string; value: string }[];
+  /** A setting an existing topic must have, or data is at risk: a warning (log and metric) when it differs. */
+  expected?: { name: string; value: string; problem: 'finite_retention'; risk: string };
+}
+
+export interface TopicLayoutSpec {
+  topics: TopicSpec[];
+  /**
+   * Topics that must have the same number of partitions (a processor restores partition p of its input from
+   * partition p of its changelog).
+   */
+  coPartitioned: string[];
+}
 
 /** Something about an existing topic that risks data but does not stop the pipeline: logged, and a metric. */
 export interface TopicWarning {
@@ -12,16 +29,16 @@ export interface TopicWarning {
 }
 
 export interface TopicLayout {
-  /** Partitions of the co-partitioned topics. */
+  /** Partitions of each co-partitioned topic. */
   partitions: number;
   /** The replication factor topics are created with (reply topics included). */
   replicationFactor: number;
   warnings: TopicWarning[];
 }
 
-/** The replication factor for new topics: KAFKA_REPLICATION_FACTOR, else min(3, brokers in the cluster). */
-export async function replicationFactorFor(admin: Admin, config: AppConfig): Promise<number> {
-  if (config.KAFKA_REPLICATION_FACTOR !== undefined) return config.KAFKA_REPLICATION_FACTOR;
+/** The replication factor for new topics: the one configured, else min(3, brokers in the cluster). */
+export async function replicationFactorFor(admin: Admin, configured: number | undefined): Promise<number> {
+  if (configured !== undefined) return configured;
   const { brokers } = await admin.describeCluster();
   return Math.min(3, brokers.length);
 }
@@ -32,35 +49,24 @@ export function durabilityEntries(replicationFactor: number): { name: string; va
 }
 
 /**
- * Creates the pipeline's topics when missing and checks their layout. The commands topic, its changelog, the
- * annotations topic and its changelog must have the same number of partitions: a processor restores partition p
- * of its input from partition p of its changelog (a mismatch is fatal). An event log with a time limit, or topics
- * replicated less than the cluster allows, are warnings: they were created by hand, and changing them is the
- * operator's call.
+ * Creates the topics of a layout when missing and checks the ones that exist. Co-partitioned topics of different
+ * sizes are fatal. A topic without a setting it is expected to have, or replicated less than the cluster allows,
+ * is a warning: it was created by hand, and changing it is the operator's call.
  */
-export async function ensureTopics(admin: Admin, config: AppConfig, logger = new Logger('Topics')): Promise<TopicLayout> {
-  const replicationFactor = await replicationFactorFor(admin, config);
+export async function ensureTopics(
+  admin: Admin,
+  layout: TopicLayoutSpec,
+  configuredReplicationFactor: number | undefined,
+  logger = new Logger('Topics'),
+): Promise<TopicLayout> {
+  const replicationFactor = await replicationFactorFor(admin, configuredReplicationFactor);
   const durable = durabilityEntries(replicationFactor);
-  const numPartitions = config.KAFKA_COMMAND_PARTITIONS;
-  const windowed = [
-    { name: 'cleanup.policy', value: 'compact,delete' },
-    { name: 'retention.ms', value: String(config.TXN_WINDOW_MS) },
-  ];
-  // A command older than the window is never appended (it can no longer be deduplicated): no need to keep it longer.
-  const forTheWindow = [{ name: 'retention.ms', value: String(config.TXN_WINDOW_MS) }];
-  const coPartitioned: ITopicConfig[] = [
-    { topic: config.KAFKA_TOPIC_COMMANDS, numPartitions, configEntries: forTheWindow },
-    { topic: config.KAFKA_TOPIC_TXNS, numPartitions, configEntries: windowed },
-    { topic: config.KAFKA_TOPIC_ANNOTATIONS, numPartitions, configEntries: forTheWindow },
-    // Annotation holders stay until redacted, so this changelog is compacted, never expired by time.
-    { topic: config.KAFKA_TOPIC_ANNOTATION_STATE, numPartitions, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
-  ];
-  const wanted: ITopicConfig[] = [
-    ...coPartitioned,
-    // The source of truth: kept forever unless KAFKA_EVENTS_RETENTION_MS says otherwise.
-    { topic: config.KAFKA_TOPIC_EVENTS, numPartitions: config.KAFKA_EVENT_PARTITIONS, configEntries: [{ name: 'retention.ms', value: String(config.KAFKA_EVENTS_RETENTION_MS) }] },
-    { topic: config.KAFKA_TOPIC_DEAD_LETTERS, numPartitions: 1 },
-  ].map((topic) => ({ ...topic, replicationFactor, configEntries: [...(topic.configEntries ?? []), ...durable] }));
+  const wanted: ITopicConfig[] = layout.topics.map(({ topic, numPartitions, configEntries }) => ({
+    topic,
+    numPartitions,
+    replicationFactor,
+    configEntries: [...configEntries, ...durable],
+  }));
   const existing = new Set(await admin.listTopics());
   const missing = wanted.filter(({ topic }) => !existing.has(topic));
   if (missing.length > 0) {
@@ -73,9 +79,9 @@ export async function ensureTopics(admin: Admin, config: AppConfig, logger = new
   }
   const metadata = await admin.fetchTopicMetadata({ topics: wanted.map(({ topic }) => topic) });
   const byName = new Map(metadata.topics.map((topic) => [topic.name, topic]));
-  const counts = coPartitioned.map(({ topic }) => `${topic}=${byName.get(topic)?.partitions.length}`);
-  const first = byName.get(config.KAFKA_TOPIC_COMMANDS)!.partitions.length;
-  if (coPartitioned.some(({ topic }) => byName.get(topic)?.partitions.length !== first)) {
+  const sizes = layout.coPartitioned.map((topic) => byName.get(topic)?.partitions.length);
+  if (sizes.some((size) => size !== sizes[0])) {
+    const counts = layout.coPartitioned.map((topic, i) => `${topic}=${sizes[i]}`);
     throw new TopicLayoutError(`these topics must have the same number of partitions: ${counts.join(', ')}`);
   }
 
@@ -86,16 +92,15 @@ export async function ensureTopics(admin: Admin, config: AppConfig, logger = new
       warnings.push({ topic, problem: 'low_replication', detail: `${replicas} replica(s) where the cluster allows ${replicationFactor}` });
     }
   }
-  const retention = await topicConfig(admin, config.KAFKA_TOPIC_EVENTS, 'retention.ms');
-  if (retention !== String(config.KAFKA_EVENTS_RETENTION_MS)) {
-    warnings.push({
-      topic: config.KAFKA_TOPIC_EVENTS,
-      problem: 'finite_retention',
-      detail: `retention.ms=${retention} where KAFKA_EVENTS_RETENTION_MS is ${config.KAFKA_EVENTS_RETENTION_MS}: events older than that are deleted`,
-    });
+  for (const { topic, expected } of layout.topics) {
+    if (!expected) continue;
+    const actual = await topicConfig(admin, topic, expected.name);
+    if (actual !== expected.value) {
+      warnings.push({ topic, problem: expected.problem, detail: `${expected.name}=${actual} where ${expected.value} is expected: ${expected.risk}` });
+    }
   }
   for (const warning of warnings) logger.warn(`topic ${warning.topic}: ${warning.detail}`);
-  return { partitions: first, replicationFactor, warnings };
+  return { partitions: sizes[0] ?? 0, replicationFactor, warnings };
 }
 
 async function topicConfig(admin: Admin, topic: string, name: string): Promise<string | undefined> {

@@ -1,4 +1,4 @@
-import './read-committed-fix';
+import './kafkajs-fixes';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';

@@ -23,6 +23,16 @@ export const gatewayMetrics = {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   }),
+  inFlight: new Gauge({ name: 'matrix_gateway_requests_in_flight', help: 'Send requests waiting for their outcome', registers: [registry] }),
+  replyTimeouts: new Counter({
+    name: 'matrix_gateway_reply_timeouts_total',
+    help: 'Send requests answered 503 because no reply came within SEND_TIMEOUT_MS',
+    registers: [registry],
+  }),
+};
+
+/** Metrics of the Kafka side that both apps report. */
+export const kafkaMetrics = {
   produceLatency: new Histogram({
     name: 'matrix_kafka_produce_duration_seconds',
     help: 'Time of one coalesced produce request to Kafka',
@@ -43,16 +53,6 @@ export const gatewayMetrics = {
     labelNames: ['client'] as const,
     registers: [registry],
   }),
-  inFlight: new Gauge({ name: 'matrix_gateway_requests_in_flight', help: 'Send requests waiting for their outcome', registers: [registry] }),
-  replyTimeouts: new Counter({
-    name: 'matrix_gateway_reply_timeouts_total',
-    help: 'Send requests answered 503 because no reply came within SEND_TIMEOUT_MS',
-    registers: [registry],
-  }),
-};
-
-/** Metrics of the Kafka side that both apps report. */
-export const kafkaMetrics = {
   topicWarnings: new Gauge({
     name: 'matrix_kafka_topic_warnings',
     help: 'Existing topics that risk data: 1 per topic and problem (finite_retention of the event log, low_replication)',
@@ -158,3 +158,14 @@ export const consumerMetrics = {
   restoredRecords: new Counter({ name: 'matrix_consumer_restored_records_total', help: 'Changelog records replayed while restoring', labelNames: ['stage'] as const, registers: [registry] }),
   lag: new Gauge({ name: 'matrix_consumer_lag', help: 'Records behind the end of the partition, as of the last batch', labelNames: ['stage', 'partition'] as const, registers: [registry] }),
 };
+
+/** The callbacks of a BatchingProducer that feed the produce metrics, labelled with the client. */
+export function produceMetricsFor(client: string): { observe(seconds: number, records: number): void; replaced(): void } {
+  return {
+    observe: (seconds, records) => {
+      kafkaMetrics.produceLatency.observe({ client }, seconds);
+      kafkaMetrics.produceBatch.observe({ client }, records);
+    },
+    replaced: () => kafkaMetrics.producerReplacements.inc({ client }),
+  };
+}

@@ -2,8 +2,19 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AnnotationStageRecord, SEND_COMMAND_VERSION, SendCommand, SendReply } from '@app/contracts';
 import { InputBatch } from '@app/kafka';
-import { StateBudget } from '../state/state-budget';
-import { AnnotationHandler } from './annotation-handler';
+import { ReplySender } from '../stage/record-collector';
+import { StageHandler } from '../stage/stage-handler';
+import { StateBudget } from '../store/state-budget';
+import { AnnotationStage } from './annotation-stage';
+
+const annotationStage = (windowMs: number, sendReply: ReplySender = () => undefined) =>
+  new StageHandler(new AnnotationStage({ events: 'events', state: 'state' }, windowMs), {
+    partitions: 1,
+    windowMs,
+    deadLetterTopic: 'dlq',
+    budget: new StateBudget(100),
+    sendReply,
+  });
 
 const command = (txn_id: string, correlation_id: string): SendCommand => ({
   v: SEND_COMMAND_VERSION,
@@ -42,7 +53,7 @@ const batchOf = (...records: AnnotationStageRecord[]): InputBatch => ({
 describe('the annotation stage', () => {
   it('accepts the first annotation, rejects a second from another txn, and repeats each outcome to retries', () => {
     const replies: SendReply[] = [];
-    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, (_to, reply) => replies.push(reply), new StateBudget(100));
+    const handler = annotationStage(60_000, (_to, reply) => replies.push(reply));
     const state = handler.createState();
     const run = (...records: AnnotationStageRecord[]) => {
       const result = handler.processBatch(state, batchOf(...records));
@@ -77,7 +88,7 @@ describe('the annotation stage', () => {
   });
 
   it('keeps nothing from a batch whose transaction did not commit', () => {
-    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, 60_000, () => undefined, new StateBudget(100));
+    const handler = annotationStage(60_000);
     const state = handler.createState();
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))); // aborted: afterCommit never runs
     assert.equal(state.size, 0);
@@ -85,7 +96,7 @@ describe('the annotation stage', () => {
 
   it('writes tombstones for transactions past the window, found by the sweep or by a restore', async () => {
     const windowMs = 50;
-    const handler = new AnnotationHandler({ events: 'events', state: 'state', deadLetters: 'dlq' }, windowMs, () => undefined, new StateBudget(100));
+    const handler = annotationStage(windowMs);
     const state = handler.createState();
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))).afterCommit();
     // A restore meets an old transaction of a previous owner.

@@ -1,12 +1,14 @@
 import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue } from '@app/contracts';
-import { DedupState } from '../dedup/dedup-state';
+import { KeyedStore } from '../store/keyed-store';
+import { TxnStore } from '../store/txn-store';
 
 /**
- * One partition of the annotation stage: which annotation identities are held (by which event), and the outcome
- * of each annotation transaction, so that a retry gets its first answer.
+ * The annotation stage's state store for one partition: which annotation identities are held (by which event), and
+ * the outcome of each annotation transaction, so that a retry gets its first answer. Keys are those of its
+ * changelog (`ANNOTATION_STATE_KEYS`).
  */
-export class AnnotationState {
-  private readonly txns: DedupState;
+export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
+  private readonly txns: TxnStore;
   private readonly holders = new Map<string, AnnotationHolder>();
   /** event_id → annotation identity, to free an identity when its event is redacted. */
   private readonly byEvent = new Map<string, string>();
@@ -17,35 +19,37 @@ export class AnnotationState {
   private readonly expired = new Set<string>();
 
   constructor(windowMs: number, now: () => number = Date.now) {
-    this.txns = new DedupState(windowMs, now);
+    this.txns = new TxnStore(windowMs, now);
   }
 
-  /** Looks a changelog key up (`txn:…` or `ann:…`). */
   get(key: string): AnnotationStateValue | undefined {
-    if (key.startsWith('txn:')) return this.txns.get(key.slice(4));
-    return this.holders.get(key.slice(4));
+    const parsed = ANNOTATION_STATE_KEYS.parse(key);
+    if (parsed?.kind === 'txn') return this.txns.get(parsed.identity);
+    if (parsed?.kind === 'holder') return this.holders.get(parsed.annotationId);
+    return undefined;
   }
 
+  /** The annotation identity that `eventId` holds, if it holds one. */
   heldBy(eventId: string): string | undefined {
     return this.byEvent.get(eventId);
   }
 
   /** Applies a changelog record (restore, or a committed batch); null is a tombstone. */
   apply(key: string, value: AnnotationStateValue | null): void {
-    const id = key.slice(4);
-    if (key === ANNOTATION_STATE_KEYS.txn(id)) {
+    const parsed = ANNOTATION_STATE_KEYS.parse(key);
+    if (parsed?.kind === 'txn') {
       if (value === null) this.expired.delete(key);
       else if (this.txns.isExpired(value)) this.expired.add(key);
-      this.txns.apply(id, value);
-    } else if (key === ANNOTATION_STATE_KEYS.holder(id)) {
-      const before = this.holders.get(id);
+      this.txns.apply(parsed.identity, value);
+    } else if (parsed?.kind === 'holder') {
+      const before = this.holders.get(parsed.annotationId);
       if (before) this.byEvent.delete(before.event_id);
       if (value === null) {
-        this.holders.delete(id);
+        this.holders.delete(parsed.annotationId);
       } else {
         const holder = value as AnnotationHolder;
-        this.holders.set(id, holder);
-        this.byEvent.set(holder.event_id, id);
+        this.holders.set(parsed.annotationId, holder);
+        this.byEvent.set(holder.event_id, parsed.annotationId);
       }
     }
   }
@@ -55,7 +59,7 @@ export class AnnotationState {
   }
 
   sweep(): number {
-    return this.txns.sweep((id) => this.expired.add(ANNOTATION_STATE_KEYS.txn(id)));
+    return this.txns.sweep((identity) => this.expired.add(ANNOTATION_STATE_KEYS.txn(identity)));
   }
 
   /** Changelog keys to tombstone: transactions past the window. */

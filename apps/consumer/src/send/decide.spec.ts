@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SEND_COMMAND_VERSION, SendCommand, TxnRecord } from '@app/contracts';
-import { DedupState, StagedChanges } from '../dedup/dedup-state';
+import { TxnStore } from '../store/txn-store';
+import { WriteBuffer } from '../store/write-buffer';
 import { decide } from './decide';
 
 const command = (overrides: Partial<SendCommand> = {}): SendCommand => ({
@@ -31,20 +32,20 @@ describe('deciding a command', () => {
   });
 
   it('answers a retry with the first outcome, even with another body, in the same batch or a later one', () => {
-    const state = new DedupState(60_000, () => 2000);
-    const staged = new StagedChanges<TxnRecord>((id) => state.get(id));
+    const state = new TxnStore(60_000, () => 2000);
+    const staged = new WriteBuffer<TxnRecord>((id) => state.get(id));
     const first = decide(command(), at(5), (id) => staged.get(id), 2000);
     assert.equal(first.kind, 'accepted');
     if (first.kind !== 'accepted') return;
     staged.set(first.identity, first.remember);
     const retry = decide(command({ content: { body: 'changed' }, correlation_id: 'c2' }), at(6), (id) => staged.get(id), 2000);
-    assert.deepEqual(retry, { kind: 'duplicate', identity: first.identity, reply: { ...first.reply, correlation_id: 'c2' } });
+    assert.deepEqual(retry, { kind: 'duplicate', reply: { ...first.reply, correlation_id: 'c2' } });
     staged.commit((id, record) => state.apply(id, record));
     assert.equal(decide(command(), at(9), (id) => state.get(id), 2000).kind, 'duplicate');
   });
 
   it('treats the same txnId in another room or with another event type as another transaction', () => {
-    const state = new DedupState(60_000, () => 2000);
+    const state = new TxnStore(60_000, () => 2000);
     const first = decide(command(), at(5), (id) => state.get(id), 2000);
     if (first.kind === 'accepted') state.apply(first.identity, first.remember);
     assert.equal(decide(command({ room_id: '!other:x' }), at(6), (id) => state.get(id), 2000).kind, 'accepted');
@@ -81,32 +82,5 @@ describe('annotations and redactions', () => {
   it('notes what a redaction redacts', () => {
     const redaction = decide(command({ type: 'm.room.redaction', content: { redacts: '$gone' } }), at(1), () => undefined, 5);
     assert.equal(redaction.kind === 'accepted' && redaction.redacts, '$gone');
-  });
-});
-
-describe('the dedup state', () => {
-  it('forgets transactions older than the window', () => {
-    let now = 0;
-    const state = new DedupState(1000, () => now);
-    state.apply('old', { event_id: '$old', ts: 0 });
-    now = 500;
-    state.apply('new', { event_id: '$new', ts: 500 });
-    assert.equal(state.get('old')?.event_id, '$old');
-    now = 1200;
-    assert.equal(state.sweep(), 1);
-    assert.equal(state.get('old'), undefined);
-    assert.equal(state.get('new')?.event_id, '$new');
-    now = 1600;
-    assert.equal(state.get('new'), undefined);
-  });
-
-  it('keeps a batch staged until it commits', () => {
-    const state = new DedupState(1000, () => 0);
-    const staged = new StagedChanges<TxnRecord>((id) => state.get(id));
-    staged.set('t', { event_id: '$e', ts: 0 });
-    assert.equal(staged.get('t')?.event_id, '$e');
-    assert.equal(state.get('t'), undefined);
-    staged.commit((id, record) => state.apply(id, record));
-    assert.equal(state.get('t')?.event_id, '$e');
   });
 });

@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SEND_COMMAND_VERSION, SendCommand, SendReply } from '@app/contracts';
 import { InputBatch } from '@app/kafka';
-import { StateBudget } from '../state/state-budget';
-import { SendHandler } from './send-handler';
+import { StageHandler } from '../stage/stage-handler';
+import { StateBudget } from '../store/state-budget';
+import { SendStage } from './send-stage';
 
-const TOPICS = { events: 'events', txns: 'txns', annotations: 'annotations', deadLetters: 'dlq' };
+const TOPICS = { events: 'events', txns: 'txns', annotations: 'annotations' };
 const WINDOW_MS = 60_000;
 
 const command = (txn_id: string, correlation_id = `c-${txn_id}`): SendCommand => ({
@@ -39,7 +40,13 @@ const batchOf = (...commands: { command: SendCommand; publishedAt?: number }[]):
 function stage(maxEntries = 100) {
   const replies: SendReply[] = [];
   const budget = new StateBudget(maxEntries);
-  const handler = new SendHandler(TOPICS, 4, WINDOW_MS, (_to, reply) => replies.push(reply), budget);
+  const handler = new StageHandler(new SendStage(TOPICS, WINDOW_MS), {
+    partitions: 4,
+    windowMs: WINDOW_MS,
+    deadLetterTopic: 'dlq',
+    budget,
+    sendReply: (_to, reply) => replies.push(reply),
+  });
   const state = handler.createState();
   const run = (...commands: { command: SendCommand; publishedAt?: number }[]) => {
     const result = handler.processBatch(state, batchOf(...commands));

@@ -1,128 +1,92 @@
-import { KafkaMessage } from 'kafkajs';
+import { AppConfig } from '@app/config';
 import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, SendCommand, TxnDescription, TxnRecord } from '@app/contracts';
-import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
-import { DedupState, StagedChanges } from '../dedup/dedup-state';
-import { BatchOutput, ReplySender } from './batch-output';
-import { StateBudget, stateFullReply } from '../state/state-budget';
-import { decide, isPastWindow } from './decide';
-
-export interface SendCounts {
-  accepted: number;
-  duplicates: number;
-  forwarded: number;
-  deadLetters: number;
-  /** Commands older than the window, dead-lettered unappended. */
-  expired: number;
-  /** New transactions turned away (retryable) because the state budget was spent. */
-  refused: number;
-}
+import { RecordCollector } from '../stage/record-collector';
+import { RecordContext, Stage } from '../stage/stage-handler';
+import { stateFullReply } from '../stage/outcomes';
+import { TxnStore } from '../store/txn-store';
+import { decide } from './decide';
 
 export interface SendTopics {
   events: string;
+  /** This stage's changelog. */
   txns: string;
   annotations: string;
-  deadLetters: string;
 }
 
 /**
  * The first stage: send commands, partitioned by scope + txnId. Deduplicates each partition's transactions,
  * appends accepted events, and hands annotations to the annotation stage.
  */
-export class SendHandler implements PartitionHandler<DedupState> {
+export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
+  readonly changelogTopic: string;
+
   constructor(
     private readonly topics: SendTopics,
-    private readonly annotationPartitions: number,
     private readonly windowMs: number,
-    private readonly sendReply: ReplySender,
-    private readonly budget: StateBudget,
-    private readonly observe: (counts: SendCounts) => void = () => undefined,
-  ) {}
-
-  createState(): DedupState {
-    return this.budget.track(new DedupState(this.windowMs));
+  ) {
+    this.changelogTopic = topics.txns;
   }
 
-  release(state: DedupState): void {
-    this.budget.untrack(state);
+  static fromConfig(this: void, config: AppConfig): SendStage {
+    const topics = { events: config.KAFKA_TOPIC_EVENTS, txns: config.KAFKA_TOPIC_TXNS, annotations: config.KAFKA_TOPIC_ANNOTATIONS };
+    return new SendStage(topics, config.TXN_WINDOW_MS);
   }
 
-  restore(state: DedupState, message: KafkaMessage): void {
-    const identity = message.key?.toString();
-    if (identity) state.apply(identity, decodeTxnRecord(message.value));
+  createStore(): TxnStore {
+    return new TxnStore(this.windowMs);
   }
 
-  processBatch(state: DedupState, batch: InputBatch): BatchResult {
-    const now = Date.now();
-    const staged = new StagedChanges<TxnRecord>((identity) => state.get(identity));
-    const out = new BatchOutput(this.topics.deadLetters);
-    const counts: SendCounts = { accepted: 0, duplicates: 0, forwarded: 0, deadLetters: 0, expired: 0, refused: 0 };
-    const described = new Map<string, TxnDescription>();
-    let room = this.budget.remaining();
-    for (const message of batch.messages) {
-      const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
-      try {
-        if (isPastWindow(Number(message.timestamp), now, this.windowMs)) {
-          counts.expired++;
-          out.deadLetter(message, `${position.topic}/${position.partition}/${position.offset}`, 'expired');
-          continue;
-        }
-        const command = decodeSendCommand(message.value);
-        const decision = decide(command, position, (identity) => staged.get(identity), now);
-        if ((decision.kind === 'accepted' || (decision.kind === 'forward' && decision.remember)) && room-- <= 0) {
-          counts.refused++;
-          out.reply(command.reply_to, stateFullReply(command.correlation_id));
-          continue;
-        }
-        switch (decision.kind) {
-          case 'duplicate':
-            counts.duplicates++;
-            out.reply(command.reply_to, decision.reply);
-            break;
-          case 'accepted':
-            counts.accepted++;
-            staged.set(decision.identity, decision.remember);
-            described.set(decision.identity, describe(command));
-            out.addEvent(this.topics.events, decision.event, command);
-            out.reply(command.reply_to, decision.reply);
-            if (decision.redacts !== null) this.announceRedaction(out, command.room_id, decision.redacts);
-            break;
-          case 'forward': {
-            counts.forwarded++;
-            if (decision.remember) {
-              staged.set(decision.identity, decision.remember);
-              described.set(decision.identity, describe(command));
-            }
-            const record: AnnotationStageRecord = { kind: 'annotation', annotation_id: decision.annotationId, txn_identity: decision.identity, command };
-            out.add(this.topics.annotations, { key: decision.annotationId, value: JSON.stringify(record) });
-            break;
-          }
-        }
-      } catch (error) {
-        counts.deadLetters++;
-        out.deadLetter(message, `${position.topic}/${position.partition}/${position.offset}`, error instanceof Error ? error.message : String(error));
+  decodeChangelog(_identity: string, value: Buffer | null): TxnRecord | null {
+    return decodeTxnRecord(value);
+  }
+
+  decode(value: Buffer | null): SendCommand {
+    return decodeSendCommand(value);
+  }
+
+  process(command: SendCommand, { staged, out, position, partitions, now, counts, reserve }: RecordContext<TxnStore, TxnRecord>): void {
+    const decision = decide(command, position, (identity) => staged.get(identity), now);
+    const remembers = decision.kind === 'accepted' || (decision.kind === 'forward' && decision.remember !== null);
+    if (remembers && !reserve(1)) {
+      counts.refused++;
+      out.reply(command.reply_to, stateFullReply(command.correlation_id));
+      return;
+    }
+    switch (decision.kind) {
+      case 'duplicate':
+        counts.duplicates++;
+        out.reply(command.reply_to, decision.reply);
+        break;
+      case 'accepted':
+        counts.accepted++;
+        staged.set(decision.identity, decision.remember, describe(command));
+        out.addEvent(this.topics.events, decision.event, command);
+        out.reply(command.reply_to, decision.reply);
+        if (decision.redacts !== null) this.announceRedaction(out, partitions, command.room_id, decision.redacts);
+        break;
+      case 'forward': {
+        if (decision.remember) staged.set(decision.identity, decision.remember, describe(command));
+        const record: AnnotationStageRecord = { kind: 'annotation', annotation_id: decision.annotationId, txn_identity: decision.identity, command };
+        out.add(this.topics.annotations, { key: decision.annotationId, value: JSON.stringify(record) });
+        break;
       }
     }
-    out.add(this.topics.txns, ...staged.toChangelog(batch.partition, (identity, record) => ({ ...record, ...described.get(identity) })));
-    return {
-      records: out.records(),
-      afterCommit: () => {
-        staged.commit((identity, record) => state.apply(identity, record));
-        out.sendReplies(this.sendReply);
-        this.observe(counts);
-      },
-    };
   }
 
-  /** Any annotation stage partition may hold the redacted event's annotation: tell them all. */
-  private announceRedaction(out: BatchOutput, roomId: string, redacts: string): void {
+  /**
+   * Any annotation stage partition may hold the redacted event's annotation: tell them all (the annotations topic
+   * is co-partitioned with the commands).
+   */
+  private announceRedaction(out: RecordCollector, partitions: number, roomId: string, redacts: string): void {
     const notice: AnnotationStageRecord = { kind: 'redaction', room_id: roomId, redacts };
     const value = JSON.stringify(notice);
-    for (let partition = 0; partition < this.annotationPartitions; partition++) {
+    for (let partition = 0; partition < partitions; partition++) {
       out.add(this.topics.annotations, { key: redacts, value, partition });
     }
   }
 }
 
+/** What the changelog record says about the transaction, for people and tools (`npm run events -- txn`). */
 const describe = (command: SendCommand): TxnDescription => ({
   scope_hash: command.scope_hash,
   room_id: command.room_id,

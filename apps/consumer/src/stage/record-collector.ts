@@ -1,10 +1,14 @@
 import { KafkaMessage, Message, TopicMessages } from 'kafkajs';
 import { EVENT_HEADERS, peekReplyAddress, RoomEvent, SendCommand, SendReply } from '@app/contracts';
+import { unprocessableReply } from './outcomes';
 
 export type ReplySender = (to: string, reply: SendReply) => void;
 
-/** What one batch writes (inside its transaction) and answers (after it commits). */
-export class BatchOutput {
+/**
+ * The one collector of a batch's output: the records it writes (inside its transaction) and the replies it
+ * answers (after the transaction commits).
+ */
+export class RecordCollector {
   private readonly byTopic = new Map<string, Message[]>();
   private readonly replies: { to: string; reply: SendReply }[] = [];
 
@@ -41,11 +45,7 @@ export class BatchOutput {
     this.add(this.deadLetterTopic, { key: message.key, value: message.value, headers: { reason, source } });
     const address = peekReplyAddress(message.value);
     if (address) {
-      this.reply(address.reply_to, {
-        correlation_id: address.correlation_id,
-        status: 500,
-        body: { errcode: 'M_UNKNOWN', error: 'The server could not process this event' },
-      });
+      this.reply(address.reply_to, unprocessableReply(address.correlation_id));
     }
   }
 

@@ -1,5 +1,3 @@
-import { SendReply } from '@app/contracts';
-
 /** Heap per remembered entry, as measured by `npm run bench:state` (189 bytes), rounded up: for the bytes gauge. */
 export const ESTIMATED_BYTES_PER_ENTRY = 200;
 
@@ -38,10 +36,3 @@ export class StateBudget {
     return Math.max(0, this.maxEntries - this.entries);
   }
 }
-
-/** The answer to a command refused because the budget is spent: the client retries later with the same txnId. */
-export const stateFullReply = (correlationId: string): SendReply => ({
-  correlation_id: correlationId,
-  status: 503,
-  body: { errcode: 'M_UNKNOWN', error: 'The server remembers too many transactions right now; retry with the same transaction ID' },
-});

@@ -1,11 +1,12 @@
-import { Message } from 'kafkajs';
 import { TxnRecord } from '@app/contracts';
+import { KeyedStore } from './keyed-store';
 
 /**
- * The remembered outcomes of one partition's transactions, for the window. Entries sit in a Map in the order
- * they were accepted, which is time order, so forgetting old ones is a walk from the front.
+ * The send stage's state store for one partition: the remembered outcome of each transaction, for the window.
+ * Entries sit in a Map in the order they were accepted, which is time order, so forgetting old ones is a walk from
+ * the front. Its changelog is `matrix.send.txns`, keyed by transaction identity.
  */
-export class DedupState {
+export class TxnStore implements KeyedStore<TxnRecord> {
   private readonly entries = new Map<string, TxnRecord>();
 
   constructor(
@@ -46,33 +47,5 @@ export class DedupState {
 
   isExpired(entry: TxnRecord): boolean {
     return entry.ts <= this.now() - this.windowMs;
-  }
-}
-
-/**
- * A batch's changes to a keyed state: they shadow the committed state for the rest of the batch, become
- * changelog records in the batch's transaction, and reach the committed state only once it has committed.
- */
-export class StagedChanges<V> {
-  private readonly changes = new Map<string, V | null>();
-
-  constructor(private readonly committed: (key: string) => V | undefined) {}
-
-  get(key: string): V | undefined {
-    return this.changes.has(key) ? (this.changes.get(key) ?? undefined) : this.committed(key);
-  }
-
-  /** Stages a new value, or a deletion (a tombstone in the changelog). */
-  set(key: string, value: V | null): void {
-    this.changes.set(key, value);
-  }
-
-  /** The changes as changelog records for `partition`; `describe` may add fields for readers of the log. */
-  toChangelog(partition: number, describe: (key: string, value: V) => unknown = (_key, value) => value): Message[] {
-    return [...this.changes].map(([key, value]) => ({ key, value: value === null ? null : JSON.stringify(describe(key, value)), partition }));
-  }
-
-  commit(apply: (key: string, value: V | null) => void): void {
-    for (const [key, value] of this.changes) apply(key, value);
   }
 }

@@ -2,18 +2,19 @@ import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Admin, Kafka } from 'kafkajs';
-import { AppConfig } from '@app/config';
-import { decodeSendReply, SendCommand, SendReply } from '@app/contracts';
+import { AppConfig, kafkaConnection, topicSettings } from '@app/config';
+import { decodeSendReply, pipelineTopics, SendCommand, SendReply } from '@app/contracts';
 import { BatchingProducer, createKafka, ensureTopics, ReplyChannel, TopicLayoutError, untilConnected } from '@app/kafka';
-import { gatewayMetrics, kafkaMetrics } from '@app/observability';
+import { kafkaMetrics, produceMetricsFor } from '@app/observability';
 
 /**
- * The gateway's side of request-reply: commands go out through a batching producer, replies come back on this
- * instance's own reply topic. Connects in the background: the gateway is live at once, ready once connected.
+ * A Kafka request-reply client: a command goes out on the commands topic through a batching producer, and its
+ * reply comes back on this instance's own reply topic, matched by correlation id. Connects in the background: the
+ * gateway is live at once, ready once connected.
  */
 @Injectable()
-export class CommandBus implements OnModuleInit, OnApplicationShutdown {
-  private readonly logger = new Logger(CommandBus.name);
+export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger(RequestReplyClient.name);
   private readonly kafka: Kafka;
   private readonly admin: Admin;
   private readonly producer: BatchingProducer;
@@ -23,18 +24,14 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
 
   constructor(private readonly config: AppConfig) {
     const instance = `${hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
-    this.kafka = createKafka(config, `${config.KAFKA_CLIENT_ID}-gateway`);
+    this.kafka = createKafka(kafkaConnection(config), `${config.KAFKA_CLIENT_ID}-gateway`);
     this.admin = this.kafka.admin();
     this.producer = new BatchingProducer(this.kafka, {
       name: 'CommandProducer',
       lingerMs: config.PRODUCER_LINGER_MS,
       maxBatch: config.PRODUCER_MAX_BATCH,
       maxBatchBytes: config.KAFKA_MAX_REQUEST_BYTES,
-      observe: (seconds, records) => {
-        gatewayMetrics.produceLatency.observe({ client: 'gateway' }, seconds);
-        gatewayMetrics.produceBatch.observe({ client: 'gateway' }, records);
-      },
-      replaced: () => gatewayMetrics.producerReplacements.inc({ client: 'gateway' }),
+      ...produceMetricsFor('gateway'),
     });
     // A gateway that can no longer read replies would answer nothing but 503: end it, and its supervisor starts anew.
     this.replies = new ReplyChannel(this.kafka, this.admin, `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`, decodeSendReply, (error) => {
@@ -49,7 +46,7 @@ export class CommandBus implements OnModuleInit, OnApplicationShutdown {
       'gateway',
       async () => {
         await this.admin.connect();
-        const { replicationFactor, warnings } = await ensureTopics(this.admin, this.config);
+        const { replicationFactor, warnings } = await ensureTopics(this.admin, pipelineTopics(topicSettings(this.config)), this.config.KAFKA_REPLICATION_FACTOR);
         for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
         await this.producer.connect(this.config.KAFKA_TOPIC_COMMANDS);
         await this.replies.start(replicationFactor);

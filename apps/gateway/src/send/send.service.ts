@@ -11,9 +11,9 @@ import {
   unavailable,
 } from '@app/matrix';
 import { ReplyTimeout } from '@app/kafka';
-import { gatewayMetrics } from '@app/observability';
+import { gatewayMetrics, reportReadiness } from '@app/observability';
+import { RequestReplyClient } from './request-reply-client';
 import { SendParams } from './send-params.dto';
-import { CommandBus } from './command-bus';
 import { ScopeHasher } from './scope-hasher';
 
 /** The spec's limit on a whole event, as canonical JSON (the PDU size limit). */
@@ -33,13 +33,18 @@ export class SendService implements BeforeApplicationShutdown {
 
   constructor(
     private readonly config: AppConfig,
-    private readonly bus: CommandBus,
+    private readonly kafka: RequestReplyClient,
     private readonly scopes: ScopeHasher,
-  ) {}
+  ) {
+    reportReadiness('gateway', () => this.isReady);
+  }
 
-  /** False once the gateway is stopping: load balancers stop sending while it answers what still comes. */
-  get isAccepting(): boolean {
-    return !this.draining;
+  /**
+   * Connected to Kafka with its reply topic in place, and not stopping: once stopping, load balancers stop sending
+   * while the gateway answers what still comes.
+   */
+  get isReady(): boolean {
+    return this.kafka.isReady && !this.draining;
   }
 
   /**
@@ -75,7 +80,7 @@ export class SendService implements BeforeApplicationShutdown {
       origin_server_ts: originServerTs,
     });
     if (eventSize > MAX_EVENT_BYTES) throw tooLarge(`Event is ${eventSize} bytes as canonical JSON; the limit is ${MAX_EVENT_BYTES}`);
-    if (!this.bus.isReady) throw unavailable('The server is not ready to accept events yet', 2);
+    if (!this.kafka.isReady) throw unavailable('The server is not ready to accept events yet', 2);
     if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
 
     const hash = this.scopes.hash(sender);
@@ -90,12 +95,12 @@ export class SendService implements BeforeApplicationShutdown {
       content,
       origin_server_ts: originServerTs,
       correlation_id: correlationId,
-      reply_to: this.bus.replyTopic,
+      reply_to: this.kafka.replyTopic,
     };
     this.inFlight++;
     gatewayMetrics.inFlight.inc();
     try {
-      const reply = await this.bus.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
+      const reply = await this.kafka.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
       const body = reply.body as MatrixErrorBody;
       // The consumer's own retryable refusal (its state budget is spent): the client gets Retry-After too.

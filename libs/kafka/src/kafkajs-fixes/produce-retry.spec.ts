@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { patchSendMessages } from './produce-retry-fix';
+import { patchSendMessages } from './produce-retry';
 
 describe('the produce retry fix for kafkajs', () => {
   it('makes a retry wait for every request of the attempt, in the installed kafkajs', () => {

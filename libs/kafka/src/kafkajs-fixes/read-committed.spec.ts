@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { assertPatchedKafkajsVersion, filterAbortedMessages, PATCHED_KAFKAJS_VERSION } from './read-committed-fix';
+import { assertPatchedKafkajsVersion, filterAbortedMessages, PATCHED_KAFKAJS_VERSION } from './read-committed';
 
 const record = (offset: number, producerId: string, inTransaction = true) => ({
   offset: String(offset),

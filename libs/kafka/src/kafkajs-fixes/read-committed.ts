@@ -44,7 +44,7 @@ export function filterAbortedMessages({ messages, abortedTransactions }: { messa
 export function assertPatchedKafkajsVersion(installed: string): void {
   if (installed !== PATCHED_KAFKAJS_VERSION) {
     throw new Error(
-      `read-committed-fix replaces an internal module of kafkajs ${PATCHED_KAFKAJS_VERSION}, but kafkajs ${installed} is ` +
+      `kafkajs-fixes/read-committed replaces an internal module of kafkajs ${PATCHED_KAFKAJS_VERSION}, but kafkajs ${installed} is ` +
         'installed: check that its filterAbortedMessages still has the same contract, then update the pin and this check',
     );
   }
@@ -53,7 +53,7 @@ export function assertPatchedKafkajsVersion(installed: string): void {
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- the installed version, read before kafkajs loads
 assertPatchedKafkajsVersion((require('kafkajs/package.json') as { version: string }).version);
 if (require.cache[BATCH]) {
-  throw new Error('read-committed-fix must be loaded before kafkajs (import @app/kafka first)');
+  throw new Error('kafkajs-fixes/read-committed must be loaded before kafkajs (import @app/kafka first)');
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- loads kafkajs' module so its export can be swapped
 require(FILTER); // load kafkajs' module, then swap its export before Batch requires it

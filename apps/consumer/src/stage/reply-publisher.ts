@@ -1,0 +1,31 @@
+import { Injectable } from '@nestjs/common';
+import { Kafka } from 'kafkajs';
+import { AppConfig } from '@app/config';
+import { SendReply } from '@app/contracts';
+import { BatchingProducer } from '@app/kafka';
+import { produceMetricsFor } from '@app/observability';
+
+/** Sends both stages' replies to the gateways' reply topics, after each batch commits: one producer for both. */
+@Injectable()
+export class ReplyPublisher {
+  private readonly producer: BatchingProducer;
+
+  constructor(kafka: Kafka, config: AppConfig) {
+    this.producer = new BatchingProducer(kafka, {
+      name: 'ReplyProducer',
+      lingerMs: config.PRODUCER_LINGER_MS,
+      maxBatch: config.PRODUCER_MAX_BATCH,
+      maxBatchBytes: config.KAFKA_MAX_REQUEST_BYTES,
+      ...produceMetricsFor('consumer-replies'),
+    });
+  }
+
+  /** A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction. */
+  readonly send = (to: string, reply: SendReply): void => {
+    this.producer.send(to, { value: JSON.stringify(reply) }).catch(() => undefined);
+  };
+
+  async disconnect(): Promise<void> {
+    await this.producer.disconnect();
+  }
+}

@@ -1,0 +1,43 @@
+import { Message } from 'kafkajs';
+
+/**
+ * A batch's changes to a state store: they shadow the committed state for the rest of the batch, become
+ * changelog records in the batch's transaction, and reach the store only once it has committed.
+ */
+export class WriteBuffer<V> {
+  private readonly changes = new Map<string, { value: V | null; description?: object }>();
+
+  constructor(private readonly committed: (key: string) => V | undefined) {}
+
+  get(key: string): V | undefined {
+    const change = this.changes.get(key);
+    return change ? (change.value ?? undefined) : this.committed(key);
+  }
+
+  /**
+   * Stages a new value, or a deletion (a tombstone in the changelog). A description adds fields to the changelog
+   * record for people and tools reading the log; the store never keeps them.
+   */
+  set(key: string, value: V | null, description?: object): void {
+    this.changes.set(key, { value, description });
+  }
+
+  /** The first key staged in this batch, with a value (not a deletion), that `test` accepts. */
+  findStaged(test: (key: string, value: V) => boolean): string | undefined {
+    for (const [key, { value }] of this.changes) if (value !== null && test(key, value)) return key;
+    return undefined;
+  }
+
+  /** The changes as changelog records for `partition`. */
+  toChangelog(partition: number): Message[] {
+    return [...this.changes].map(([key, { value, description }]) => ({
+      key,
+      value: value === null ? null : JSON.stringify(description ? { ...value, ...description } : value),
+      partition,
+    }));
+  }
+
+  commit(apply: (key: string, value: V | null) => void): void {
+    for (const [key, { value }] of this.changes) apply(key, value);
+  }
+}
