@@ -8,8 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { provideBroker } from '../test/support/broker';
-import { AppProcess, isolatedEnv } from '../test/support/pipeline';
+import { provideBroker } from '../tools/harness/broker';
+import { AppProcess, isolatedTopics } from '../tools/harness/app-process';
 import { renderChart, renderSummary, ScenarioResult } from './report';
 import { LoadResult, sendLoad } from './load';
 
@@ -24,7 +24,11 @@ function benchEnv(): Record<string, string> {
   const tokensFile = join(root, '.cache', 'bench-tokens.json');
   mkdirSync(join(root, '.cache'), { recursive: true });
   writeFileSync(tokensFile, JSON.stringify(Array.from({ length: USERS }, (_, i) => ({ token: `bench-token-${i}-xxxxxxxx`, user_id: `@bench${i}:bench.local`, device_id: `D${i}` }))));
-  return isolatedEnv({
+  return {
+    ...isolatedTopics(),
+    MATRIX_SERVER_NAME: 'test.local',
+    SCOPE_HASH_SECRET: 'bench-scope-hash-secret-0123456789abcdef',
+    HTTP_HOST: '127.0.0.1',
     MATRIX_TOKENS_FILE: tokensFile,
     // The benchmark measures the pipeline, not the limiter, and logs nothing per request.
     RATE_LIMIT_PER_SECOND: '0',
@@ -35,7 +39,7 @@ function benchEnv(): Record<string, string> {
     KAFKA_EVENT_PARTITIONS: process.env.BENCH_PARTITIONS ?? '2',
     CONSUMER_FETCH_MIN_BYTES: '32768',
     CONSUMER_FETCH_MAX_WAIT_MS: '10',
-  });
+  };
 }
 const tokens = Array.from({ length: USERS }, (_, i) => `bench-token-${i}-xxxxxxxx`);
 

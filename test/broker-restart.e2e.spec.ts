@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { assertExactlyOnce, transactions } from './support/exactly-once';
 import { runLoad } from './support/load';
-import { PrivateBroker, startPrivateBroker } from './support/broker';
+import { PrivateBroker, startPrivateBroker } from '../tools/harness/broker';
 import { sendEvent } from './support/matrix-client';
 import { AppProcess, isolatedEnv, TEST_USERS } from './support/pipeline';
 

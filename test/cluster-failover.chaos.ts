@@ -2,7 +2,7 @@ import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
-import { PrivateBroker, startPrivateBroker } from './support/broker';
+import { PrivateBroker, startPrivateBroker } from '../tools/harness/broker';
 import { assertExactlyOnce, transactions } from './support/exactly-once';
 import { runLoad } from './support/load';
 import { AppProcess, isolatedEnv } from './support/pipeline';

@@ -3,7 +3,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PrivateBroker, startPrivateBroker } from './support/broker';
+import { PrivateBroker, startPrivateBroker } from '../tools/harness/broker';
 import { transactions } from './support/exactly-once';
 import { runLoad } from './support/load';
 import { AppProcess, freePort, isolatedEnv } from './support/pipeline';

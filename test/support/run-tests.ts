@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { provideBroker } from './broker';
+import { provideBroker } from '../../tools/harness/broker';
 
 async function main(): Promise<number> {
   const started = Date.now();
