@@ -54,7 +54,10 @@ export async function sendLoad(options: LoadOptions): Promise<LoadResult> {
   let badAnswers = 0;
   let retries = 0;
   let mismatches = 0;
-  const body = JSON.stringify({ msgtype: 'm.text', body: 'The quick brown fox jumps over the lazy dog, benchmark edition.' });
+  const body = JSON.stringify({
+    msgtype: 'm.text',
+    body: 'The quick brown fox jumps over the lazy dog, benchmark edition.',
+  });
 
   const result = await autocannon({
     url: options.url,
@@ -73,13 +76,23 @@ export async function sendLoad(options: LoadOptions): Promise<LoadResult> {
             const earlier = answered[Math.floor(Math.random() * answered.length)];
             context.expect = earlier.eventId;
             context.sent = earlier;
-            return { ...request, path: earlier.path, headers: { ...request.headers, authorization: `Bearer ${earlier.token}` }, body };
+            return {
+              ...request,
+              path: earlier.path,
+              headers: { ...request.headers, authorization: `Bearer ${earlier.token}` },
+              body,
+            };
           }
           const token = options.tokens[n % options.tokens.length];
           const path = `/_matrix/client/v3/rooms/${encodeURIComponent(`!bench${n % 50}:bench.local`)}/send/m.room.message/${prefix}-${n}`;
           context.expect = undefined;
           context.sent = { path, token };
-          return { ...request, path, headers: { ...request.headers, authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body };
+          return {
+            ...request,
+            path,
+            headers: { ...request.headers, authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+            body,
+          };
         },
         onResponse: (status, responseBody, ctx: object) => {
           const context = ctx as RequestContext;

@@ -50,12 +50,16 @@ export function renderChart(report: BenchReport): string {
   const text = (x: number, y: number, value: string, anchor = 'start', size = 12) =>
     `<text x="${x}" y="${y}" font-size="${size}" text-anchor="${anchor}" font-family="sans-serif">${value}</text>`;
   const parts: string[] = [];
-  parts.push(text(10, 20, `Throughput (sends/s) — ${report.machine.cpus} CPUs, ${report.date.slice(0, 10)}`, 'start', 14));
+  parts.push(
+    text(10, 20, `Throughput (sends/s) — ${report.machine.cpus} CPUs, ${report.date.slice(0, 10)}`, 'start', 14),
+  );
   entries.forEach(([name, s], i) => {
     const y = 35 + i * rowHeight;
     const w = (s.rps / maxRps) * barArea;
     parts.push(text(left - 8, y + rowHeight / 2 + 4, name, 'end'));
-    parts.push(`<rect x="${left}" y="${y + 4}" width="${w.toFixed(1)}" height="${(rowHeight - 8).toFixed(1)}" fill="${name === 'ceiling' ? '#9aa5b1' : '#3b82f6'}"/>`);
+    parts.push(
+      `<rect x="${left}" y="${y + 4}" width="${w.toFixed(1)}" height="${(rowHeight - 8).toFixed(1)}" fill="${name === 'ceiling' ? '#9aa5b1' : '#3b82f6'}"/>`,
+    );
     parts.push(text(left + w + 6, y + rowHeight / 2 + 4, String(s.rps)));
   });
   const top = 35 + panelHeight + 40;
@@ -67,7 +71,9 @@ export function renderChart(report: BenchReport): string {
     (Object.keys(colors) as (keyof typeof colors)[]).forEach((key, j) => {
       const h = (rowHeight - 8) / 3;
       const w = (s[key] / maxLatency) * barArea;
-      parts.push(`<rect x="${left}" y="${(y + 4 + j * h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" fill="${colors[key]}"/>`);
+      parts.push(
+        `<rect x="${left}" y="${(y + 4 + j * h).toFixed(1)}" width="${w.toFixed(1)}" height="${h.toFixed(1)}" fill="${colors[key]}"/>`,
+      );
       parts.push(text(left + w + 6, y + 4 + j * h + h - 1, String(s[key]), 'start', 10));
     });
   });

@@ -23,7 +23,16 @@ const root = join(__dirname, '../..');
 function benchEnv(): Record<string, string> {
   const tokensFile = join(root, '.cache', 'bench-tokens.json');
   mkdirSync(join(root, '.cache'), { recursive: true });
-  writeFileSync(tokensFile, JSON.stringify(Array.from({ length: USERS }, (_, i) => ({ token: `bench-token-${i}-xxxxxxxx`, user_id: `@bench${i}:bench.local`, device_id: `D${i}` }))));
+  writeFileSync(
+    tokensFile,
+    JSON.stringify(
+      Array.from({ length: USERS }, (_, i) => ({
+        token: `bench-token-${i}-xxxxxxxx`,
+        user_id: `@bench${i}:bench.local`,
+        device_id: `D${i}`,
+      })),
+    ),
+  );
   return {
     ...isolatedTopics(),
     MATRIX_SERVER_NAME: 'test.local',
@@ -47,9 +56,22 @@ async function measure(urls: string[], options: { retryShare?: number; overallRa
   const perTarget = (rate?: number) => (rate ? Math.round(rate / urls.length) : undefined);
   const connections = Math.max(1, Math.round((options.overallRate ? 50 : CONNECTIONS) / urls.length));
   // Warm up (JIT, connections, Kafka metadata), then measure.
-  await Promise.all(urls.map((url) => sendLoad({ url, tokens, connections, durationSeconds: WARMUP_S, overallRate: perTarget(options.overallRate) })));
+  await Promise.all(
+    urls.map((url) =>
+      sendLoad({ url, tokens, connections, durationSeconds: WARMUP_S, overallRate: perTarget(options.overallRate) }),
+    ),
+  );
   const results = await Promise.all(
-    urls.map((url) => sendLoad({ url, tokens, connections, durationSeconds: MEASURE_S, retryShare: options.retryShare, overallRate: perTarget(options.overallRate) })),
+    urls.map((url) =>
+      sendLoad({
+        url,
+        tokens,
+        connections,
+        durationSeconds: MEASURE_S,
+        retryShare: options.retryShare,
+        overallRate: perTarget(options.overallRate),
+      }),
+    ),
   );
   return combine(results);
 }
@@ -88,7 +110,10 @@ async function pipelineScenario(
     for (let i = 0; i < instances; i++) gateways.push(await AppProcess.start('gateway', env));
     await Promise.all(consumers.map((c) => c.waitReady())); // the second consumer's join moves partitions
     console.log(`  ${name}: ${instances} gateway(s) + ${instances} consumer(s) ready; measuring ${MEASURE_S}s`);
-    const result = await measure(gateways.map((g) => g.url), options);
+    const result = await measure(
+      gateways.map((g) => g.url),
+      options,
+    );
     return {
       ...result,
       gateway_rss_mb: Math.max(...gateways.map((g) => g.peakRssMb())),
@@ -106,7 +131,13 @@ async function ceilingScenario(): Promise<ScenarioResult> {
   try {
     console.log(`  ceiling: NestJS platform-express, constant answer; measuring ${MEASURE_S}s`);
     const result = await measure([ceiling.url], {});
-    return { ...result, gateway_rss_mb: ceiling.peakRssMb(), consumer_rss_mb: null, connections: CONNECTIONS, note: `no Kafka, ${CONNECTIONS} connections` };
+    return {
+      ...result,
+      gateway_rss_mb: ceiling.peakRssMb(),
+      consumer_rss_mb: null,
+      connections: CONNECTIONS,
+      note: `no Kafka, ${CONNECTIONS} connections`,
+    };
   } finally {
     await ceiling.stop();
   }
@@ -137,7 +168,13 @@ async function main(): Promise<void> {
       date: new Date().toISOString(),
       mode: quick ? 'quick' : 'full',
       measure_seconds: MEASURE_S,
-      machine: { cpus: cpu.length, model: cpu[0]?.model ?? 'unknown', memory_gb: Math.round(totalmem() / 2 ** 30), node: process.version, kafka: kafkaVersion() },
+      machine: {
+        cpus: cpu.length,
+        model: cpu[0]?.model ?? 'unknown',
+        memory_gb: Math.round(totalmem() / 2 ** 30),
+        node: process.version,
+        kafka: kafkaVersion(),
+      },
       scenarios,
       pipeline_vs_ceiling: Number((scenarios.pipeline.rps / scenarios.ceiling.rps).toFixed(3)),
       duration_seconds: Math.round((Date.now() - started) / 1000),

@@ -22,7 +22,10 @@ const arg = (name: string, fallback: number): number => {
 };
 const entries = arg('entries', 1_000_000);
 const id = (): string => randomBytes(16).toString('base64url').slice(0, 22);
-const record = (): Buffer => Buffer.from(JSON.stringify({ event_id: `$${randomBytes(32).toString('base64url')}`, ts: Date.now() } satisfies TxnRecord));
+const record = (): Buffer =>
+  Buffer.from(
+    JSON.stringify({ event_id: `$${randomBytes(32).toString('base64url')}`, ts: Date.now() } satisfies TxnRecord),
+  );
 
 function heapUsed(): number {
   (global as unknown as { gc: () => void }).gc();
@@ -49,7 +52,11 @@ async function measureRestore(brokers: string): Promise<{ produceMs: number; res
   const started = Date.now();
   const chunk = 4_000; // keeps each produce request under the broker's 1 MB message limit
   for (let sent = 0; sent < entries; sent += chunk) {
-    const messages = Array.from({ length: Math.min(chunk, entries - sent) }, () => ({ key: id(), value: record(), partition: 0 }));
+    const messages = Array.from({ length: Math.min(chunk, entries - sent) }, () => ({
+      key: id(),
+      value: record(),
+      partition: 0,
+    }));
     await producer.send({ topic, acks: -1, messages });
   }
   const produceMs = Date.now() - started;
@@ -58,7 +65,12 @@ async function measureRestore(brokers: string): Promise<{ produceMs: number; res
   const state = new TxnStore(86_400_000);
   const restoreStarted = Date.now();
   const nonce = await writeRestoreMarker(owner, topic, 0);
-  const stats = await restoreChangelog(kafka, topic, [{ partition: 0, apply: (m) => state.apply(m.key!.toString(), decodeTxnRecord(m.value)) }], new Map([[0, nonce]]));
+  const stats = await restoreChangelog(
+    kafka,
+    topic,
+    [{ partition: 0, apply: (m) => state.apply(m.key!.toString(), decodeTxnRecord(m.value)) }],
+    new Map([[0, nonce]]),
+  );
   const restoreMs = Date.now() - restoreStarted;
   await Promise.all([producer.disconnect(), owner.disconnect()]);
   await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
@@ -73,7 +85,9 @@ async function main(): Promise<void> {
   const brokers = process.env.KAFKA_BROKERS ?? '127.0.0.1:9092';
   const restore = await measureRestore(brokers);
   const perMillion = (restore.restoreMs / restore.records) * 1_000_000;
-  console.log(`restore: ${restore.records} entries in ${restore.restoreMs} ms = ${(perMillion / 1000).toFixed(1)} s per million (produced in ${restore.produceMs} ms)`);
+  console.log(
+    `restore: ${restore.records} entries in ${restore.restoreMs} ms = ${(perMillion / 1000).toFixed(1)} s per million (produced in ${restore.produceMs} ms)`,
+  );
   const result = {
     machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
     entries,

@@ -21,7 +21,11 @@ describe('a broker restart during load', () => {
   before(async () => {
     // Its own broker, whatever the other tests use: this test stops and starts it.
     broker = await startPrivateBroker();
-    env = isolatedEnv({ KAFKA_BROKERS: broker.brokers, SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), CONSUMER_SESSION_TIMEOUT_MS: '6000' });
+    env = isolatedEnv({
+      KAFKA_BROKERS: broker.brokers,
+      SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS),
+      CONSUMER_SESSION_TIMEOUT_MS: '6000',
+    });
     consumer = await AppProcess.start('consumer', env);
     gateway = await AppProcess.start('gateway', env);
   });
@@ -48,13 +52,18 @@ describe('a broker restart during load', () => {
     await restarted;
     const retried = outcomes.filter((o) => o.retryable.length > 0);
     assert.ok(retried.length > 0, 'clients felt the outage');
-    assert.ok(retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)), 'only retryable answers during the outage');
+    assert.ok(
+      retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)),
+      'only retryable answers during the outage',
+    );
     await assertExactlyOnce(env, outcomes);
     const longest = Math.max(...outcomes.map((o) => o.longestWaitMs));
     assert.ok(longest <= WAIT_BOUND_MS + 1000, `requests stayed bounded during the outage (longest ${longest} ms)`);
     const ready = await fetch(`${gateway.url}/health/ready`);
     assert.equal(ready.status, 200, 'the gateway is ready again without a restart');
-    process.stdout.write(`# broker restart: ${outcomes.length} transactions, ${retried.length} retried, longest wait ${longest} ms\n`);
+    process.stdout.write(
+      `# broker restart: ${outcomes.length} transactions, ${retried.length} retried, longest wait ${longest} ms\n`,
+    );
   });
 
   it('turns both apps not ready while Kafka is lost, answers sends 503 with Retry-After, and is ready again after', async () => {
@@ -72,7 +81,14 @@ describe('a broker restart during load', () => {
     try {
       await until('both apps not ready', async () => (await ready(gateway)) === 503 && (await ready(consumer)) === 503);
       const notReadyAfter = Date.now() - lost;
-      const res = await sendEvent(gateway.url, TEST_USERS.alice.token, '!lost:test.local', 'm.room.message', `lost-${Date.now()}`, { body: 'x' });
+      const res = await sendEvent(
+        gateway.url,
+        TEST_USERS.alice.token,
+        '!lost:test.local',
+        'm.room.message',
+        `lost-${Date.now()}`,
+        { body: 'x' },
+      );
       assert.equal(res.status, 503);
       assert.ok(Number(res.headers.get('retry-after')) >= 1);
       assert.equal((await fetch(`${gateway.url}/health/live`)).status, 200, 'still live: nothing a restart would fix');
@@ -81,8 +97,19 @@ describe('a broker restart during load', () => {
       await broker.launcher('start');
     }
     const back = Date.now();
-    await until('both apps ready again', async () => (await ready(gateway)) === 200 && (await ready(consumer)) === 200, 120000);
-    const res = await sendEvent(gateway.url, TEST_USERS.alice.token, '!lost:test.local', 'm.room.message', `back-${Date.now()}`, { body: 'x' });
+    await until(
+      'both apps ready again',
+      async () => (await ready(gateway)) === 200 && (await ready(consumer)) === 200,
+      120000,
+    );
+    const res = await sendEvent(
+      gateway.url,
+      TEST_USERS.alice.token,
+      '!lost:test.local',
+      'm.room.message',
+      `back-${Date.now()}`,
+      { body: 'x' },
+    );
     assert.equal(res.status, 200);
     process.stdout.write(`# Kafka back: ready again after ${Date.now() - back} ms\n`);
   });

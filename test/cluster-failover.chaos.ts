@@ -19,7 +19,11 @@ describe('a three-broker cluster', () => {
   let consumer: AppProcess;
   before(async () => {
     cluster = await startPrivateBroker(3);
-    env = isolatedEnv({ KAFKA_BROKERS: cluster.brokers, SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), CONSUMER_SESSION_TIMEOUT_MS: '6000' });
+    env = isolatedEnv({
+      KAFKA_BROKERS: cluster.brokers,
+      SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS),
+      CONSUMER_SESSION_TIMEOUT_MS: '6000',
+    });
     kafka = new Kafka({ brokers: cluster.brokers.split(','), logLevel: logLevel.NOTHING });
     consumer = await AppProcess.start('consumer', env);
     gateway = await AppProcess.start('gateway', env);
@@ -33,15 +37,22 @@ describe('a three-broker cluster', () => {
     const admin = kafka.admin();
     await admin.connect();
     try {
-      const topics = (await admin.listTopics()).filter((topic) => topic.startsWith(env.KAFKA_TOPIC_COMMANDS.replace(/\.commands$/, '')));
+      const topics = (await admin.listTopics()).filter((topic) =>
+        topic.startsWith(env.KAFKA_TOPIC_COMMANDS.replace(/\.commands$/, '')),
+      );
       assert.ok(topics.length >= 7, `the pipeline's topics and the reply topic: ${topics.join(', ')}`);
       const metadata = await admin.fetchTopicMetadata({ topics });
       for (const topic of metadata.topics) {
-        for (const partition of topic.partitions) assert.equal(partition.replicas.length, 3, `${topic.name}/${partition.partitionId}`);
+        for (const partition of topic.partitions)
+          assert.equal(partition.replicas.length, 3, `${topic.name}/${partition.partitionId}`);
       }
       const { resources } = await admin.describeConfigs({
         includeSynonyms: false,
-        resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['min.insync.replicas', 'retention.ms'] })),
+        resources: topics.map((name) => ({
+          type: ConfigResourceTypes.TOPIC,
+          name,
+          configNames: ['min.insync.replicas', 'retention.ms'],
+        })),
       });
       for (const resource of resources) {
         const value = (name: string) => resource.configEntries.find((entry) => entry.configName === name)?.configValue;
@@ -88,7 +99,10 @@ describe('a three-broker cluster', () => {
 
     const retried = outcomes.filter((o) => o.retryable.length > 0);
     assert.ok(retried.length > 0, 'clients felt the failures (otherwise this proves nothing)');
-    assert.ok(retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)), 'only retryable answers: 503 or a lost connection');
+    assert.ok(
+      retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)),
+      'only retryable answers: 503 or a lost connection',
+    );
     await assertExactlyOnce(env, outcomes);
     const longest = Math.max(...outcomes.map((o) => o.longestWaitMs));
     // Throughput before the kill, and how long after it until a second runs at half that rate again.

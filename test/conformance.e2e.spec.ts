@@ -9,7 +9,14 @@ import { EVENT_ID_PATTERN, MAX_JSON_DEPTH, scopeHash, sha256Base64Url, shortHash
 import { readEventLog } from './support/event-log';
 import { FakeHomeserver } from './support/fake-homeserver';
 import { sendEvent } from './support/matrix-client';
-import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_SCOPE_HASH_SECRET, TEST_USERS } from './support/pipeline';
+import {
+  AppProcess,
+  isolatedEnv,
+  Pipeline,
+  startPipeline,
+  TEST_SCOPE_HASH_SECRET,
+  TEST_USERS,
+} from './support/pipeline';
 
 const { alice } = TEST_USERS;
 const ROOM = '!conformance:test.local';
@@ -34,11 +41,23 @@ function writeRegistrations(): string {
 }
 
 /** PUT with full control over path, query, headers and body. */
-async function put(base: string, path: string, init: { token?: string; query?: string; body?: string | Buffer; headers?: Record<string, string>; method?: string } = {}) {
+async function put(
+  base: string,
+  path: string,
+  init: {
+    token?: string;
+    query?: string;
+    body?: string | Buffer;
+    headers?: Record<string, string>;
+    method?: string;
+  } = {},
+) {
   const res = await fetch(`${base}${path}${init.query ? `?${init.query}` : ''}`, {
     method: init.method ?? 'PUT',
     headers: { ...(init.token ? { authorization: `Bearer ${init.token}` } : {}), ...init.headers },
-    body: init.body ?? (init.method === 'OPTIONS' || init.method === 'GET' ? undefined : '{"msgtype":"m.text","body":"hi"}'),
+    body:
+      init.body ??
+      (init.method === 'OPTIONS' || init.method === 'GET' ? undefined : '{"msgtype":"m.text","body":"hi"}'),
   });
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: JSON.parse(text) as Record<string, unknown> };
@@ -52,7 +71,10 @@ describe('gateway conformance against a real broker', () => {
   let homeserver: FakeHomeserver;
   let homeserverUrl: string;
   let url: string;
-  const eventsToCheck = new Map<string, (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void>();
+  const eventsToCheck = new Map<
+    string,
+    (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void
+  >();
 
   before(async () => {
     homeserver = new FakeHomeserver({
@@ -86,34 +108,155 @@ describe('gateway conformance against a real broker', () => {
         status: 401,
         errcode: 'M_MISSING_TOKEN',
       },
-      { name: 'an unknown token', request: () => [url, sendPath(), { token: 'nobody-knows-me' }], status: 401, errcode: 'M_UNKNOWN_TOKEN' },
-      { name: 'a body that is not JSON', request: () => [url, sendPath(), { token: alice.token, body: '{"msgtype":' }], status: 400, errcode: 'M_NOT_JSON' },
-      { name: 'a body that is not UTF-8', request: () => [url, sendPath(), { token: alice.token, body: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]) }], status: 400, errcode: 'M_NOT_JSON' },
-      { name: 'Infinity', request: () => [url, sendPath(), { token: alice.token, body: '{"body": Infinity}' }], status: 400, errcode: 'M_NOT_JSON' },
-      { name: 'a JSON array', request: () => [url, sendPath(), { token: alice.token, body: '[1]' }], status: 400, errcode: 'M_BAD_JSON' },
-      { name: 'a float', request: () => [url, sendPath(), { token: alice.token, body: '{"body": 1.1}' }], status: 400, errcode: 'M_BAD_JSON' },
-      { name: 'an integer over 2^53-1', request: () => [url, sendPath(), { token: alice.token, body: '{"body": 9007199254740992}' }], status: 400, errcode: 'M_BAD_JSON' },
-      { name: 'an integer under -(2^53-1)', request: () => [url, sendPath(), { token: alice.token, body: '{"body": -9007199254740992}' }], status: 400, errcode: 'M_BAD_JSON' },
-      { name: 'a bad room ID', request: () => [url, sendPath(undefined, 'not-a-room'), { token: alice.token }], status: 400, errcode: 'M_INVALID_PARAM' },
-      { name: 'a path that is not valid percent-encoding', request: () => [url, '/_matrix/client/v3/rooms/%ZZ/send/m.room.message/t', { token: alice.token }], status: 400, errcode: 'M_INVALID_PARAM' },
-      { name: 'a txnId over 255 bytes', request: () => [url, sendPath('t'.repeat(256)), { token: alice.token }], status: 400, errcode: 'M_INVALID_PARAM' },
-      { name: 'an event type over 255 bytes', request: () => [url, sendPath(undefined, ROOM, 'x'.repeat(256)), { token: alice.token }], status: 413, errcode: 'M_TOO_LARGE' },
-      { name: 'a room ID over 255 bytes', request: () => [url, sendPath(undefined, `!${'r'.repeat(250)}:test.local`), { token: alice.token }], status: 413, errcode: 'M_TOO_LARGE' },
       {
-        name: 'an event over 65536 bytes (Complement TestEvent)',
-        request: () => [url, sendPath(), { token: alice.token, body: JSON.stringify({ msgtype: 'm.text', body: 'and they dont stop coming '.repeat(2700) }) }],
+        name: 'an unknown token',
+        request: () => [url, sendPath(), { token: 'nobody-knows-me' }],
+        status: 401,
+        errcode: 'M_UNKNOWN_TOKEN',
+      },
+      {
+        name: 'a body that is not JSON',
+        request: () => [url, sendPath(), { token: alice.token, body: '{"msgtype":' }],
+        status: 400,
+        errcode: 'M_NOT_JSON',
+      },
+      {
+        name: 'a body that is not UTF-8',
+        request: () => [
+          url,
+          sendPath(),
+          { token: alice.token, body: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc3, 0x28, 0x22, 0x7d]) },
+        ],
+        status: 400,
+        errcode: 'M_NOT_JSON',
+      },
+      {
+        name: 'Infinity',
+        request: () => [url, sendPath(), { token: alice.token, body: '{"body": Infinity}' }],
+        status: 400,
+        errcode: 'M_NOT_JSON',
+      },
+      {
+        name: 'a JSON array',
+        request: () => [url, sendPath(), { token: alice.token, body: '[1]' }],
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'a float',
+        request: () => [url, sendPath(), { token: alice.token, body: '{"body": 1.1}' }],
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'an integer over 2^53-1',
+        request: () => [url, sendPath(), { token: alice.token, body: '{"body": 9007199254740992}' }],
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'an integer under -(2^53-1)',
+        request: () => [url, sendPath(), { token: alice.token, body: '{"body": -9007199254740992}' }],
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'a bad room ID',
+        request: () => [url, sendPath(undefined, 'not-a-room'), { token: alice.token }],
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'a path that is not valid percent-encoding',
+        request: () => [url, '/_matrix/client/v3/rooms/%ZZ/send/m.room.message/t', { token: alice.token }],
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'a txnId over 255 bytes',
+        request: () => [url, sendPath('t'.repeat(256)), { token: alice.token }],
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'an event type over 255 bytes',
+        request: () => [url, sendPath(undefined, ROOM, 'x'.repeat(256)), { token: alice.token }],
         status: 413,
         errcode: 'M_TOO_LARGE',
       },
-      { name: 'a body over MAX_BODY_BYTES', request: () => [url, sendPath(), { token: alice.token, body: `{"a":"${'x'.repeat(200000)}"}` }], status: 413, errcode: 'M_TOO_LARGE' },
-      { name: 'masquerading outside the namespace', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40alice%3Atest.local' }], status: 403, errcode: 'M_FORBIDDEN' },
-      { name: 'masquerading as a remote user', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_x%3Aelsewhere.org' }], status: 403, errcode: 'M_FORBIDDEN' },
-      { name: 'a user_id that is not a user ID', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=bridge_x' }], status: 400, errcode: 'M_INVALID_PARAM' },
-      { name: 'an invalid ts', request: () => [url, sendPath(), { token: AS_TOKEN, query: 'ts=yesterday' }], status: 400, errcode: 'M_INVALID_PARAM' },
-      { name: 'an unknown path', request: () => [url, '/_matrix/client/v3/nothing/here', { token: alice.token }], status: 404, errcode: 'M_UNRECOGNIZED' },
-      { name: 'a wrong method on the send path', request: () => [url, sendPath(), { token: alice.token, method: 'GET' }], status: 405, errcode: 'M_UNRECOGNIZED' },
-      { name: 'POST of a non-object (Complement TestJson special values)', request: () => [url, sendPath(), { token: alice.token, method: 'POST', body: '{"body": NaN}' }], status: 400, errcode: 'M_NOT_JSON' },
-      { name: 'a soft-logged-out token (from the homeserver)', request: () => [url, sendPath(), { token: 'hs-soft' }], status: 401, errcode: 'M_UNKNOWN_TOKEN' },
+      {
+        name: 'a room ID over 255 bytes',
+        request: () => [url, sendPath(undefined, `!${'r'.repeat(250)}:test.local`), { token: alice.token }],
+        status: 413,
+        errcode: 'M_TOO_LARGE',
+      },
+      {
+        name: 'an event over 65536 bytes (Complement TestEvent)',
+        request: () => [
+          url,
+          sendPath(),
+          {
+            token: alice.token,
+            body: JSON.stringify({ msgtype: 'm.text', body: 'and they dont stop coming '.repeat(2700) }),
+          },
+        ],
+        status: 413,
+        errcode: 'M_TOO_LARGE',
+      },
+      {
+        name: 'a body over MAX_BODY_BYTES',
+        request: () => [url, sendPath(), { token: alice.token, body: `{"a":"${'x'.repeat(200000)}"}` }],
+        status: 413,
+        errcode: 'M_TOO_LARGE',
+      },
+      {
+        name: 'masquerading outside the namespace',
+        request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40alice%3Atest.local' }],
+        status: 403,
+        errcode: 'M_FORBIDDEN',
+      },
+      {
+        name: 'masquerading as a remote user',
+        request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_x%3Aelsewhere.org' }],
+        status: 403,
+        errcode: 'M_FORBIDDEN',
+      },
+      {
+        name: 'a user_id that is not a user ID',
+        request: () => [url, sendPath(), { token: AS_TOKEN, query: 'user_id=bridge_x' }],
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'an invalid ts',
+        request: () => [url, sendPath(), { token: AS_TOKEN, query: 'ts=yesterday' }],
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'an unknown path',
+        request: () => [url, '/_matrix/client/v3/nothing/here', { token: alice.token }],
+        status: 404,
+        errcode: 'M_UNRECOGNIZED',
+      },
+      {
+        name: 'a wrong method on the send path',
+        request: () => [url, sendPath(), { token: alice.token, method: 'GET' }],
+        status: 405,
+        errcode: 'M_UNRECOGNIZED',
+      },
+      {
+        name: 'POST of a non-object (Complement TestJson special values)',
+        request: () => [url, sendPath(), { token: alice.token, method: 'POST', body: '{"body": NaN}' }],
+        status: 400,
+        errcode: 'M_NOT_JSON',
+      },
+      {
+        name: 'a soft-logged-out token (from the homeserver)',
+        request: () => [url, sendPath(), { token: 'hs-soft' }],
+        status: 401,
+        errcode: 'M_UNKNOWN_TOKEN',
+      },
     ];
     for (const { name, request, status, errcode } of cases) {
       it(`answers ${status} ${errcode} for ${name}, as JSON with CORS headers`, async () => {
@@ -132,7 +275,10 @@ describe('gateway conformance against a real broker', () => {
     });
 
     it('answers a CORS preflight', async () => {
-      const res = await fetch(`${url}${sendPath()}`, { method: 'OPTIONS', headers: { origin: 'https://app.element.io', 'access-control-request-method': 'PUT' } });
+      const res = await fetch(`${url}${sendPath()}`, {
+        method: 'OPTIONS',
+        headers: { origin: 'https://app.element.io', 'access-control-request-method': 'PUT' },
+      });
       assert.equal(res.status, 200);
       assert.equal(res.headers.get('access-control-allow-origin'), '*');
       assert.match(res.headers.get('access-control-allow-methods') ?? '', /PUT/);
@@ -156,7 +302,10 @@ describe('gateway conformance against a real broker', () => {
   });
 
   describe('accepted sends', () => {
-    const accept = async (request: Parameters<typeof put>, check?: (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void) => {
+    const accept = async (
+      request: Parameters<typeof put>,
+      check?: (event: { sender: string; origin_server_ts: number }, headers: Record<string, string>) => void,
+    ) => {
       const res = await put(...request);
       assert.equal(res.status, 200, JSON.stringify(res.body));
       assert.match(String(res.body.event_id), EVENT_ID_PATTERN);
@@ -166,14 +315,17 @@ describe('gateway conformance against a real broker', () => {
     };
 
     it('takes the token from the access_token query parameter', async () => {
-      await accept([url, sendPath(), { query: `access_token=${alice.token}` }], (e) => assert.equal(e.sender, alice.user_id));
+      await accept([url, sendPath(), { query: `access_token=${alice.token}` }], (e) =>
+        assert.equal(e.sender, alice.user_id),
+      );
     });
 
     it('answers 200 up to the nesting limit and 400 M_BAD_JSON past it, never 5xx, for objects, arrays and both', async () => {
       const shapes: Record<string, (depth: number) => string> = {
         objects: (depth) => `${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`,
         arrays: (depth) => `{"a":${'['.repeat(depth - 1)}1${']'.repeat(depth - 1)}}`,
-        mixed: (depth) => `{"a":${'[{"a":'.repeat((depth - 1) >> 1)}${(depth - 1) % 2 ? '[]' : '1'}${'}]'.repeat((depth - 1) >> 1)}}`,
+        mixed: (depth) =>
+          `{"a":${'[{"a":'.repeat((depth - 1) >> 1)}${(depth - 1) % 2 ? '[]' : '1'}${'}]'.repeat((depth - 1) >> 1)}}`,
       };
       const wrong: string[] = [];
       for (const [name, shape] of Object.entries(shapes)) {
@@ -199,7 +351,9 @@ describe('gateway conformance against a real broker', () => {
     });
 
     it('ignores ts from a user that is not an application service', async () => {
-      await accept([url, sendPath(), { token: alice.token, query: 'ts=1234' }], (e) => assert.ok(e.origin_server_ts > 1_700_000_000_000));
+      await accept([url, sendPath(), { token: alice.token, query: 'ts=1234' }], (e) =>
+        assert.ok(e.origin_server_ts > 1_700_000_000_000),
+      );
     });
 
     it('lets an application service send as itself, as a namespaced user, on a device, and at a given ts', async () => {
@@ -208,20 +362,32 @@ describe('gateway conformance against a real broker', () => {
         assert.equal(e.sender, '@bridge_alice:test.local');
         assert.equal(h[EVENT_HEADERS.deviceId], undefined);
       });
-      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&device_id=BRIDGEDEV' }], (e, h) =>
-        assert.equal(h[EVENT_HEADERS.deviceId], 'BRIDGEDEV'),
+      await accept(
+        [url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&device_id=BRIDGEDEV' }],
+        (e, h) => assert.equal(h[EVENT_HEADERS.deviceId], 'BRIDGEDEV'),
       );
-      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&org.matrix.msc3202.device_id=OLDDEV' }], (e, h) =>
-        assert.equal(h[EVENT_HEADERS.deviceId], 'OLDDEV'),
+      await accept(
+        [
+          url,
+          sendPath(),
+          { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&org.matrix.msc3202.device_id=OLDDEV' },
+        ],
+        (e, h) => assert.equal(h[EVENT_HEADERS.deviceId], 'OLDDEV'),
       );
-      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&ts=1234' }], (e) => assert.equal(e.origin_server_ts, 1234));
+      await accept([url, sendPath(), { token: AS_TOKEN, query: 'user_id=%40bridge_alice%3Atest.local&ts=1234' }], (e) =>
+        assert.equal(e.origin_server_ts, 1234),
+      );
     });
 
     it('scopes an application service transaction by the masqueraded user', async () => {
       const txn = randomUUID();
       const one = await accept([url, sendPath(txn), { token: AS_TOKEN, query: 'user_id=%40bridge_one%3Atest.local' }]);
       const two = await accept([url, sendPath(txn), { token: AS_TOKEN, query: 'user_id=%40bridge_two%3Atest.local' }]);
-      const oneAgain = await accept([url, sendPath(txn), { token: AS_TOKEN, query: 'user_id=%40bridge_one%3Atest.local' }]);
+      const oneAgain = await accept([
+        url,
+        sendPath(txn),
+        { token: AS_TOKEN, query: 'user_id=%40bridge_one%3Atest.local' },
+      ]);
       assert.notEqual(one.body.event_id, two.body.event_id);
       assert.equal(oneAgain.body.event_id, one.body.event_id);
     });
@@ -245,13 +411,20 @@ describe('gateway conformance against a real broker', () => {
       const token = 'hs-erin-short';
       const scope = transactionScope({ userId: '@erin:test.local', tokenHash: sha256Base64Url(token) });
       await accept([url, sendPath(), { token }], (e, h) => {
-        assert.equal(h[EVENT_HEADERS.scopeHash], scopeHash({ userId: e.sender, tokenHash: sha256Base64Url(token) }, Buffer.from(TEST_SCOPE_HASH_SECRET)));
+        assert.equal(
+          h[EVENT_HEADERS.scopeHash],
+          scopeHash({ userId: e.sender, tokenHash: sha256Base64Url(token) }, Buffer.from(TEST_SCOPE_HASH_SECRET)),
+        );
         assert.notEqual(h[EVENT_HEADERS.scopeHash], shortHash(scope));
       });
     });
 
     it('asks the homeserver again once a cached answer has expired (WHOAMI_CACHE_TTL_MS)', async () => {
-      const gateway = await AppProcess.start('gateway', { ...pipeline.env, MATRIX_HOMESERVER_URL: homeserverUrl, WHOAMI_CACHE_TTL_MS: '1000' });
+      const gateway = await AppProcess.start('gateway', {
+        ...pipeline.env,
+        MATRIX_HOMESERVER_URL: homeserverUrl,
+        WHOAMI_CACHE_TTL_MS: '1000',
+      });
       try {
         const calls = homeserver.whoamiCalls;
         assert.equal((await put(gateway.url, sendPath(), { token: 'hs-dave' })).status, 200);
@@ -259,7 +432,11 @@ describe('gateway conformance against a real broker', () => {
         assert.equal(homeserver.whoamiCalls - calls, 1, 'cached');
         await new Promise((done) => setTimeout(done, 1200));
         assert.equal((await put(gateway.url, sendPath(), { token: 'hs-dave' })).status, 200);
-        assert.equal(homeserver.whoamiCalls - calls, 2, 'asked again after the TTL: a revoked token stops working by then');
+        assert.equal(
+          homeserver.whoamiCalls - calls,
+          2,
+          'asked again after the TTL: a revoked token stops working by then',
+        );
       } finally {
         await gateway.stop();
       }
@@ -275,7 +452,10 @@ describe('gateway conformance against a real broker', () => {
     });
 
     it('answers a retryable 503 when the homeserver is down', async () => {
-      const gateway = await AppProcess.start('gateway', { ...pipeline.env, MATRIX_HOMESERVER_URL: 'http://127.0.0.1:9' });
+      const gateway = await AppProcess.start('gateway', {
+        ...pipeline.env,
+        MATRIX_HOMESERVER_URL: 'http://127.0.0.1:9',
+      });
       try {
         const res = await put(gateway.url, sendPath(), { token: 'hs-dave' });
         assert.equal(res.status, 503);
@@ -286,7 +466,9 @@ describe('gateway conformance against a real broker', () => {
     });
 
     it('stores every event with the sender, device and timestamp that the auth path gave', async () => {
-      const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { atLeast: eventsToCheck.size });
+      const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+        atLeast: eventsToCheck.size,
+      });
       const byId = new Map(log.map((e) => [e.event.event_id, e]));
       for (const [eventId, check] of eventsToCheck) {
         const logged = byId.get(eventId);
@@ -300,7 +482,11 @@ describe('gateway conformance against a real broker', () => {
     let limited: AppProcess;
     before(async () => {
       // One token every 20 s: the four sends of a burst cannot earn a new one, however slow the machine.
-      limited = await AppProcess.start('gateway', { ...pipeline.env, RATE_LIMIT_PER_SECOND: '0.05', RATE_LIMIT_BURST: '2' });
+      limited = await AppProcess.start('gateway', {
+        ...pipeline.env,
+        RATE_LIMIT_PER_SECOND: '0.05',
+        RATE_LIMIT_BURST: '2',
+      });
     });
     after(async () => {
       await limited?.stop();
@@ -314,21 +500,36 @@ describe('gateway conformance against a real broker', () => {
 
     it('answers 429 M_LIMIT_EXCEEDED with retry_after_ms and Retry-After past the burst', async () => {
       const results = await burst(TEST_USERS.bob.token);
-      assert.deepEqual(results.map((r) => r.status), [200, 200, 429, 429]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        [200, 200, 429, 429],
+      );
       const limitedAnswer = results[2];
       assert.equal(limitedAnswer.body.errcode, 'M_LIMIT_EXCEEDED');
       assert.ok(Number(limitedAnswer.body.retry_after_ms) > 0 && Number(limitedAnswer.body.retry_after_ms) <= 20000);
-      assert.equal(limitedAnswer.headers.get('retry-after'), String(Math.ceil(Number(limitedAnswer.body.retry_after_ms) / 1000)));
+      assert.equal(
+        limitedAnswer.headers.get('retry-after'),
+        String(Math.ceil(Number(limitedAnswer.body.retry_after_ms) / 1000)),
+      );
     });
 
     it('limits masqueraded users of a rate-limited registration, per user', async () => {
       const results = await burst(AS_TOKEN, 'user_id=%40bridge_limited%3Atest.local');
-      assert.deepEqual(results.map((r) => r.status), [200, 200, 429, 429]);
+      assert.deepEqual(
+        results.map((r) => r.status),
+        [200, 200, 429, 429],
+      );
     });
 
     it('exempts application service senders and registrations with rate_limited: false', async () => {
-      assert.deepEqual((await burst(AS_TOKEN)).map((r) => r.status), [200, 200, 200, 200]);
-      assert.deepEqual((await burst(AS_UNLIMITED_TOKEN, 'user_id=%40free_user%3Atest.local')).map((r) => r.status), [200, 200, 200, 200]);
+      assert.deepEqual(
+        (await burst(AS_TOKEN)).map((r) => r.status),
+        [200, 200, 200, 200],
+      );
+      assert.deepEqual(
+        (await burst(AS_UNLIMITED_TOKEN, 'user_id=%40free_user%3Atest.local')).map((r) => r.status),
+        [200, 200, 200, 200],
+      );
     });
   });
 

@@ -11,7 +11,11 @@ const users = [TEST_USERS.alice, TEST_USERS.bob, TEST_USERS.alicePhone];
 describe('crashing the consumer under load', () => {
   let pipeline: Pipeline;
   before(async () => {
-    pipeline = await startPipeline({ SEND_TIMEOUT_MS: '2000', CONSUMER_SESSION_TIMEOUT_MS: '6000', LOG_LEVEL: process.env.CRASH_LOG_LEVEL ?? 'warn' });
+    pipeline = await startPipeline({
+      SEND_TIMEOUT_MS: '2000',
+      CONSUMER_SESSION_TIMEOUT_MS: '6000',
+      LOG_LEVEL: process.env.CRASH_LOG_LEVEL ?? 'warn',
+    });
   });
   after(async () => {
     await pipeline?.stop();
@@ -49,7 +53,11 @@ describe('crashing the consumer under load', () => {
     assert.ok(retried > 0, 'the crashes were felt by clients (otherwise this test proves nothing)');
     assert.equal(outcomes.length, TRANSACTIONS, 'every transaction was sent');
     for (const outcome of outcomes) {
-      assert.equal(new Set(outcome.eventIds).size, 1, `${outcome.transaction.txnId} got one event_id however often it was sent`);
+      assert.equal(
+        new Set(outcome.eventIds).size,
+        1,
+        `${outcome.transaction.txnId} got one event_id however often it was sent`,
+      );
     }
 
     const answered = new Map(outcomes.map((o) => [o.eventIds[0], o.transaction]));
@@ -58,14 +66,23 @@ describe('crashing the consumer under load', () => {
     const seen = new Set<string>();
     const doubled = log.filter((e) => (seen.has(e.event.event_id) ? true : (seen.add(e.event.event_id), false)));
     for (const e of doubled) {
-      const copies = log.filter((other) => other.event.event_id === e.event.event_id).map((c) => `${c.partition}@${c.offset} t=${c.timestamp}`);
-      process.stdout.write(`# doubled: ${e.event.event_id} txn ${e.headers[EVENT_HEADERS.txnId]} copies ${copies.join(', ')}\n`);
+      const copies = log
+        .filter((other) => other.event.event_id === e.event.event_id)
+        .map((c) => `${c.partition}@${c.offset} t=${c.timestamp}`);
+      process.stdout.write(
+        `# doubled: ${e.event.event_id} txn ${e.headers[EVENT_HEADERS.txnId]} copies ${copies.join(', ')}\n`,
+      );
     }
-    if (doubled.length > 0) process.stdout.write(`# kills at ${killTimes.join(', ')}; env ${JSON.stringify(pipeline.env)}\n`);
+    if (doubled.length > 0)
+      process.stdout.write(`# kills at ${killTimes.join(', ')}; env ${JSON.stringify(pipeline.env)}\n`);
     assert.equal(new Set(logged).size, logged.length, 'no event is in the log twice');
     assert.deepEqual(new Set(logged), new Set(answered.keys()), 'the log holds exactly the events clients were given');
-    const transactionsLogged = log.map((e) => `${e.headers[EVENT_HEADERS.scopeHash]}|${e.event.room_id}|${e.headers[EVENT_HEADERS.txnId]}`);
+    const transactionsLogged = log.map(
+      (e) => `${e.headers[EVENT_HEADERS.scopeHash]}|${e.event.room_id}|${e.headers[EVENT_HEADERS.txnId]}`,
+    );
     assert.equal(new Set(transactionsLogged).size, transactionsLogged.length, 'no transaction is in the log twice');
-    process.stdout.write(`# crash test: ${TRANSACTIONS} transactions, ${retried} needed client retries, ${logged.length} events\n`);
+    process.stdout.write(
+      `# crash test: ${TRANSACTIONS} transactions, ${retried} needed client retries, ${logged.length} events\n`,
+    );
   });
 });

@@ -33,9 +33,30 @@ describe('exactly-once transactions through a real broker', () => {
   });
 
   it('gives the same event to a retry on a new token for the same device, and another event to another device', async () => {
-    const first = await sendEvent(url, alice.token, '!dev:test.local', 'm.room.message', 'device-txn', message('first'));
-    const refreshed = await sendEvent(url, aliceRefreshed.token, '!dev:test.local', 'm.room.message', 'device-txn', message('retried'));
-    const phone = await sendEvent(url, alicePhone.token, '!dev:test.local', 'm.room.message', 'device-txn', message('phone'));
+    const first = await sendEvent(
+      url,
+      alice.token,
+      '!dev:test.local',
+      'm.room.message',
+      'device-txn',
+      message('first'),
+    );
+    const refreshed = await sendEvent(
+      url,
+      aliceRefreshed.token,
+      '!dev:test.local',
+      'm.room.message',
+      'device-txn',
+      message('retried'),
+    );
+    const phone = await sendEvent(
+      url,
+      alicePhone.token,
+      '!dev:test.local',
+      'm.room.message',
+      'device-txn',
+      message('phone'),
+    );
     assert.equal(first.status, 200);
     assert.equal(refreshed.body.event_id, first.body.event_id);
     assert.equal(phone.status, 200);
@@ -50,17 +71,35 @@ describe('exactly-once transactions through a real broker', () => {
     assert.deepEqual(new Set(results.map((r) => r.status)), new Set([200]));
     const ids = new Set(results.map((r) => r.body.event_id));
     assert.equal(ids.size, 1);
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room, atLeast: 1 });
-    assert.deepEqual(log.map((e) => e.event.event_id), [...ids]);
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+      keep: (event) => event.room_id === room,
+      atLeast: 1,
+    });
+    assert.deepEqual(
+      log.map((e) => e.event.event_id),
+      [...ids],
+    );
   });
 
   it('rejects a second identical annotation from another txnId and partition, repeats both outcomes, and allows it again once redacted', async () => {
     const partitions = Number(pipeline.env.KAFKA_COMMAND_PARTITIONS);
     const room = `!reactions-${randomUUID()}:test.local`;
-    const target = await sendEvent(url, bob.token, room, 'm.room.message', `target-${randomUUID()}`, message('react to me'));
+    const target = await sendEvent(
+      url,
+      bob.token,
+      room,
+      'm.room.message',
+      `target-${randomUUID()}`,
+      message('react to me'),
+    );
     const reaction = { 'm.relates_to': { rel_type: 'm.annotation', event_id: target.body.event_id, key: '👍' } };
     const firstTxn = `react-${randomUUID()}`;
-    const secondTxn = txnIdOnAnotherPartition(alice, `react-${randomUUID()}`, commandPartition(alice, firstTxn, partitions), partitions);
+    const secondTxn = txnIdOnAnotherPartition(
+      alice,
+      `react-${randomUUID()}`,
+      commandPartition(alice, firstTxn, partitions),
+      partitions,
+    );
 
     const first = await sendEvent(url, alice.token, room, 'm.reaction', firstTxn, reaction);
     assert.equal(first.status, 200);
@@ -70,7 +109,9 @@ describe('exactly-once transactions through a real broker', () => {
     assert.equal(second.body.errcode, 'M_DUPLICATE_ANNOTATION');
 
     // Another key, or another sender, is another annotation.
-    const otherKey = await sendEvent(url, alice.token, room, 'm.reaction', `react-${randomUUID()}`, { 'm.relates_to': { ...reaction['m.relates_to'], key: '🎉' } });
+    const otherKey = await sendEvent(url, alice.token, room, 'm.reaction', `react-${randomUUID()}`, {
+      'm.relates_to': { ...reaction['m.relates_to'], key: '🎉' },
+    });
     const otherSender = await sendEvent(url, bob.token, room, 'm.reaction', `react-${randomUUID()}`, reaction);
     assert.deepEqual([otherKey.status, otherSender.status], [200, 200]);
 
@@ -79,7 +120,9 @@ describe('exactly-once transactions through a real broker', () => {
     const secondAgain = await sendEvent(url, alice.token, room, 'm.reaction', secondTxn, reaction);
     assert.equal(secondAgain.body.errcode, 'M_DUPLICATE_ANNOTATION');
 
-    const redaction = await sendEvent(url, alice.token, room, 'm.room.redaction', `redact-${randomUUID()}`, { redacts: first.body.event_id });
+    const redaction = await sendEvent(url, alice.token, room, 'm.room.redaction', `redact-${randomUUID()}`, {
+      redacts: first.body.event_id,
+    });
     assert.equal(redaction.status, 200);
     const third = await sendEvent(url, alice.token, room, 'm.reaction', `react-${randomUUID()}`, reaction);
     assert.equal(third.status, 200);
@@ -88,9 +131,14 @@ describe('exactly-once transactions through a real broker', () => {
     const secondLater = await sendEvent(url, alice.token, room, 'm.reaction', secondTxn, reaction);
     assert.equal(secondLater.body.errcode, 'M_DUPLICATE_ANNOTATION');
 
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room });
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+      keep: (event) => event.room_id === room,
+    });
     const reactions = log.filter((e) => e.event.type === 'm.reaction').map((e) => e.event.event_id);
-    assert.deepEqual(new Set(reactions), new Set([first.body.event_id, otherKey.body.event_id, otherSender.body.event_id, third.body.event_id]));
+    assert.deepEqual(
+      new Set(reactions),
+      new Set([first.body.event_id, otherKey.body.event_id, otherSender.body.event_id, third.body.event_id]),
+    );
     assert.equal(reactions.length, 4);
   });
 
@@ -106,18 +154,37 @@ describe('exactly-once transactions through a real broker', () => {
     const correlationId = randomUUID();
     await producer.send({
       topic: pipeline.env.KAFKA_TOPIC_COMMANDS,
-      messages: [{ key, value: JSON.stringify({ v: SEND_COMMAND_VERSION + 99, correlation_id: correlationId, reply_to: replyTopic }) }],
+      messages: [
+        {
+          key,
+          value: JSON.stringify({ v: SEND_COMMAND_VERSION + 99, correlation_id: correlationId, reply_to: replyTopic }),
+        },
+      ],
     });
     await producer.send({ topic: pipeline.env.KAFKA_TOPIC_COMMANDS, messages: [{ key, value: '{not json' }] });
     await Promise.all([admin.disconnect(), producer.disconnect()]);
 
     const [reply] = await readTopic(pipeline.env.KAFKA_BROKERS, replyTopic, { atLeast: 1 });
-    assert.deepEqual(JSON.parse(reply.value), { correlation_id: correlationId, status: 500, body: { errcode: 'M_UNKNOWN', error: 'The server could not process this event' } });
+    assert.deepEqual(JSON.parse(reply.value), {
+      correlation_id: correlationId,
+      status: 500,
+      body: { errcode: 'M_UNKNOWN', error: 'The server could not process this event' },
+    });
     const dead = await readTopic(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_DEAD_LETTERS, { atLeast: 2 });
-    assert.deepEqual(dead.map((d) => d.headers.reason), [`unknown version ${SEND_COMMAND_VERSION + 99}`, 'not JSON']);
+    assert.deepEqual(
+      dead.map((d) => d.headers.reason),
+      [`unknown version ${SEND_COMMAND_VERSION + 99}`, 'not JSON'],
+    );
     // Sends on every partition still go through.
     for (let i = 0; i < 8; i++) {
-      const res = await sendEvent(url, alice.token, '!after-poison:test.local', 'm.room.message', `after-poison-${i}-${randomUUID()}`, message('still flowing'));
+      const res = await sendEvent(
+        url,
+        alice.token,
+        '!after-poison:test.local',
+        'm.room.message',
+        `after-poison-${i}-${randomUUID()}`,
+        message('still flowing'),
+      );
       assert.equal(res.status, 200);
     }
   });
@@ -128,15 +195,31 @@ describe('exactly-once transactions through a real broker', () => {
     for (let i = 0; i < 30; i++) {
       const room = rooms[i % 2];
       // Different senders and txnIds land on different command partitions, so order across them is not free.
-      const res = await sendEvent(url, [alice, bob, alicePhone][i % 3].token, room, 'm.room.message', `order-${randomUUID()}`, message(`${i}`));
+      const res = await sendEvent(
+        url,
+        [alice, bob, alicePhone][i % 3].token,
+        room,
+        'm.room.message',
+        `order-${randomUUID()}`,
+        message(`${i}`),
+      );
       assert.equal(res.status, 200);
       answered.get(room)!.push(String(res.body.event_id));
     }
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => rooms.includes(event.room_id), atLeast: 30 });
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+      keep: (event) => rooms.includes(event.room_id),
+      atLeast: 30,
+    });
     for (const room of rooms) {
-      const entries = log.filter((e) => e.event.room_id === room).sort((x, y) => Number(BigInt(x.offset) - BigInt(y.offset)));
+      const entries = log
+        .filter((e) => e.event.room_id === room)
+        .sort((x, y) => Number(BigInt(x.offset) - BigInt(y.offset)));
       assert.equal(new Set(entries.map((e) => e.partition)).size, 1, `${room} is in one partition`);
-      assert.deepEqual(entries.map((e) => e.event.event_id), answered.get(room), `${room} in the order of its answers`);
+      assert.deepEqual(
+        entries.map((e) => e.event.event_id),
+        answered.get(room),
+        `${room} in the order of its answers`,
+      );
     }
   });
 
@@ -162,7 +245,9 @@ describe('exactly-once transactions through a real broker', () => {
     // Published two days ago (a consumer group whose offsets expired would meet such a record): past the 24 h window.
     await producer.send({
       topic: pipeline.env.KAFKA_TOPIC_COMMANDS,
-      messages: [{ key: `stale-scope:${txnId}`, value: JSON.stringify(command), timestamp: String(Date.now() - 2 * 86_400_000) }],
+      messages: [
+        { key: `stale-scope:${txnId}`, value: JSON.stringify(command), timestamp: String(Date.now() - 2 * 86_400_000) },
+      ],
     });
     await producer.disconnect();
     const dead = await readTopic(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_DEAD_LETTERS, {
@@ -173,32 +258,60 @@ describe('exactly-once transactions through a real broker', () => {
     // Sends go on, and the expired command is not in the log.
     const after = await sendEvent(url, alice.token, room, 'm.room.message', `after-${txnId}`, message('fresh'));
     assert.equal(after.status, 200);
-    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room, atLeast: 1 });
-    assert.deepEqual(log.map((e) => e.event.event_id), [after.body.event_id]);
+    const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+      keep: (event) => event.room_id === room,
+      atLeast: 1,
+    });
+    assert.deepEqual(
+      log.map((e) => e.event.event_id),
+      [after.body.event_id],
+    );
   });
 
   it('remembers transactions and held annotations across a consumer restart and a crash: the state is rebuilt from Kafka', async () => {
-    const before = await sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('before'));
+    const before = await sendEvent(
+      url,
+      alice.token,
+      '!restart:test.local',
+      'm.room.message',
+      'restart-txn',
+      message('before'),
+    );
     assert.equal(before.status, 200);
-    const reaction = { 'm.relates_to': { rel_type: 'm.annotation', event_id: String(before.body.event_id), key: '🔁' } };
+    const reaction = {
+      'm.relates_to': { rel_type: 'm.annotation', event_id: String(before.body.event_id), key: '🔁' },
+    };
     const held = await sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', 'restart-reaction', reaction);
     assert.equal(held.status, 200);
     const annotationSurvives = async (): Promise<void> => {
-      const again = await retryUntil200(() => sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', 'restart-reaction', reaction));
+      const again = await retryUntil200(() =>
+        sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', 'restart-reaction', reaction),
+      );
       assert.deepEqual(again.body, held.body, 'the annotation transaction is remembered');
-      const duplicate = await retryUntil200(() => sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', `restart-${randomUUID()}`, reaction));
+      const duplicate = await retryUntil200(() =>
+        sendEvent(url, bob.token, '!restart:test.local', 'm.reaction', `restart-${randomUUID()}`, reaction),
+      );
       assert.equal(duplicate.body.errcode, 'M_DUPLICATE_ANNOTATION', 'the annotation is still held');
     };
 
     await pipeline.consumer.stop();
     pipeline.consumer = await AppProcess.start('consumer', pipeline.env);
-    const afterRestart = await sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('after restart'));
+    const afterRestart = await sendEvent(
+      url,
+      alice.token,
+      '!restart:test.local',
+      'm.room.message',
+      'restart-txn',
+      message('after restart'),
+    );
     assert.deepEqual(afterRestart.body, before.body);
     await annotationSurvives();
 
     await pipeline.consumer.kill();
     pipeline.consumer = await AppProcess.start('consumer', pipeline.env);
-    const afterCrash = await retryUntil200(() => sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('after crash')));
+    const afterCrash = await retryUntil200(() =>
+      sendEvent(url, alice.token, '!restart:test.local', 'm.room.message', 'restart-txn', message('after crash')),
+    );
     assert.deepEqual(afterCrash.body, before.body);
     await annotationSurvives();
   });
@@ -224,8 +337,12 @@ describe('the state budget (STATE_MAX_ENTRIES)', () => {
     const url = pipeline.gateway.url;
     const room = `!budget-${randomUUID()}:test.local`;
     const first = [];
-    for (let i = 0; i < 4; i++) first.push(await sendEvent(url, bob.token, room, 'm.room.message', `budget-${i}`, message(`${i}`)));
-    assert.deepEqual(first.map((r) => r.status), [200, 200, 200, 200]);
+    for (let i = 0; i < 4; i++)
+      first.push(await sendEvent(url, bob.token, room, 'm.room.message', `budget-${i}`, message(`${i}`)));
+    assert.deepEqual(
+      first.map((r) => r.status),
+      [200, 200, 200, 200],
+    );
     const refused = await sendEvent(url, bob.token, room, 'm.room.message', 'budget-4', message('4'));
     assert.equal(refused.status, 503);
     assert.equal(refused.body.errcode, 'M_UNKNOWN');
@@ -236,7 +353,9 @@ describe('the state budget (STATE_MAX_ENTRIES)', () => {
     // A consumer with a smaller budget than what the changelog holds still restores it all, and becomes ready.
     await pipeline.consumer.stop();
     pipeline.consumer = await AppProcess.start('consumer', { ...pipeline.env, STATE_MAX_ENTRIES: '2' });
-    const afterRestart = await retryUntil200(() => sendEvent(url, bob.token, room, 'm.room.message', 'budget-3', message('again')));
+    const afterRestart = await retryUntil200(() =>
+      sendEvent(url, bob.token, room, 'm.room.message', 'budget-3', message('again')),
+    );
     assert.deepEqual(afterRestart.body, first[3].body);
     const metrics = await (await fetch(`${pipeline.consumer.url}/metrics`)).text();
     assert.match(metrics, /^matrix_consumer_state_entries\{stage="send"\} 4$/m);

@@ -42,8 +42,33 @@ function generator(random: () => number) {
   const int = (max: number): number => Math.floor(random() * max);
   const pick = <T>(items: readonly T[]): T => items[int(items.length)];
   const goodNumbers = ['0', '-1', '42', String(MAX_SAFE), String(-MAX_SAFE), '1000000'];
-  const badNumbers = ['1.5', '-0.0', '1e3', '1E-2', '2.5e+10', String(MAX_SAFE + 1), String(-MAX_SAFE - 1), '123456789012345678901234567890'];
-  const stringPieces = ['a', 'é', '日本', '😀', '\\ud800', '\\udfff', '\\u0000', '\\"', '\\\\', '\\n', ' ', '{', ']', '1.5', 'e9'];
+  const badNumbers = [
+    '1.5',
+    '-0.0',
+    '1e3',
+    '1E-2',
+    '2.5e+10',
+    String(MAX_SAFE + 1),
+    String(-MAX_SAFE - 1),
+    '123456789012345678901234567890',
+  ];
+  const stringPieces = [
+    'a',
+    'é',
+    '日本',
+    '😀',
+    '\\ud800',
+    '\\udfff',
+    '\\u0000',
+    '\\"',
+    '\\\\',
+    '\\n',
+    ' ',
+    '{',
+    ']',
+    '1.5',
+    'e9',
+  ];
   const string = (): string => `"${Array.from({ length: int(6) }, () => pick(stringPieces)).join('')}"`;
 
   function value(depthLeft: number, state: { depth: number; badNumber: boolean }, level: number): string {
@@ -86,21 +111,39 @@ function generator(random: () => number) {
     /** Every depth from 120 to 135 of each shape. */
     depthSweep(): Case[] {
       return (['objects', 'arrays', 'mixed'] as const).flatMap((shape) =>
-        Array.from({ length: 16 }, (_, i) => ({ kind: `depth-${shape}`, text: nested(shape, 120 + i), depth: 120 + i, badNumber: false })),
+        Array.from({ length: 16 }, (_, i) => ({
+          kind: `depth-${shape}`,
+          text: nested(shape, 120 + i),
+          depth: 120 + i,
+          badNumber: false,
+        })),
       );
     },
     /** The number boundaries, each alone in a body. */
     numberSweep(): Case[] {
-      return [...goodNumbers, ...badNumbers].map((n) => ({ kind: 'number', text: `{"n":${n},"list":[${n}]}`, depth: 2, badNumber: badNumbers.includes(n) }));
+      return [...goodNumbers, ...badNumbers].map((n) => ({
+        kind: 'number',
+        text: `{"n":${n},"list":[${n}]}`,
+        depth: 2,
+        badNumber: badNumbers.includes(n),
+      }));
     },
     random(): Case {
       const state = { depth: 1, badNumber: false };
       const deep = random() < 0.1;
       if (deep) {
         const depth = 118 + int(20);
-        return { kind: 'deep', text: nested(pick(['objects', 'arrays', 'mixed'] as const), depth), depth, badNumber: false };
+        return {
+          kind: 'deep',
+          text: nested(pick(['objects', 'arrays', 'mixed'] as const), depth),
+          depth,
+          badNumber: false,
+        };
       }
-      const members = Array.from({ length: 1 + int(5) }, () => `"${pick(['body', 'msgtype', 'k', 'x', 'body'])}":${value(5, state, 1)}`);
+      const members = Array.from(
+        { length: 1 + int(5) },
+        () => `"${pick(['body', 'msgtype', 'k', 'x', 'body'])}":${value(5, state, 1)}`,
+      );
       return { kind: 'random', text: `{${members.join(',')}}`, ...state };
     },
   };
@@ -131,14 +174,38 @@ describe('fuzzing event bodies on the accepted path', () => {
   const credentials: Credential[] = [];
 
   before(async () => {
-    homeserver = new FakeHomeserver({ 'fuzz-hs-token': { status: 200, body: { user_id: '@delegated:test.local', device_id: 'FUZZDEV' } } });
+    homeserver = new FakeHomeserver({
+      'fuzz-hs-token': { status: 200, body: { user_id: '@delegated:test.local', device_id: 'FUZZDEV' } },
+    });
     const registration = join(tmpdir(), `fuzz-as-${randomUUID()}.yaml`);
-    writeFileSync(registration, `id: fuzzbridge\nas_token: fuzz-as-token\nhs_token: x\nsender_localpart: fuzzbot\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@fuzz_.*:test\\.local'\n`);
-    pipeline = await startPipeline({ MATRIX_APPSERVICE_FILES: registration, MATRIX_HOMESERVER_URL: await homeserver.start(), MAX_BODY_BYTES: '200000' });
+    writeFileSync(
+      registration,
+      `id: fuzzbridge\nas_token: fuzz-as-token\nhs_token: x\nsender_localpart: fuzzbot\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@fuzz_.*:test\\.local'\n`,
+    );
+    pipeline = await startPipeline({
+      MATRIX_APPSERVICE_FILES: registration,
+      MATRIX_HOMESERVER_URL: await homeserver.start(),
+      MAX_BODY_BYTES: '200000',
+    });
     credentials.push(
-      { name: 'static', sender: TEST_USERS.alice.user_id, headers: { authorization: `Bearer ${TEST_USERS.alice.token}` }, query: '' },
-      { name: 'appservice', sender: '@fuzz_user:test.local', headers: { authorization: 'Bearer fuzz-as-token' }, query: '?user_id=%40fuzz_user%3Atest.local' },
-      { name: 'delegated', sender: '@delegated:test.local', headers: { authorization: 'Bearer fuzz-hs-token' }, query: '' },
+      {
+        name: 'static',
+        sender: TEST_USERS.alice.user_id,
+        headers: { authorization: `Bearer ${TEST_USERS.alice.token}` },
+        query: '',
+      },
+      {
+        name: 'appservice',
+        sender: '@fuzz_user:test.local',
+        headers: { authorization: 'Bearer fuzz-as-token' },
+        query: '?user_id=%40fuzz_user%3Atest.local',
+      },
+      {
+        name: 'delegated',
+        sender: '@delegated:test.local',
+        headers: { authorization: 'Bearer fuzz-hs-token' },
+        query: '',
+      },
     );
   });
   after(async () => {
@@ -151,12 +218,18 @@ describe('fuzzing event bodies on the accepted path', () => {
     const generate = generator(random);
     const requests: { credential: Credential; c: Case; expect: string }[] = [];
     for (const credential of credentials) {
-      for (const c of [...generate.depthSweep(), ...generate.numberSweep()]) requests.push({ credential, c, expect: expected(c) });
+      for (const c of [...generate.depthSweep(), ...generate.numberSweep()])
+        requests.push({ credential, c, expect: expected(c) });
       // Sizes at the limit, one byte under and one over, as the whole event's canonical JSON.
       const base = asciiEventBytes(credential.sender, { body: '' });
       for (const delta of [-1, 0, 1]) {
         const body = 'x'.repeat(MAX_EVENT_BYTES - base + delta);
-        const c: Case = { kind: `size${delta >= 0 ? '+' : ''}${delta}`, text: JSON.stringify({ body }), depth: 1, badNumber: false };
+        const c: Case = {
+          kind: `size${delta >= 0 ? '+' : ''}${delta}`,
+          text: JSON.stringify({ body }),
+          depth: 1,
+          badNumber: false,
+        };
         requests.push({ credential, c, expect: expected(c, asciiEventBytes(credential.sender, { body })) });
       }
     }
@@ -173,12 +246,19 @@ describe('fuzzing event bodies on the accepted path', () => {
       while (next < requests.length) {
         const { credential, c, expect } = requests[next++];
         const path = `/_matrix/client/v3/rooms/${encodeURIComponent(ROOM)}/send/${TYPE}/fuzz-${randomUUID()}${credential.query}`;
-        const res = await fetch(`${pipeline.gateway.url}${path}`, { method: 'PUT', headers: credential.headers, body: c.text });
+        const res = await fetch(`${pipeline.gateway.url}${path}`, {
+          method: 'PUT',
+          headers: credential.headers,
+          body: c.text,
+        });
         const body = (await res.json().catch(() => ({}))) as { errcode?: string; event_id?: string };
         const got = res.status === 200 && typeof body.event_id === 'string' ? '200' : `${res.status} ${body.errcode}`;
         if (res.status >= 500) fiveHundreds++;
         byOutcome.set(got, (byOutcome.get(got) ?? 0) + 1);
-        if (got !== expect) wrong.push(`${credential.name} ${c.kind} (depth ${c.depth}, ${c.text.length} chars): ${got}, expected ${expect}: ${c.text.slice(0, 80)}`);
+        if (got !== expect)
+          wrong.push(
+            `${credential.name} ${c.kind} (depth ${c.depth}, ${c.text.length} chars): ${got}, expected ${expect}: ${c.text.slice(0, 80)}`,
+          );
       }
     };
     await Promise.all(Array.from({ length: 8 }, () => worker()));

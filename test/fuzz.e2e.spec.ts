@@ -36,7 +36,8 @@ describe('fuzzing the gateway', () => {
       () => encodeURIComponent('m.room.message'),
       () => encodeURIComponent(`txn-${int(1e9)}`),
     ])();
-  const sendPath = (): string => `/_matrix/client/${pick(['v3', 'r0'])}/rooms/${segment()}/send/${segment()}/${segment()}`;
+  const sendPath = (): string =>
+    `/_matrix/client/${pick(['v3', 'r0'])}/rooms/${segment()}/send/${segment()}/${segment()}`;
   const path = (): string =>
     pick([
       sendPath,
@@ -84,8 +85,23 @@ describe('fuzzing the gateway', () => {
     ])();
   const headers = (): Record<string, string> => {
     const h: Record<string, string> = {};
-    if (chance(0.7)) h.authorization = pick([`Bearer ${TEST_USERS.alice.token}`, `Bearer ${TEST_USERS.bob.token}`, 'Bearer', 'Basic abc', `Bearer ${'a'.repeat(5000)}`, 'bearer  spaced  ']);
-    if (chance(0.5)) h['content-type'] = pick(['application/json', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/json; charset=latin1']);
+    if (chance(0.7))
+      h.authorization = pick([
+        `Bearer ${TEST_USERS.alice.token}`,
+        `Bearer ${TEST_USERS.bob.token}`,
+        'Bearer',
+        'Basic abc',
+        `Bearer ${'a'.repeat(5000)}`,
+        'bearer  spaced  ',
+      ]);
+    if (chance(0.5))
+      h['content-type'] = pick([
+        'application/json',
+        'text/plain',
+        'application/x-www-form-urlencoded',
+        'multipart/form-data; boundary=x',
+        'application/json; charset=latin1',
+      ]);
     if (chance(0.1)) h['content-encoding'] = pick(['gzip', 'br', 'identity']);
     if (chance(0.1)) h['x-forwarded-for'] = '1.2.3.4';
     return h;
@@ -103,7 +119,9 @@ describe('fuzzing the gateway', () => {
         const method = pick(['PUT', 'PUT', 'PUT', 'PUT', 'GET', 'POST', 'DELETE', 'PATCH', 'OPTIONS']);
         const target = `${path()}${query()}`;
         const payload = method === 'GET' ? undefined : body();
-        const res = await fetch(`${url}${target}`, { method, headers: headers(), body: payload }).catch((error: unknown) => ({ error }));
+        const res = await fetch(`${url}${target}`, { method, headers: headers(), body: payload }).catch(
+          (error: unknown) => ({ error }),
+        );
         if ('error' in res) {
           problems.push(`${method} ${target}: no answer (${String(res.error)})`);
           continue;
@@ -123,14 +141,18 @@ describe('fuzzing the gateway', () => {
           (res.status === 200
             ? typeof json.event_id === 'string' || (method === 'OPTIONS' && Object.keys(json).length === 0)
             : typeof json.errcode === 'string' && typeof json.error === 'string');
-        if (!ok || res.headers.get('access-control-allow-origin') !== '*') problems.push(`${method} ${target.slice(0, 120)} → ${res.status} ${text.slice(0, 120)}`);
+        if (!ok || res.headers.get('access-control-allow-origin') !== '*')
+          problems.push(`${method} ${target.slice(0, 120)} → ${res.status} ${text.slice(0, 120)}`);
       }
     };
     await Promise.all(Array.from({ length: 8 }, () => worker()));
     process.stdout.write(`# fuzz statuses: ${JSON.stringify(Object.fromEntries([...statuses].sort()))}\n`);
     assert.deepEqual(problems.slice(0, 20), []);
     // The body fuzzer (fuzz-body.e2e.spec.ts) is the one that reaches the event path at volume; this one mostly not.
-    assert.ok(sendsAccepted > 0 && (statuses.get(400) ?? 0) > 0, 'the fuzzer reached both accepted sends and rejections');
+    assert.ok(
+      sendsAccepted > 0 && (statuses.get(400) ?? 0) > 0,
+      'the fuzzer reached both accepted sends and rejections',
+    );
   });
 
   it('answers malformed HTTP with a Matrix error, or closes the connection', async () => {
@@ -165,11 +187,14 @@ describe('fuzzing the gateway', () => {
   it('stays healthy and keeps accepting sends afterwards', async () => {
     const ready = await fetch(`${pipeline.gateway.url}/health/ready`);
     assert.equal(ready.status, 200);
-    const res = await fetch(`${pipeline.gateway.url}/_matrix/client/v3/rooms/!after-fuzz:test.local/send/m.room.message/after-fuzz`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${TEST_USERS.alice.token}` },
-      body: '{"msgtype":"m.text","body":"still here"}',
-    });
+    const res = await fetch(
+      `${pipeline.gateway.url}/_matrix/client/v3/rooms/!after-fuzz:test.local/send/m.room.message/after-fuzz`,
+      {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${TEST_USERS.alice.token}` },
+        body: '{"msgtype":"m.text","body":"still here"}',
+      },
+    );
     assert.equal(res.status, 200);
   });
 });

@@ -20,7 +20,10 @@ async function commandLag(env: Record<string, string>): Promise<number> {
   await admin.connect();
   try {
     const ends = await admin.fetchTopicOffsets(env.KAFKA_TOPIC_COMMANDS);
-    const [committed] = await admin.fetchOffsets({ groupId: env.KAFKA_CONSUMER_GROUP, topics: [env.KAFKA_TOPIC_COMMANDS] });
+    const [committed] = await admin.fetchOffsets({
+      groupId: env.KAFKA_CONSUMER_GROUP,
+      topics: [env.KAFKA_TOPIC_COMMANDS],
+    });
     return ends.reduce((lag, { partition, high }) => {
       const at = Number(committed.partitions.find((p) => p.partition === partition)?.offset ?? -1);
       return lag + Number(high) - Math.max(at, 0);
@@ -34,7 +37,12 @@ describe('large sends', () => {
   it('takes 200 concurrent 60 kB sends into one partition from one user: every one gets its event', async () => {
     // One command partition: whatever txnIds the user picks, they all meet there.
     // A gateway tuned for throughput gathers for longer: a burst then far exceeds the broker's 1 MiB per request.
-    const env = isolatedEnv({ KAFKA_COMMAND_PARTITIONS: '1', KAFKA_EVENT_PARTITIONS: '1', SEND_TIMEOUT_MS: '10000', PRODUCER_LINGER_MS: '50' });
+    const env = isolatedEnv({
+      KAFKA_COMMAND_PARTITIONS: '1',
+      KAFKA_EVENT_PARTITIONS: '1',
+      SEND_TIMEOUT_MS: '10000',
+      PRODUCER_LINGER_MS: '50',
+    });
     const consumer = await AppProcess.start('consumer', env);
     const gateway = await AppProcess.start('gateway', env);
     try {
@@ -46,7 +54,11 @@ describe('large sends', () => {
         content: LARGE,
       }));
       // A client retries a 503; before the fix, every retry failed too, for minutes.
-      const outcomes = await runLoad(() => gateway.url, burst, { concurrency: 200, maxAttempts: 20, retryPauseMs: 500 });
+      const outcomes = await runLoad(() => gateway.url, burst, {
+        concurrency: 200,
+        maxAttempts: 20,
+        retryPauseMs: 500,
+      });
       await assertExactlyOnce(env, outcomes);
       assert.equal((await fetch(`${gateway.url}/health/ready`)).status, 200);
     } finally {
@@ -54,22 +66,39 @@ describe('large sends', () => {
     }
   });
 
-  it('recovers by itself when a produce breaks its producer: only that produce\'s sends get a retryable 503', async () => {
+  it("recovers by itself when a produce breaks its producer: only that produce's sends get a retryable 503", async () => {
     // A commands topic created by hand with a lower limit than the gateway's request bound (KAFKA_MAX_REQUEST_BYTES):
     // the broker refuses partition 0's part of a produce with MESSAGE_TOO_LARGE and takes partition 1's. kafkajs
     // then rolls back the sequence numbers of both, so its idempotent producer can no longer write partition 1.
-    const env = isolatedEnv({ KAFKA_COMMAND_PARTITIONS: '2', KAFKA_EVENT_PARTITIONS: '1', PRODUCER_LINGER_MS: '50', SEND_TIMEOUT_MS: '3000' });
+    const env = isolatedEnv({
+      KAFKA_COMMAND_PARTITIONS: '2',
+      KAFKA_EVENT_PARTITIONS: '1',
+      PRODUCER_LINGER_MS: '50',
+      SEND_TIMEOUT_MS: '3000',
+    });
     const admin = new Kafka({ brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
     await admin.connect();
     await admin.createTopics({
-      topics: [{ topic: env.KAFKA_TOPIC_COMMANDS, numPartitions: 2, configEntries: [{ name: 'max.message.bytes', value: '200000' }] }],
+      topics: [
+        {
+          topic: env.KAFKA_TOPIC_COMMANDS,
+          numPartitions: 2,
+          configEntries: [{ name: 'max.message.bytes', value: '200000' }],
+        },
+      ],
       waitForLeaders: true,
     });
     await admin.disconnect();
     const { alice, bob } = TEST_USERS;
-    const onPartition = (user: { user_id: string; device_id: string }, partition: number, prefix: string, count: number): string[] => {
+    const onPartition = (
+      user: { user_id: string; device_id: string },
+      partition: number,
+      prefix: string,
+      count: number,
+    ): string[] => {
       const ids: string[] = [];
-      for (let i = 0; ids.length < count; i++) if (commandPartition(user, `${prefix}-${i}`, 2) === partition) ids.push(`${prefix}-${i}`);
+      for (let i = 0; ids.length < count; i++)
+        if (commandPartition(user, `${prefix}-${i}`, 2) === partition) ids.push(`${prefix}-${i}`);
       return ids;
     };
     const consumer = await AppProcess.start('consumer', env);
@@ -77,20 +106,47 @@ describe('large sends', () => {
     try {
       const room = '!broken:test.local';
       const burst = await Promise.all([
-        ...onPartition(alice, 0, 'large', 10).map((txnId) => sendEvent(gateway.url, alice.token, room, 'm.room.message', txnId, LARGE)),
-        ...onPartition(bob, 1, 'small', 4).map((txnId) => sendEvent(gateway.url, bob.token, room, 'm.room.message', txnId, { body: 'small' })),
+        ...onPartition(alice, 0, 'large', 10).map((txnId) =>
+          sendEvent(gateway.url, alice.token, room, 'm.room.message', txnId, LARGE),
+        ),
+        ...onPartition(bob, 1, 'small', 4).map((txnId) =>
+          sendEvent(gateway.url, bob.token, room, 'm.room.message', txnId, { body: 'small' }),
+        ),
       ]);
       const statuses = burst.map((res) => res.status);
-      assert.ok(statuses.includes(503), `some produces were refused (otherwise this test proves nothing): ${statuses.join(' ')}`);
-      assert.deepEqual(new Set(statuses.filter((status) => status !== 200)), new Set([503]), 'refused sends are told to retry');
+      assert.ok(
+        statuses.includes(503),
+        `some produces were refused (otherwise this test proves nothing): ${statuses.join(' ')}`,
+      );
+      assert.deepEqual(
+        new Set(statuses.filter((status) => status !== 200)),
+        new Set([503]),
+        'refused sends are told to retry',
+      );
       for (const res of burst.filter((r) => r.status === 503)) assert.ok(Number(res.headers.get('retry-after')) >= 1);
 
       // The next sends to partition 1, one at a time as a polite client sends them, all go through, exactly once.
-      const after: Transaction[] = onPartition(bob, 1, 'after', 10).map((txnId) => ({ token: bob.token, roomId: '!after:test.local', txnId, sends: 1 }));
+      const after: Transaction[] = onPartition(bob, 1, 'after', 10).map((txnId) => ({
+        token: bob.token,
+        roomId: '!after:test.local',
+        txnId,
+        sends: 1,
+      }));
       const outcomes = await runLoad(() => gateway.url, after, { concurrency: 1, maxAttempts: 1 });
-      assert.deepEqual(outcomes.flatMap((o) => o.failures), [], 'every send after the broken produce got 200 at once');
-      const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === '!after:test.local', atLeast: after.length });
-      assert.deepEqual(new Set(log.map((e) => e.event.event_id)), new Set(outcomes.map((o) => o.eventIds[0])), 'and each is in the log');
+      assert.deepEqual(
+        outcomes.flatMap((o) => o.failures),
+        [],
+        'every send after the broken produce got 200 at once',
+      );
+      const log = await readEventLog(env.KAFKA_BROKERS, env.KAFKA_TOPIC_EVENTS, {
+        keep: (event) => event.room_id === '!after:test.local',
+        atLeast: after.length,
+      });
+      assert.deepEqual(
+        new Set(log.map((e) => e.event.event_id)),
+        new Set(outcomes.map((o) => o.eventIds[0])),
+        'and each is in the log',
+      );
       assert.equal(log.length, after.length);
       const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
       assert.match(metrics, /^matrix_kafka_producer_replacements_total\{client="gateway"\} [1-9]/m);
@@ -121,7 +177,8 @@ describe('large sends', () => {
       consumer = await AppProcess.start('consumer', env);
       const deadline = Date.now() + 120_000;
       let lag = backlog;
-      while ((lag = await commandLag(env)) > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
+      while ((lag = await commandLag(env)) > 0 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 500));
       assert.equal(lag, 0, `the consumer drained the backlog (still ${lag} behind)`);
 
       // The clients come back and retry: each gets the event the backlog made of its first attempt.

@@ -50,21 +50,40 @@ describe('operability', () => {
     const beforeGateway = await scrape(pipeline.gateway.url);
     const beforeConsumer = await scrape(pipeline.consumer.url);
     const room = `!metrics-${randomUUID()}:test.local`;
-    for (let i = 0; i < 3; i++) await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, { body: 'x' });
-    await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-0', { body: 'retry' });
+    for (let i = 0; i < 3; i++)
+      await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, {
+        body: 'x',
+      });
+    await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-0', {
+      body: 'retry',
+    });
     await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-bad', '{"a":1.5}');
     const gateway = await scrape(pipeline.gateway.url);
     const consumer = await scrape(pipeline.consumer.url);
 
-    assert.equal(sum(gateway, 'matrix_gateway_requests_total{route="send",status="200"') - sum(beforeGateway, 'matrix_gateway_requests_total{route="send",status="200"'), 4);
+    assert.equal(
+      sum(gateway, 'matrix_gateway_requests_total{route="send",status="200"') -
+        sum(beforeGateway, 'matrix_gateway_requests_total{route="send",status="200"'),
+      4,
+    );
     assert.equal(gateway.get('matrix_gateway_requests_total{route="send",status="400",errcode="M_BAD_JSON"}'), 1);
     assert.ok(sum(gateway, 'matrix_gateway_send_duration_seconds_count') >= 5);
-    assert.ok(sum(gateway, 'matrix_kafka_produce_duration_seconds_count') > sum(beforeGateway, 'matrix_kafka_produce_duration_seconds_count'));
+    assert.ok(
+      sum(gateway, 'matrix_kafka_produce_duration_seconds_count') >
+        sum(beforeGateway, 'matrix_kafka_produce_duration_seconds_count'),
+    );
     assert.ok(gateway.has('matrix_gateway_requests_in_flight'));
     assert.ok(gateway.has('matrix_gateway_reply_timeouts_total'));
 
-    assert.equal(sum(consumer, 'matrix_consumer_events_appended_total{stage="send"}') - sum(beforeConsumer, 'matrix_consumer_events_appended_total{stage="send"}'), 3);
-    assert.equal(sum(consumer, 'matrix_consumer_dedup_hits_total') - sum(beforeConsumer, 'matrix_consumer_dedup_hits_total'), 1);
+    assert.equal(
+      sum(consumer, 'matrix_consumer_events_appended_total{stage="send"}') -
+        sum(beforeConsumer, 'matrix_consumer_events_appended_total{stage="send"}'),
+      3,
+    );
+    assert.equal(
+      sum(consumer, 'matrix_consumer_dedup_hits_total') - sum(beforeConsumer, 'matrix_consumer_dedup_hits_total'),
+      1,
+    );
     assert.ok(sum(consumer, 'matrix_consumer_transactions_total{stage="send",outcome="committed"}') > 0);
     assert.ok(sum(consumer, 'matrix_consumer_batch_size_count') > 0);
     assert.ok(sum(consumer, 'matrix_consumer_batch_duration_seconds_count') > 0);
@@ -84,14 +103,40 @@ describe('operability', () => {
         if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exposed.add(name + suffix);
       }
     }
-    const dashboard = JSON.parse(readFileSync(join(REPO, 'monitoring', 'grafana-dashboard.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
-    const rules = (parseYaml(readFileSync(join(REPO, 'monitoring', 'alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] }).groups.flatMap((g) => g.rules);
-    const queries = [...dashboard.panels.flatMap((panel) => panel.targets.map((t) => t.expr)), ...rules.map((rule) => rule.expr)];
+    const dashboard = JSON.parse(readFileSync(join(REPO, 'monitoring', 'grafana-dashboard.json'), 'utf8')) as {
+      panels: { targets: { expr: string }[] }[];
+    };
+    const rules = (
+      parseYaml(readFileSync(join(REPO, 'monitoring', 'alerts.yml'), 'utf8')) as {
+        groups: { rules: { alert: string; expr: string }[] }[];
+      }
+    ).groups.flatMap((g) => g.rules);
+    const queries = [
+      ...dashboard.panels.flatMap((panel) => panel.targets.map((t) => t.expr)),
+      ...rules.map((rule) => rule.expr),
+    ];
     assert.ok(rules.length >= 8 && dashboard.panels.length >= 10, 'the files hold the rules and panels');
-    const queried = new Set(queries.flatMap((expr) => [...expr.matchAll(/\b(?:matrix|process|nodejs)_[a-z0-9_]+|\bup(?=\{)/g)].map(([name]) => name)));
-    assert.deepEqual([...queried].filter((name) => !exposed.has(name)), [], 'series queried but not on /metrics');
-    for (const wanted of ['matrix_consumer_lag', 'matrix_gateway_reply_timeouts_total', 'matrix_consumer_dead_letters_total', 'matrix_ready', 'matrix_consumer_state_budget_entries']) {
-      assert.ok(rules.some((rule) => rule.expr.includes(wanted)), `an alert on ${wanted}`);
+    const queried = new Set(
+      queries.flatMap((expr) =>
+        [...expr.matchAll(/\b(?:matrix|process|nodejs)_[a-z0-9_]+|\bup(?=\{)/g)].map(([name]) => name),
+      ),
+    );
+    assert.deepEqual(
+      [...queried].filter((name) => !exposed.has(name)),
+      [],
+      'series queried but not on /metrics',
+    );
+    for (const wanted of [
+      'matrix_consumer_lag',
+      'matrix_gateway_reply_timeouts_total',
+      'matrix_consumer_dead_letters_total',
+      'matrix_ready',
+      'matrix_consumer_state_budget_entries',
+    ]) {
+      assert.ok(
+        rules.some((rule) => rule.expr.includes(wanted)),
+        `an alert on ${wanted}`,
+      );
     }
   });
 
@@ -103,7 +148,7 @@ describe('operability', () => {
     assert.equal(consumer.get('matrix_ready{component="annotation"}'), 1);
   });
 
-  it('logs no token and no message content, even for failures, and one line per failure with the command\'s correlation id', async () => {
+  it("logs no token and no message content, even for failures, and one line per failure with the command's correlation id", async () => {
     const secretToken = TEST_USERS.bob.token;
     const marker = `secret-body-${randomUUID()}`;
     const lonelyEnv = isolatedEnv({ SEND_TIMEOUT_MS: '300', LOG_LEVEL: 'debug' });
@@ -112,17 +157,35 @@ describe('operability', () => {
     const outputBefore = apps.map((app) => app.output.length);
     try {
       const room = `!logs-${randomUUID()}:test.local`;
-      await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', `logs-ok-${randomUUID()}`, { body: marker });
-      await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', `logs-bad-${randomUUID()}`, `{"body":"${marker}", "n": 1.5}`);
-      await sendEvent(pipeline.gateway.url, 'not-a-token-' + marker, room, 'm.room.message', 'logs-unknown', { body: marker });
-      await fetch(`${pipeline.gateway.url}/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.room.message/q?access_token=${secretToken}`, {
-        method: 'PUT',
-        body: `{"body":"${marker}"`,
+      await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', `logs-ok-${randomUUID()}`, {
+        body: marker,
       });
+      await sendEvent(
+        pipeline.gateway.url,
+        secretToken,
+        room,
+        'm.room.message',
+        `logs-bad-${randomUUID()}`,
+        `{"body":"${marker}", "n": 1.5}`,
+      );
+      await sendEvent(pipeline.gateway.url, 'not-a-token-' + marker, room, 'm.room.message', 'logs-unknown', {
+        body: marker,
+      });
+      await fetch(
+        `${pipeline.gateway.url}/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.room.message/q?access_token=${secretToken}`,
+        {
+          method: 'PUT',
+          body: `{"body":"${marker}"`,
+        },
+      );
       const timeoutTxn = `logs-timeout-${randomUUID()}`;
       const timedOut = await sendEvent(lonely.url, secretToken, room, 'm.room.message', timeoutTxn, { body: marker });
       assert.equal(timedOut.status, 503);
-      const failureLines = (): string[] => lonely.output.join('').split('\n').filter((line) => line.includes('answered 503'));
+      const failureLines = (): string[] =>
+        lonely.output
+          .join('')
+          .split('\n')
+          .filter((line) => line.includes('answered 503'));
       await until(() => failureLines().length > 0, 'the failure line');
       const logs = apps.map((app, i) => app.output.slice(outputBefore[i]).join('')).join('');
       assert.ok(!logs.includes(secretToken), 'no access token in the logs');
@@ -131,8 +194,14 @@ describe('operability', () => {
       const [line] = failureLines();
       assert.doesNotThrow(() => JSON.parse(line), 'structured JSON');
       const loggedId = /correlation id ([0-9a-f-]{36})/.exec(line)?.[1];
-      const [command] = await readTopic(lonelyEnv.KAFKA_BROKERS, lonelyEnv.KAFKA_TOPIC_COMMANDS, { keep: (r) => r.value.includes(timeoutTxn) });
-      assert.equal(loggedId, (JSON.parse(command.value) as { correlation_id: string }).correlation_id, 'the log names the command it failed');
+      const [command] = await readTopic(lonelyEnv.KAFKA_BROKERS, lonelyEnv.KAFKA_TOPIC_COMMANDS, {
+        keep: (r) => r.value.includes(timeoutTxn),
+      });
+      assert.equal(
+        loggedId,
+        (JSON.parse(command.value) as { correlation_id: string }).correlation_id,
+        'the log names the command it failed',
+      );
     } finally {
       await lonely.stop();
     }
@@ -141,11 +210,21 @@ describe('operability', () => {
   it('writes no access token to any Kafka topic', async () => {
     const room = `!tokens-${randomUUID()}:test.local`;
     const { alice, bob } = TEST_USERS;
-    assert.equal((await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', `t-${randomUUID()}`, { body: 'header' })).status, 200);
-    const viaQuery = await fetch(`${pipeline.gateway.url}/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.reaction/q-${randomUUID()}?access_token=${bob.token}`, {
-      method: 'PUT',
-      body: JSON.stringify({ 'm.relates_to': { rel_type: 'm.annotation', event_id: '$target', key: 'k' } }),
-    });
+    assert.equal(
+      (
+        await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', `t-${randomUUID()}`, {
+          body: 'header',
+        })
+      ).status,
+      200,
+    );
+    const viaQuery = await fetch(
+      `${pipeline.gateway.url}/_matrix/client/v3/rooms/${encodeURIComponent(room)}/send/m.reaction/q-${randomUUID()}?access_token=${bob.token}`,
+      {
+        method: 'PUT',
+        body: JSON.stringify({ 'm.relates_to': { rel_type: 'm.annotation', event_id: '$target', key: 'k' } }),
+      },
+    );
     assert.equal(viaQuery.status, 200);
     const env = pipeline.env;
     const namespace = env.KAFKA_TOPIC_COMMANDS.replace(/\.commands$/, '');
@@ -160,7 +239,8 @@ describe('operability', () => {
       for (const record of await readTopic(env.KAFKA_BROKERS, topic)) {
         records++;
         const text = `${record.key} ${record.value} ${JSON.stringify(record.headers)}`;
-        for (const token of tokens) assert.ok(!text.includes(token), `${topic}@${record.partition}/${record.offset} holds a token`);
+        for (const token of tokens)
+          assert.ok(!text.includes(token), `${topic}@${record.partition}/${record.offset} holds a token`);
       }
     }
     assert.ok(records > 10, `records were read (${records})`);
@@ -169,25 +249,50 @@ describe('operability', () => {
   it('logs no line for a successful send', async () => {
     const before = pipeline.gateway.output.length;
     for (let i = 0; i < 5; i++) {
-      const ok = await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, '!quiet:test.local', 'm.room.message', `quiet-${randomUUID()}`, { body: 'x' });
+      const ok = await sendEvent(
+        pipeline.gateway.url,
+        TEST_USERS.alice.token,
+        '!quiet:test.local',
+        'm.room.message',
+        `quiet-${randomUUID()}`,
+        { body: 'x' },
+      );
       assert.equal(ok.status, 200);
     }
     // A failure after them is logged (debug): once its line is there, anything the successes logged would be too.
-    await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, '!quiet:test.local', 'm.room.message', 'quiet-sentinel', '{"n": 1.5}');
+    await sendEvent(
+      pipeline.gateway.url,
+      TEST_USERS.alice.token,
+      '!quiet:test.local',
+      'm.room.message',
+      'quiet-sentinel',
+      '{"n": 1.5}',
+    );
     const lines = (): string[] => pipeline.gateway.output.slice(before).join('').split('\n').filter(Boolean);
     await until(() => lines().some((line) => line.includes('answered 400')), 'the sentinel failure line');
-    assert.deepEqual(lines().filter((line) => !line.includes('answered 400')), []);
+    assert.deepEqual(
+      lines().filter((line) => !line.includes('answered 400')),
+      [],
+    );
   });
 
   it('serves /metrics on METRICS_PORT alone when it is set', async () => {
     const metricsPort = await freePort();
-    const gateway = await AppProcess.start('gateway', { ...pipeline.env, METRICS_PORT: String(metricsPort), METRICS_HOST: '127.0.0.1' });
+    const gateway = await AppProcess.start('gateway', {
+      ...pipeline.env,
+      METRICS_PORT: String(metricsPort),
+      METRICS_HOST: '127.0.0.1',
+    });
     try {
       const apart = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
       assert.equal(apart.status, 200);
       assert.match(await apart.text(), /^# HELP matrix_gateway_requests_total/m);
       assert.equal((await fetch(`${gateway.url}/metrics`)).status, 404, 'not on the API port');
-      assert.equal((await fetch(`http://127.0.0.1:${metricsPort}/health/ready`)).status, 404, 'nothing else on the metrics port');
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${metricsPort}/health/ready`)).status,
+        404,
+        'nothing else on the metrics port',
+      );
     } finally {
       await gateway.stop();
     }
@@ -196,16 +301,30 @@ describe('operability', () => {
   it('shows what the dedup state remembers, and tails the event log, with npm run events', async () => {
     const { alice } = TEST_USERS;
     const room = `!cli-${randomUUID()}:test.local`;
-    const sent = await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', 'cli-txn', { body: 'hello cli' });
+    const sent = await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', 'cli-txn', {
+      body: 'hello cli',
+    });
     const env = { ...process.env, ...pipeline.env };
-    const { stdout } = await run(process.execPath, [join(DIST, 'tools', 'events-cli.js'), 'txn', alice.user_id, alice.device_id, 'cli-txn'], { env });
-    assert.match(stdout, new RegExp(`${room.replace(/[$!]/g, '\\$&')}\\s+m\\.room\\.message\\s+→\\s+\\${String(sent.body.event_id)}`));
+    const { stdout } = await run(
+      process.execPath,
+      [join(DIST, 'tools', 'events-cli.js'), 'txn', alice.user_id, alice.device_id, 'cli-txn'],
+      { env },
+    );
+    assert.match(
+      stdout,
+      new RegExp(`${room.replace(/[$!]/g, '\\$&')}\\s+m\\.room\\.message\\s+→\\s+\\${String(sent.body.event_id)}`),
+    );
 
-    const tail = spawn(process.execPath, [join(DIST, 'tools', 'events-cli.js'), 'tail', '--room', room, '--from-start'], { env });
+    const tail = spawn(
+      process.execPath,
+      [join(DIST, 'tools', 'events-cli.js'), 'tail', '--room', room, '--from-start'],
+      { env },
+    );
     let printed = '';
     tail.stdout.on('data', (chunk: Buffer) => (printed += chunk.toString()));
     const deadline = Date.now() + 30000;
-    while (!printed.includes(String(sent.body.event_id)) && Date.now() < deadline) await new Promise((done) => setTimeout(done, 200));
+    while (!printed.includes(String(sent.body.event_id)) && Date.now() < deadline)
+      await new Promise((done) => setTimeout(done, 200));
     tail.kill('SIGINT');
     const line = JSON.parse(printed.trim().split('\n')[0]) as { event_id: string; content: unknown };
     assert.equal(line.event_id, sent.body.event_id);
@@ -221,7 +340,9 @@ describe('start-up', () => {
       ['SEND_TIMEOUT_MS', '-5'],
       ['MATRIX_HOMESERVER_URL', 'ftp://x'],
     ]) {
-      const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], { env: { ...process.env, [name]: value } }).then(
+      const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
+        env: { ...process.env, [name]: value },
+      }).then(
         () => ({ code: 0, stderr: '' }),
         (error: { code: number; stderr: string }) => error,
       );
@@ -237,7 +358,9 @@ describe('start-up', () => {
       ['STATE_MAX_ENTRIES', 'lots'],
       ['KAFKA_MAX_REQUEST_BYTES', '10'],
     ]) {
-      const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], { env: { ...process.env, [name]: value } }).then(
+      const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], {
+        env: { ...process.env, [name]: value },
+      }).then(
         () => ({ code: 0, stderr: '' }),
         (error: { code: number; stderr: string }) => error,
       );
@@ -268,7 +391,10 @@ describe('start-up', () => {
     );
     assert.equal(result.code, 1);
     assert.match(result.stdout, /these topics must have the same number of partitions/);
-    assert.ok(result.stdout.includes(`${env.KAFKA_TOPIC_COMMANDS}=2`) && result.stdout.includes(`${env.KAFKA_TOPIC_TXNS}=3`), result.stdout);
+    assert.ok(
+      result.stdout.includes(`${env.KAFKA_TOPIC_COMMANDS}=2`) && result.stdout.includes(`${env.KAFKA_TOPIC_TXNS}=3`),
+      result.stdout,
+    );
   });
 
   it('exits non-zero, rather than stay live and never ready, when its consumer can never work', async () => {
@@ -278,14 +404,27 @@ describe('start-up', () => {
     const kafka = new Kafka({ brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic: `${env.KAFKA_TOPIC_COMMANDS}.other`, numPartitions: 1 }], waitForLeaders: true });
+    await admin.createTopics({
+      topics: [{ topic: `${env.KAFKA_TOPIC_COMMANDS}.other`, numPartitions: 1 }],
+      waitForLeaders: true,
+    });
     await admin.disconnect();
     const otherProtocol: PartitionAssigner = () => ({
       name: 'SomethingElse',
       version: 1,
       assign: async ({ members, topics }) =>
-        members.map(({ memberId }) => ({ memberId, memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 1, assignment: { [topics[0]]: [0] }, userData: Buffer.alloc(0) }) })),
-      protocol: ({ topics }) => ({ name: 'SomethingElse', metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.alloc(0) }) }),
+        members.map(({ memberId }) => ({
+          memberId,
+          memberAssignment: AssignerProtocol.MemberAssignment.encode({
+            version: 1,
+            assignment: { [topics[0]]: [0] },
+            userData: Buffer.alloc(0),
+          }),
+        })),
+      protocol: ({ topics }) => ({
+        name: 'SomethingElse',
+        metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.alloc(0) }),
+      }),
     });
     const squatter = kafka.consumer({ groupId: env.KAFKA_CONSUMER_GROUP, partitionAssigners: [otherProtocol] });
     await squatter.connect();
@@ -311,7 +450,10 @@ describe('start-up', () => {
       const admin = kafka.admin();
       await admin.connect();
       try {
-        const { resources } = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['retention.ms'] }] });
+        const { resources } = await admin.describeConfigs({
+          includeSynonyms: false,
+          resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['retention.ms'] }],
+        });
         return resources[0].configEntries[0].configValue;
       } finally {
         await admin.disconnect();
@@ -326,13 +468,29 @@ describe('start-up', () => {
     const handMade = isolatedEnv();
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic: handMade.KAFKA_TOPIC_EVENTS, numPartitions: 4, configEntries: [{ name: 'retention.ms', value: '604800000' }] }] });
+    await admin.createTopics({
+      topics: [
+        {
+          topic: handMade.KAFKA_TOPIC_EVENTS,
+          numPartitions: 4,
+          configEntries: [{ name: 'retention.ms', value: '604800000' }],
+        },
+      ],
+    });
     await admin.disconnect();
     const warned = await AppProcess.start('gateway', handMade);
     try {
       const metrics = await (await fetch(`${warned.url}/metrics`)).text();
-      assert.ok(metrics.includes(`matrix_kafka_topic_warnings{topic="${handMade.KAFKA_TOPIC_EVENTS}",problem="finite_retention"} 1`), 'the metric');
-      assert.match(warned.output.join(''), /retention\.ms=604800000 where -1 is expected: events older than that are deleted/);
+      assert.ok(
+        metrics.includes(
+          `matrix_kafka_topic_warnings{topic="${handMade.KAFKA_TOPIC_EVENTS}",problem="finite_retention"} 1`,
+        ),
+        'the metric',
+      );
+      assert.match(
+        warned.output.join(''),
+        /retention\.ms=604800000 where -1 is expected: events older than that are deleted/,
+      );
     } finally {
       await warned.stop();
     }
@@ -340,12 +498,17 @@ describe('start-up', () => {
 
   it('never prints a secret setting, even when it is wrong', async () => {
     const secret = 'too-short-secret';
-    const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], { env: { ...process.env, SCOPE_HASH_SECRET: secret } }).then(
+    const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
+      env: { ...process.env, SCOPE_HASH_SECRET: secret },
+    }).then(
       () => ({ code: 0, stderr: '' }),
       (error: { code: number; stderr: string }) => error,
     );
     assert.equal(result.code, 1);
-    assert.match(result.stderr, /^gateway: invalid configuration: SCOPE_HASH_SECRET=\(hidden\): expected at least 32 characters/);
+    assert.match(
+      result.stderr,
+      /^gateway: invalid configuration: SCOPE_HASH_SECRET=\(hidden\): expected at least 32 characters/,
+    );
     assert.doesNotMatch(result.stderr, new RegExp(secret));
   });
 
@@ -359,7 +522,15 @@ describe('start-up', () => {
       stdio: 'ignore',
     });
     const url = `http://127.0.0.1:${gatewayPort}`;
-    for (let i = 0; i < 100 && !(await fetch(`${url}/health/live`).then((r) => r.ok, () => false)); i++) {
+    for (
+      let i = 0;
+      i < 100 &&
+      !(await fetch(`${url}/health/live`).then(
+        (r) => r.ok,
+        () => false,
+      ));
+      i++
+    ) {
       await new Promise((done) => setTimeout(done, 100));
     }
     let proxy: Server | undefined;

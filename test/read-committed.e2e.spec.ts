@@ -7,7 +7,7 @@ import { readTopic } from './support/event-log';
 
 const brokers = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 
-describe('read_committed through the project\'s kafkajs (patched), on a real broker', () => {
+describe("read_committed through the project's kafkajs (patched), on a real broker", () => {
   it('never returns the records of a transaction aborted across another one that committed', async () => {
     const kafka = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: 'read-committed-test' });
     const topic = `read-committed-${randomUUID()}`;
@@ -15,8 +15,13 @@ describe('read_committed through the project\'s kafkajs (patched), on a real bro
     await admin.connect();
     await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
     await admin.disconnect();
-    const producer = (id: string) => kafka.producer({ transactionalId: `${topic}.${id}`, idempotent: true, maxInFlightRequests: 1 });
-    const [committing, first, second] = [producer('committing'), producer('aborting-first'), producer('aborting-second')];
+    const producer = (id: string) =>
+      kafka.producer({ transactionalId: `${topic}.${id}`, idempotent: true, maxInFlightRequests: 1 });
+    const [committing, first, second] = [
+      producer('committing'),
+      producer('aborting-first'),
+      producer('aborting-second'),
+    ];
     await Promise.all([committing, first, second].map((p) => p.connect()));
     const send = (tx: Transaction, value: string) => tx.send({ topic, messages: [{ value }] });
     const committed = async (value: string) => {

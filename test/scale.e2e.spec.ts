@@ -11,7 +11,11 @@ const SEND_TIMEOUT_MS = 2000;
  */
 const WAIT_BOUND_MS = 2 * SEND_TIMEOUT_MS + 3000;
 describe('scaling out: many gateways and consumers as separate processes', () => {
-  const env = isolatedEnv({ SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS), CONSUMER_SESSION_TIMEOUT_MS: '6000', KAFKA_COMMAND_PARTITIONS: '6' });
+  const env = isolatedEnv({
+    SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS),
+    CONSUMER_SESSION_TIMEOUT_MS: '6000',
+    KAFKA_COMMAND_PARTITIONS: '6',
+  });
   const gateways: AppProcess[] = [];
   const consumers: AppProcess[] = [];
   before(async () => {
@@ -29,7 +33,13 @@ describe('scaling out: many gateways and consumers as separate processes', () =>
     const outcomes = await runLoad(nextGateway, transactions('scale', 3000), {
       concurrency: 24,
       onProgress: (done) => {
-        if (done === 600) events.push(consumers.shift()!.stop().then(() => undefined)); // a consumer leaves the group
+        if (done === 600)
+          events.push(
+            consumers
+              .shift()!
+              .stop()
+              .then(() => undefined),
+          ); // a consumer leaves the group
         if (done === 1200) events.push(AppProcess.start('consumer', env).then((c) => void consumers.push(c))); // a third joins
         if (done === 1800) {
           const old = gateways.shift()!; // one gateway restarts; the other keeps serving
@@ -42,11 +52,16 @@ describe('scaling out: many gateways and consumers as separate processes', () =>
     await assertExactlyOnce(env, outcomes);
     const longest = Math.max(...outcomes.map((o) => o.longestWaitMs));
     assert.ok(longest <= WAIT_BOUND_MS, `no request waited longer than the bound (longest ${longest} ms)`);
-    process.stdout.write(`# scale test: ${outcomes.length} transactions, ${outcomes.filter((o) => o.retryable.length > 0).length} retried, longest wait ${longest} ms\n`);
+    process.stdout.write(
+      `# scale test: ${outcomes.length} transactions, ${outcomes.filter((o) => o.retryable.length > 0).length} retried, longest wait ${longest} ms\n`,
+    );
   });
 
   it('turns requests over MAX_IN_FLIGHT away with 503 and Retry-After instead of queueing them', async () => {
-    const small = await AppProcess.start('gateway', { ...isolatedEnv({ SEND_TIMEOUT_MS: '1500' }), MAX_IN_FLIGHT: '2' });
+    const small = await AppProcess.start('gateway', {
+      ...isolatedEnv({ SEND_TIMEOUT_MS: '1500' }),
+      MAX_IN_FLIGHT: '2',
+    });
     try {
       // No consumer serves this gateway's topics: every request waits for its full timeout, holding its slot.
       const answers = await Promise.all(
@@ -55,7 +70,11 @@ describe('scaling out: many gateways and consumers as separate processes', () =>
             method: 'PUT',
             headers: { authorization: `Bearer ${TEST_USERS.alice.token}` },
             body: '{}',
-          }).then(async (res) => ({ status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as { error: string } })),
+          }).then(async (res) => ({
+            status: res.status,
+            retryAfter: res.headers.get('retry-after'),
+            body: (await res.json()) as { error: string },
+          })),
         ),
       );
       const turnedAway = answers.filter((a) => a.body.error.startsWith('Too many requests in flight'));
@@ -66,4 +85,3 @@ describe('scaling out: many gateways and consumers as separate processes', () =>
     }
   });
 });
-

@@ -29,12 +29,27 @@ describe('real Matrix SDKs against the gateway', () => {
   it('matrix-js-sdk sends, and a retry of the same txnId returns the same event_id', async () => {
     const { createClient, EventType, MsgType } = await import('matrix-js-sdk');
     const { alice } = TEST_USERS;
-    const client = createClient({ baseUrl: pipeline.gateway.url, accessToken: alice.token, userId: alice.user_id, deviceId: alice.device_id });
+    const client = createClient({
+      baseUrl: pipeline.gateway.url,
+      accessToken: alice.token,
+      userId: alice.user_id,
+      deviceId: alice.device_id,
+    });
     const txnId = client.makeTxnId();
     const room = `!js-sdk-${randomUUID()}:test.local`;
-    const first = await client.sendEvent(room, EventType.RoomMessage, { msgtype: MsgType.Text, body: 'from matrix-js-sdk' }, txnId);
+    const first = await client.sendEvent(
+      room,
+      EventType.RoomMessage,
+      { msgtype: MsgType.Text, body: 'from matrix-js-sdk' },
+      txnId,
+    );
     assert.match(first.event_id, EVENT_ID_PATTERN);
-    const retry = await client.sendEvent(room, EventType.RoomMessage, { msgtype: MsgType.Text, body: 'from matrix-js-sdk' }, txnId);
+    const retry = await client.sendEvent(
+      room,
+      EventType.RoomMessage,
+      { msgtype: MsgType.Text, body: 'from matrix-js-sdk' },
+      txnId,
+    );
     assert.equal(retry.event_id, first.event_id);
     client.stopClient();
   });
@@ -46,7 +61,10 @@ describe('real Matrix SDKs against the gateway', () => {
     const eventId = await client.sendMessage(room, { msgtype: 'm.text', body: 'from matrix-bot-sdk' });
     assert.match(eventId, EVENT_ID_PATTERN);
 
-    const [logged] = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { keep: (event) => event.room_id === room, atLeast: 1 });
+    const [logged] = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+      keep: (event) => event.room_id === room,
+      atLeast: 1,
+    });
     assert.equal(logged.event.event_id, eventId);
     assert.equal(logged.event.sender, '@sdk_puppet:test.local');
     assert.equal(logged.headers[EVENT_HEADERS.deviceId], 'PUPPETDEV');
@@ -55,10 +73,13 @@ describe('real Matrix SDKs against the gateway', () => {
   it('matrix-bot-sdk gets a Matrix error it understands for a user outside the namespace', async () => {
     const client = new botSdk.MatrixClient(pipeline.gateway.url, AS_TOKEN);
     client.impersonateUserId('@someone_else:test.local');
-    await assert.rejects(client.sendMessage('!x:test.local', { msgtype: 'm.text', body: 'no' }), (error: { errcode?: string; statusCode?: number }) => {
-      assert.equal(error.errcode, 'M_FORBIDDEN');
-      assert.equal(error.statusCode, 403);
-      return true;
-    });
+    await assert.rejects(
+      client.sendMessage('!x:test.local', { msgtype: 'm.text', body: 'no' }),
+      (error: { errcode?: string; statusCode?: number }) => {
+        assert.equal(error.errcode, 'M_FORBIDDEN');
+        assert.equal(error.statusCode, 403);
+        return true;
+      },
+    );
   });
 });

@@ -11,8 +11,15 @@ import { AppProcess, freePort, isolatedEnv } from './support/pipeline';
 const DIST = join(__dirname, '..');
 
 /** Spawns an app that may never become ready, and keeps what it prints. */
-function spawnApp(entry: string, env: Record<string, string>, args: string[] = []): { child: ChildProcess; output: string[] } {
-  const child = spawn(process.execPath, [join(DIST, entry), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function spawnApp(
+  entry: string,
+  env: Record<string, string>,
+  args: string[] = [],
+): { child: ChildProcess; output: string[] } {
+  const child = spawn(process.execPath, [join(DIST, entry), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const output: string[] = [];
   child.stdout.on('data', (chunk: Buffer) => output.push(chunk.toString()));
   child.stderr.on('data', (chunk: Buffer) => output.push(chunk.toString()));
@@ -46,23 +53,41 @@ describe('a cluster that requires TLS and SASL (SASL_SSL), as a managed service 
     let cli: ReturnType<typeof spawnApp> | undefined;
     try {
       const outcomes = await runLoad(() => gateway.url, transactions('tls', 60), { concurrency: 8 });
-      assert.deepEqual(outcomes.flatMap((o) => o.failures), [], 'every send answered 200');
+      assert.deepEqual(
+        outcomes.flatMap((o) => o.failures),
+        [],
+        'every send answered 200',
+      );
       const answered = outcomes.map((o) => o.eventIds[0]);
-      assert.ok(outcomes.every((o) => new Set(o.eventIds).size === 1), 'a retry gets the same event');
+      assert.ok(
+        outcomes.every((o) => new Set(o.eventIds).size === 1),
+        'a retry gets the same event',
+      );
 
-      cli = spawnApp('tools/events-cli.js', { ...env, KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512' }, ['tail', '--from-start']);
+      cli = spawnApp('tools/events-cli.js', { ...env, KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512' }, [
+        'tail',
+        '--from-start',
+      ]);
       const seen = (): string[] =>
         cli!.output
           .join('')
           .split('\n')
           .filter((line) => line.startsWith('{'))
           .map((line) => (JSON.parse(line) as { event_id: string }).event_id);
-      await until(() => seen().length >= answered.length, 60000, `the CLI to print ${answered.length} events:\n${cli.output.join('')}`);
+      await until(
+        () => seen().length >= answered.length,
+        60000,
+        `the CLI to print ${answered.length} events:\n${cli.output.join('')}`,
+      );
       assert.deepEqual([...seen()].sort(), [...answered].sort(), 'the CLI read every answered event, once');
 
       const printed = [...consumer.output, ...gateway.output, ...cli.output].join('');
       assert.doesNotMatch(printed, new RegExp(password), 'no password in any log');
-      assert.match(gateway.output.join(''), /TLS \(CA from KAFKA_SSL_CA_FILE\), SASL PLAIN as matrix/, 'the gateway says how it connects');
+      assert.match(
+        gateway.output.join(''),
+        /TLS \(CA from KAFKA_SSL_CA_FILE\), SASL PLAIN as matrix/,
+        'the gateway says how it connects',
+      );
     } finally {
       cli?.child.kill('SIGTERM');
       await Promise.all([gateway.stop(), consumer.stop()]);
@@ -70,15 +95,31 @@ describe('a cluster that requires TLS and SASL (SASL_SSL), as a managed service 
   });
 
   it('with a wrong password: a clear error, live but not ready, and no restart loop', async () => {
-    const env = isolatedEnv({ ...broker.clientEnv, KAFKA_SASL_PASSWORD_FILE: '', KAFKA_SASL_PASSWORD: 'not-the-password' });
+    const env = isolatedEnv({
+      ...broker.clientEnv,
+      KAFKA_SASL_PASSWORD_FILE: '',
+      KAFKA_SASL_PASSWORD: 'not-the-password',
+    });
     const ports = { GATEWAY_PORT: String(await freePort()), CONSUMER_PORT: String(await freePort()) };
     const apps = [
-      { name: 'gateway', url: `http://127.0.0.1:${ports.GATEWAY_PORT}`, ...spawnApp('apps/gateway/src/main.js', { ...env, ...ports }) },
-      { name: 'consumer', url: `http://127.0.0.1:${ports.CONSUMER_PORT}`, ...spawnApp('apps/consumer/src/main.js', { ...env, ...ports }) },
+      {
+        name: 'gateway',
+        url: `http://127.0.0.1:${ports.GATEWAY_PORT}`,
+        ...spawnApp('apps/gateway/src/main.js', { ...env, ...ports }),
+      },
+      {
+        name: 'consumer',
+        url: `http://127.0.0.1:${ports.CONSUMER_PORT}`,
+        ...spawnApp('apps/consumer/src/main.js', { ...env, ...ports }),
+      },
     ];
     try {
       for (const app of apps) {
-        await until(() => app.output.join('').includes('Kafka refused the credentials'), 30000, `${app.name}'s error line`);
+        await until(
+          () => app.output.join('').includes('Kafka refused the credentials'),
+          30000,
+          `${app.name}'s error line`,
+        );
         await new Promise((done) => setTimeout(done, 3000)); // a few more attempts
         assert.equal(app.child.exitCode, null, `${app.name} keeps running`);
         assert.equal((await fetch(`${app.url}/health/live`)).status, 200, `${app.name} is live`);

@@ -19,10 +19,24 @@ describe('a send round-trip through a real broker', () => {
 
   it('answers 200 with a room v4 event ID, and the same ID again for the same transaction', async () => {
     const content = { msgtype: 'm.text', body: 'hello' };
-    const first = await sendEvent(pipeline.gateway.url, alice.token, '!round:test.local', 'm.room.message', 'txn-1', content);
+    const first = await sendEvent(
+      pipeline.gateway.url,
+      alice.token,
+      '!round:test.local',
+      'm.room.message',
+      'txn-1',
+      content,
+    );
     assert.equal(first.status, 200);
     assert.match(String(first.body.event_id), EVENT_ID_PATTERN);
-    const again = await sendEvent(pipeline.gateway.url, alice.token, '!round:test.local', 'm.room.message', 'txn-1', content);
+    const again = await sendEvent(
+      pipeline.gateway.url,
+      alice.token,
+      '!round:test.local',
+      'm.room.message',
+      'txn-1',
+      content,
+    );
     assert.deepEqual(again, { ...again, status: 200, body: { event_id: first.body.event_id } });
 
     const log = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, { atLeast: 1 });
@@ -45,7 +59,15 @@ describe('a send round-trip through a real broker', () => {
   });
 
   it('serves the r0 prefix too', async () => {
-    const res = await sendEvent(pipeline.gateway.url, alice.token, '!round:test.local', 'm.room.message', 'txn-r0', {}, '/_matrix/client/r0');
+    const res = await sendEvent(
+      pipeline.gateway.url,
+      alice.token,
+      '!round:test.local',
+      'm.room.message',
+      'txn-r0',
+      {},
+      '/_matrix/client/r0',
+    );
     assert.equal(res.status, 200);
     assert.match(String(res.body.event_id), EVENT_ID_PATTERN);
   });

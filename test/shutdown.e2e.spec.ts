@@ -28,9 +28,19 @@ describe('graceful shutdown (SIGTERM)', () => {
       let answered = 0;
       let stopped: Promise<number | null> | undefined;
       const sends = Array.from({ length: 100 }, (_, i) =>
-        sendEvent(gateway.url, TEST_USERS.alice.token, '!shutdown:test.local', 'm.room.message', `shutdown-${i}-${randomUUID()}`, { body: `${i}` })
+        sendEvent(
+          gateway.url,
+          TEST_USERS.alice.token,
+          '!shutdown:test.local',
+          'm.room.message',
+          `shutdown-${i}-${randomUUID()}`,
+          { body: `${i}` },
+        )
           .then((res) => ({ status: res.status, retryAfter: res.headers.get('retry-after') }))
-          .catch((error: Error & { cause?: { code?: string } }) => ({ status: 0, retryAfter: error.cause?.code ?? error.message }))
+          .catch((error: Error & { cause?: { code?: string } }) => ({
+            status: 0,
+            retryAfter: error.cause?.code ?? error.message,
+          }))
           .finally(() => {
             if (++answered === 5) stopped = gateway.stop();
           }),
@@ -57,12 +67,15 @@ describe('graceful shutdown (SIGTERM)', () => {
     const staying = await AppProcess.start('gateway', env);
     let coming: AppProcess | undefined;
     const send = (gateway: AppProcess) =>
-      sendEvent(gateway.url, TEST_USERS.alice.token, '!stays:test.local', 'm.room.message', `stays-${randomUUID()}`, { body: 'x' });
+      sendEvent(gateway.url, TEST_USERS.alice.token, '!stays:test.local', 'm.room.message', `stays-${randomUUID()}`, {
+        body: 'x',
+      });
     try {
       for (const gateway of [leaving, staying, leaving]) assert.equal((await send(gateway)).status, 200);
       await leaving.stop(); // its reply topic, which the consumer wrote to, is deleted
       coming = await AppProcess.start('gateway', env);
-      for (const gateway of [staying, coming, staying, coming]) assert.equal((await send(gateway)).status, 200, 'answered at once, no retry');
+      for (const gateway of [staying, coming, staying, coming])
+        assert.equal((await send(gateway)).status, 200, 'answered at once, no retry');
     } finally {
       await Promise.all([leaving.stop(), staying.stop(), coming?.stop(), consumer.stop()]);
     }
@@ -85,7 +98,10 @@ describe('graceful shutdown (SIGTERM)', () => {
         },
       });
       await replaced;
-      const aborted = first.output.join('').split('\n').filter((line) => line.includes('not committed'));
+      const aborted = first.output
+        .join('')
+        .split('\n')
+        .filter((line) => line.includes('not committed'));
       assert.deepEqual(aborted, [], 'no batch of the stopping consumer was aborted');
       await assertExactlyOnce(env, outcomes);
     } finally {

@@ -31,7 +31,10 @@ describe('zombies: frozen processes that wake up', () => {
       });
       await frozen;
       assert.ok(frozen, 'the consumer was frozen during the load');
-      assert.ok(outcomes.some((o) => o.retryable.length > 0), 'clients felt the frozen consumer (otherwise this proves nothing)');
+      assert.ok(
+        outcomes.some((o) => o.retryable.length > 0),
+        'clients felt the frozen consumer (otherwise this proves nothing)',
+      );
       await assertExactlyOnce(env, outcomes);
       // Awake again, the zombie rejoins as an ordinary member (or exits to be restarted); either way it is no writer.
       await sleep(3000);
@@ -62,7 +65,10 @@ describe('zombies: frozen processes that wake up', () => {
         },
       });
       await frozen;
-      assert.ok(outcomes.some((o) => o.retryable.includes(0)), 'clients timed out on the frozen gateway and retried');
+      assert.ok(
+        outcomes.some((o) => o.retryable.includes(0)),
+        'clients timed out on the frozen gateway and retried',
+      );
       await sleep(3000); // whatever the woken gateway still had to publish
       await assertExactlyOnce(env, outcomes);
     } finally {

@@ -31,7 +31,13 @@ function devTokensFile(): { file: string; token: string; userId: string } {
 async function waitReady(url: string, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 600; i++) {
     if (child.exitCode !== null) throw new Error(`${url} exited with code ${child.exitCode}`);
-    if (await fetch(`${url}/health/ready`).then((r) => r.ok, () => false)) return;
+    if (
+      await fetch(`${url}/health/ready`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return;
     await new Promise((done) => setTimeout(done, 100));
   }
   throw new Error(`${url} did not become ready in 60 s`);
@@ -83,7 +89,10 @@ async function main(): Promise<void> {
   const env: NodeJS.ProcessEnv = { LOG_FORMAT: 'pretty', ...process.env };
   if (!env.KAFKA_BROKERS) {
     startedBroker = !tryStatus();
-    env.KAFKA_BROKERS = execFileSync('bash', [launcher, 'start'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+    env.KAFKA_BROKERS = execFileSync('bash', [launcher, 'start'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
   }
   let token = '<your access token>';
   if (!env.MATRIX_TOKENS_FILE) {

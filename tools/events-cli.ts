@@ -19,7 +19,11 @@ const usage = `usage: npm run events -- tail [--room ROOM] [--from-start]
        npm run events -- txn <user_id> <device_id> <txnId>`;
 
 async function tail(kafka: Kafka, topic: string, room: string | undefined, fromStart: boolean): Promise<void> {
-  const consumer = kafka.consumer({ groupId: `events-cli-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 500 });
+  const consumer = kafka.consumer({
+    groupId: `events-cli-${randomUUID()}`,
+    readUncommitted: false,
+    maxWaitTimeInMs: 500,
+  });
   await consumer.connect();
   await consumer.subscribe({ topic, fromBeginning: fromStart });
   const stop = (): void => void consumer.disconnect().then(() => process.exit(0));
@@ -35,7 +39,14 @@ async function tail(kafka: Kafka, topic: string, room: string | undefined, fromS
 }
 
 /** Reads the txns partition the transaction's key maps to, up to its end, and prints the matching records. */
-async function txn(kafka: Kafka, topics: { commands: string; txns: string }, secret: Buffer, userId: string, deviceId: string, txnId: string): Promise<void> {
+async function txn(
+  kafka: Kafka,
+  topics: { commands: string; txns: string },
+  secret: Buffer,
+  userId: string,
+  deviceId: string,
+  txnId: string,
+): Promise<void> {
   const hash = scopeHash({ userId, deviceId }, secret);
   const admin = kafka.admin();
   await admin.connect();
@@ -49,7 +60,11 @@ async function txn(kafka: Kafka, topics: { commands: string; txns: string }, sec
   await admin.disconnect();
   console.log(`scope hash ${hash}; ${topics.txns} partition ${partition} (records ${end.low}..${end.high})`);
   if (end.high === end.low) return console.log('nothing remembered in this partition');
-  const consumer = kafka.consumer({ groupId: `events-cli-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 500 });
+  const consumer = kafka.consumer({
+    groupId: `events-cli-${randomUUID()}`,
+    readUncommitted: false,
+    maxWaitTimeInMs: 500,
+  });
   await consumer.connect();
   await consumer.subscribe({ topic: topics.txns, fromBeginning: true });
   let found = 0;
@@ -66,7 +81,11 @@ async function txn(kafka: Kafka, topics: { commands: string; txns: string }, sec
           const record = parseRecord(message.value);
           if (record?.scope_hash === hash && record.txn_id === txnId) {
             found++;
-            const outcome = record.event_id ?? (record.forwarded ? `forwarded to the annotation stage (${record.forwarded})` : JSON.stringify(record.error));
+            const outcome =
+              record.event_id ??
+              (record.forwarded
+                ? `forwarded to the annotation stage (${record.forwarded})`
+                : JSON.stringify(record.error));
             console.log(`${new Date(record.ts).toISOString()}  ${record.room_id}  ${record.type}  →  ${outcome}`);
           }
         }
@@ -98,7 +117,14 @@ async function main(): Promise<void> {
   };
   if (command === 'tail') return tail(kafka, config.KAFKA_TOPIC_EVENTS, option('room'), args.includes('--from-start'));
   if (command === 'txn' && args.length >= 3) {
-    return txn(kafka, { commands: config.KAFKA_TOPIC_COMMANDS, txns: config.KAFKA_TOPIC_TXNS }, loadScopeHashSecret(config).key, args[0], args[1], args[2]);
+    return txn(
+      kafka,
+      { commands: config.KAFKA_TOPIC_COMMANDS, txns: config.KAFKA_TOPIC_TXNS },
+      loadScopeHashSecret(config).key,
+      args[0],
+      args[1],
+      args[2],
+    );
   }
   console.error(usage);
   process.exit(2);

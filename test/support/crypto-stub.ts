@@ -8,7 +8,8 @@ const unavailable = (): never => {
 
 function stub(path: string): unknown {
   return new Proxy(unavailable, {
-    get: (_target, property) => (property === '__esModule' ? false : typeof property === 'symbol' ? undefined : stub(`${path}.${property}`)),
+    get: (_target, property) =>
+      property === '__esModule' ? false : typeof property === 'symbol' ? undefined : stub(`${path}.${property}`),
     apply: unavailable,
     construct: unavailable,
   });

@@ -44,17 +44,27 @@ const text = (headers: IHeaders | undefined): Record<string, string> =>
  * cannot pass the last stable offset, so reaching the end offsets also proves no transaction below them is still
  * open. Records are counted by (partition, offset), so the reader's own re-reads never look like duplicates.
  */
-export async function readTopic(brokers: string, topic: string, options: ReadOptions<TopicRecord> = {}): Promise<TopicRecord[]> {
+export async function readTopic(
+  brokers: string,
+  topic: string,
+  options: ReadOptions<TopicRecord> = {},
+): Promise<TopicRecord[]> {
   const deadline = Date.now() + (options.timeoutMs ?? 60000);
   for (;;) {
     const records = await readToEnd(brokers, topic, options.keep, deadline);
     if (records.length >= (options.atLeast ?? 0)) return records;
-    if (Date.now() > deadline) throw new Error(`${topic}: ${records.length} records, expected at least ${options.atLeast}`);
+    if (Date.now() > deadline)
+      throw new Error(`${topic}: ${records.length} records, expected at least ${options.atLeast}`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
 
-async function readToEnd(brokers: string, topic: string, keep: ((record: TopicRecord) => boolean) | undefined, deadline: number): Promise<TopicRecord[]> {
+async function readToEnd(
+  brokers: string,
+  topic: string,
+  keep: ((record: TopicRecord) => boolean) | undefined,
+  deadline: number,
+): Promise<TopicRecord[]> {
   const kafka = new Kafka({ brokers: brokers.split(','), logLevel: logLevel.NOTHING, clientId: 'test-reader' });
   const admin = kafka.admin();
   await admin.connect();
@@ -65,7 +75,11 @@ async function readToEnd(brokers: string, topic: string, keep: ((record: TopicRe
   const done = (): boolean => [...ends].every(([partition, end]) => reached.get(partition)! >= end);
   if (done()) return [];
 
-  const consumer = kafka.consumer({ groupId: `test-reader-${randomUUID()}`, readUncommitted: false, maxWaitTimeInMs: 200 });
+  const consumer = kafka.consumer({
+    groupId: `test-reader-${randomUUID()}`,
+    readUncommitted: false,
+    maxWaitTimeInMs: 200,
+  });
   // Emitted for every batch, also one that held only transaction markers or aborted records. A batch with no record
   // at or past the fetch position (firstOffset null) reports the high watermark as its last offset, whatever it
   // delivered: it says nothing about how far the reader got.
@@ -95,7 +109,9 @@ async function readToEnd(brokers: string, topic: string, keep: ((record: TopicRe
   try {
     while (!done()) {
       if (Date.now() > deadline) {
-        const behind = [...ends].filter(([p, end]) => reached.get(p)! < end).map(([p, end]) => `${p}: ${reached.get(p)}/${end}`);
+        const behind = [...ends]
+          .filter(([p, end]) => reached.get(p)! < end)
+          .map(([p, end]) => `${p}: ${reached.get(p)}/${end}`);
         throw new Error(`${topic} not read to its end in time (partition: position/end ${behind.join(', ')})`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -107,11 +123,21 @@ async function readToEnd(brokers: string, topic: string, keep: ((record: TopicRe
 }
 
 /** The event log as a reader sees it, exactly up to its end offsets at the call, optionally only some events. */
-export async function readEventLog(brokers: string, topic: string, options: ReadOptions<RoomEvent> = {}): Promise<LoggedEvent[]> {
+export async function readEventLog(
+  brokers: string,
+  topic: string,
+  options: ReadOptions<RoomEvent> = {},
+): Promise<LoggedEvent[]> {
   const parse = (record: TopicRecord): RoomEvent => JSON.parse(record.value) as RoomEvent;
   const keep = options.keep;
   const records = await readTopic(brokers, topic, { ...options, keep: keep && ((record) => keep(parse(record))) });
-  return records.map((record) => ({ event: parse(record), headers: record.headers, partition: record.partition, offset: record.offset, timestamp: record.timestamp }));
+  return records.map((record) => ({
+    event: parse(record),
+    headers: record.headers,
+    partition: record.partition,
+    offset: record.offset,
+    timestamp: record.timestamp,
+  }));
 }
 
 const LAUNCHER_DIR = resolve(__dirname, '../../../tools/kafka-local');
@@ -120,13 +146,23 @@ const LAUNCHER_DIR = resolve(__dirname, '../../../tools/kafka-local');
  * A topic as the Java client reads it (read_committed, up to the end offsets it reports: the last stable offsets),
  * through tools/kafka-local/ReadCommitted.java and the broker's own jars: the reference for kafkajs.
  */
-export async function readTopicJava(brokers: string, topic: string): Promise<{ partition: number; offset: string; value: string }[]> {
+export async function readTopicJava(
+  brokers: string,
+  topic: string,
+): Promise<{ partition: number; offset: string; value: string }[]> {
   const run = promisify(execFile);
   await run('bash', [resolve(LAUNCHER_DIR, 'kafka-local.sh'), 'resolve'], { maxBuffer: 1 << 20 });
   const lib = process.env.KAFKA_LOCAL_LIB ?? resolve(LAUNCHER_DIR, '../../.cache/kafka-local/lib');
   const { stdout } = await run(
     'java',
-    ['-cp', `${lib}/*`, '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn', resolve(LAUNCHER_DIR, 'ReadCommitted.java'), brokers, topic],
+    [
+      '-cp',
+      `${lib}/*`,
+      '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn',
+      resolve(LAUNCHER_DIR, 'ReadCommitted.java'),
+      brokers,
+      topic,
+    ],
     { maxBuffer: 1 << 30, timeout: 120_000 },
   );
   return stdout
@@ -139,6 +175,13 @@ export async function readTopicJava(brokers: string, topic: string): Promise<{ p
 }
 
 /** The event log as the Java client reads it: see readTopicJava. */
-export async function readEventLogJava(brokers: string, topic: string): Promise<{ partition: number; offset: string; event: RoomEvent }[]> {
-  return (await readTopicJava(brokers, topic)).map(({ partition, offset, value }) => ({ partition, offset, event: JSON.parse(value) as RoomEvent }));
+export async function readEventLogJava(
+  brokers: string,
+  topic: string,
+): Promise<{ partition: number; offset: string; event: RoomEvent }[]> {
+  return (await readTopicJava(brokers, topic)).map(({ partition, offset, value }) => ({
+    partition,
+    offset,
+    event: JSON.parse(value) as RoomEvent,
+  }));
 }

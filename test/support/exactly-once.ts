@@ -36,24 +36,37 @@ export async function assertExactlyOnce(env: Record<string, string>, outcomes: T
   const logged = log.map((e) => e.event.event_id);
   const viaKafkajs = kafkajs.map((e) => e.event.event_id);
   if (viaKafkajs.length !== logged.length || viaKafkajs.some((id) => !logged.includes(id))) {
-    process.stdout.write(`# the kafkajs reader disagrees with the Java client: ${viaKafkajs.length} events against ${logged.length}\n`);
+    process.stdout.write(
+      `# the kafkajs reader disagrees with the Java client: ${viaKafkajs.length} events against ${logged.length}\n`,
+    );
   }
   if (new Set(logged).size !== logged.length) {
     const copies = new Map<string, string[]>();
-    for (const e of log) copies.set(e.event.event_id, [...(copies.get(e.event.event_id) ?? []), `${e.partition}@${e.offset}`]);
+    for (const e of log)
+      copies.set(e.event.event_id, [...(copies.get(e.event.event_id) ?? []), `${e.partition}@${e.offset}`]);
     const doubled = [...copies].filter(([, at]) => at.length > 1).slice(0, 10);
-    process.stdout.write(`# doubled events (event_id: copies): ${doubled.map(([id, at]) => `${id}: ${at.join(', ')}`).join(' | ')}\n`);
+    process.stdout.write(
+      `# doubled events (event_id: copies): ${doubled.map(([id, at]) => `${id}: ${at.join(', ')}`).join(' | ')}\n`,
+    );
   }
   assert.equal(new Set(logged).size, logged.length, 'no event twice in the log');
   const inLog = new Set(logged);
   const lost = outcomes.filter((o) => !inLog.has(o.eventIds[0]));
   if (lost.length > 0) {
-    const shown = lost.slice(0, 10).map((o) => `${o.transaction.txnId} ${o.eventIds[0]} after ${o.retryable.length} retries [${o.retryable.join(',')}]`);
+    const shown = lost
+      .slice(0, 10)
+      .map(
+        (o) => `${o.transaction.txnId} ${o.eventIds[0]} after ${o.retryable.length} retries [${o.retryable.join(',')}]`,
+      );
     process.stdout.write(`# answered 200 but not in the log: ${shown.join(' | ')}\n`);
     if (javaAvailable) {
       // Half a transaction or none of it: is the dedup changelog record of the same transaction there?
-      const remembered = (await readTopicJava(env.KAFKA_BROKERS, env.KAFKA_TOPIC_TXNS)).filter(({ value }) => lost.some((o) => value.includes(o.eventIds[0])));
-      process.stdout.write(`# their dedup changelog records: ${remembered.length} of ${lost.length} ${remembered.map((r) => `${r.partition}@${r.offset}`).join(' ')}\n`);
+      const remembered = (await readTopicJava(env.KAFKA_BROKERS, env.KAFKA_TOPIC_TXNS)).filter(({ value }) =>
+        lost.some((o) => value.includes(o.eventIds[0])),
+      );
+      process.stdout.write(
+        `# their dedup changelog records: ${remembered.length} of ${lost.length} ${remembered.map((r) => `${r.partition}@${r.offset}`).join(' ')}\n`,
+      );
     }
   }
   assert.deepEqual(new Set(logged), answered, 'the log holds exactly the answered events');

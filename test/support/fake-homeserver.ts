@@ -5,9 +5,7 @@ export class FakeHomeserver {
   whoamiCalls = 0;
   private readonly server: Server;
 
-  constructor(
-    private readonly tokens: Record<string, { status: number; body: unknown; delayMs?: number }>,
-  ) {
+  constructor(private readonly tokens: Record<string, { status: number; body: unknown; delayMs?: number }>) {
     this.server = createServer((req, res) => {
       if (!req.url?.startsWith('/_matrix/client/v3/account/whoami')) {
         res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"nope"}');
@@ -15,8 +13,14 @@ export class FakeHomeserver {
       }
       this.whoamiCalls++;
       const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '';
-      const answer = this.tokens[token] ?? { status: 401, body: { errcode: 'M_UNKNOWN_TOKEN', error: 'Unknown token' } };
-      setTimeout(() => res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body)), answer.delayMs ?? 0);
+      const answer = this.tokens[token] ?? {
+        status: 401,
+        body: { errcode: 'M_UNKNOWN_TOKEN', error: 'Unknown token' },
+      };
+      setTimeout(
+        () => res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body)),
+        answer.delayMs ?? 0,
+      );
     });
   }
 

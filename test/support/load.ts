@@ -53,9 +53,21 @@ export async function runLoad(
       for (let send = 0; send < transaction.sends; send++) {
         for (let attempt = 1; ; attempt++) {
           const started = Date.now();
-          const content = transaction.content ?? { msgtype: 'm.text', body: `${transaction.txnId} send ${send} attempt ${attempt}` };
+          const content = transaction.content ?? {
+            msgtype: 'm.text',
+            body: `${transaction.txnId} send ${send} attempt ${attempt}`,
+          };
           const signal = options.requestTimeoutMs ? AbortSignal.timeout(options.requestTimeoutMs) : undefined;
-          const res: { status: number; body: Record<string, unknown> } = await sendEvent(baseUrl(), transaction.token, transaction.roomId, 'm.room.message', transaction.txnId, content, undefined, signal).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
+          const res: { status: number; body: Record<string, unknown> } = await sendEvent(
+            baseUrl(),
+            transaction.token,
+            transaction.roomId,
+            'm.room.message',
+            transaction.txnId,
+            content,
+            undefined,
+            signal,
+          ).catch((error: unknown) => ({ status: 0, body: { error: String(error) } }));
           outcome.longestWaitMs = Math.max(outcome.longestWaitMs, Date.now() - started);
           if (res.status === 200) {
             outcome.eventIds.push(String(res.body.event_id));

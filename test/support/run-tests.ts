@@ -11,20 +11,31 @@ import { provideBroker } from '../../tools/harness/broker';
 async function main(): Promise<number> {
   const started = Date.now();
   const broker = await provideBroker();
-  process.stdout.write(`tests use the Kafka broker at ${broker.brokers} (${broker.source}, ready in ${Date.now() - started} ms)\n`);
+  process.stdout.write(
+    `tests use the Kafka broker at ${broker.brokers} (${broker.source}, ready in ${Date.now() - started} ms)\n`,
+  );
   const patterns = process.argv.slice(2);
   const files = patterns.length > 0 ? patterns : ['dist/**/*.spec.js'];
   const root = resolve(__dirname, '../../..');
   // A second reporter writes TAP to a file, whose summary says how many tests ran and how many were skipped.
   const tap = join(mkdtempSync(join(tmpdir(), 'test-run-')), 'results.tap');
-  const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout', '--test-reporter=tap', `--test-reporter-destination=${tap}`];
+  const reporters = [
+    '--test-reporter=spec',
+    '--test-reporter-destination=stdout',
+    '--test-reporter=tap',
+    `--test-reporter-destination=${tap}`,
+  ];
   try {
     const code = await new Promise<number>((done) => {
-      const child = spawn(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=600000', ...reporters, ...files], {
-        cwd: root,
-        stdio: 'inherit',
-        env: { ...process.env, KAFKA_BROKERS: broker.brokers, KAFKA_TEST_BROKER_SOURCE: broker.source },
-      });
+      const child = spawn(
+        process.execPath,
+        ['--test', '--test-concurrency=1', '--test-timeout=600000', ...reporters, ...files],
+        {
+          cwd: root,
+          stdio: 'inherit',
+          env: { ...process.env, KAFKA_BROKERS: broker.brokers, KAFKA_TEST_BROKER_SOURCE: broker.source },
+        },
+      );
       const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
       process.on('SIGINT', forward).on('SIGTERM', forward);
       child.on('exit', (code, signal) => done(code ?? (signal ? 1 : 0)));
@@ -45,7 +56,9 @@ function noSilentSkips(tap: string): number {
   }
   if (skipped > 0 || todo > 0) {
     const names = tap.split('\n').filter((line) => / # (SKIP|TODO)\b/.test(line));
-    process.stderr.write(`test run failed: ${skipped} skipped and ${todo} todo tests, and every test must run:\n${names.join('\n')}\n`);
+    process.stderr.write(
+      `test run failed: ${skipped} skipped and ${todo} todo tests, and every test must run:\n${names.join('\n')}\n`,
+    );
     return 1;
   }
   return 0;
@@ -54,7 +67,9 @@ function noSilentSkips(tap: string): number {
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    process.stderr.write(`test run failed before the tests: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(
+      `test run failed before the tests: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
     process.exit(1);
   },
 );

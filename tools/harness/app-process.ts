@@ -88,8 +88,12 @@ export class AppProcess {
   async waitReady(timeoutMs = 60000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
-      if (this.child.exitCode !== null) throw new Error(`${this.name} exited (${this.child.exitCode}):\n${this.output.join('')}`);
-      const ok = await fetch(`${this.url}/health/ready`).then((res) => res.ok, () => false);
+      if (this.child.exitCode !== null)
+        throw new Error(`${this.name} exited (${this.child.exitCode}):\n${this.output.join('')}`);
+      const ok = await fetch(`${this.url}/health/ready`).then(
+        (res) => res.ok,
+        () => false,
+      );
       if (ok) return;
       await new Promise((done) => setTimeout(done, 100));
     }

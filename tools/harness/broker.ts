@@ -26,7 +26,10 @@ export async function provideBroker(): Promise<Broker> {
   const container = await startTestcontainer();
   if (container) return container;
 
-  const wasRunning = await run('bash', [LAUNCHER, 'status']).then(() => true, () => false);
+  const wasRunning = await run('bash', [LAUNCHER, 'status']).then(
+    () => true,
+    () => false,
+  );
   const { stdout } = await run('bash', [LAUNCHER, 'start'], { maxBuffer: 1 << 20 });
   return {
     brokers: stdout.trim().split('\n').pop()!,
@@ -42,7 +45,7 @@ export interface PrivateBroker {
   brokers: string;
   /** With security: the settings the launcher wrote into client.env (KAFKA_BROKERS, KAFKA_SSL, KAFKA_SASL_...). */
   clientEnv: Record<string, string>;
-  /** Runs the launcher against this broker or cluster: `stop`, `start`, `status`, `kill-node I`, `stop-node I`, `start-node I`. */
+  /** Runs the launcher on this broker or cluster: `stop`, `start`, `status`, `kill-node I`, `stop-node I`, … */
   launcher(...command: string[]): Promise<void>;
   stop(): Promise<void>;
 }
@@ -71,7 +74,10 @@ async function freePortBase(count: number): Promise<number> {
  * jars are shared): for tests that stop, kill and start brokers, so that they run whatever broker the other tests
  * use, and disturb none of them.
  */
-export async function startPrivateBroker(nodes: 1 | 3 = 1, security: 'plaintext' | 'sasl_ssl' = 'plaintext'): Promise<PrivateBroker> {
+export async function startPrivateBroker(
+  nodes: 1 | 3 = 1,
+  security: 'plaintext' | 'sasl_ssl' = 'plaintext',
+): Promise<PrivateBroker> {
   const base = await freePortBase(nodes);
   const env = {
     ...process.env,

@@ -18,8 +18,16 @@ export class ConsumerModule {
       imports: [ConfigModule.forRoot(config), loggingModule(logger)],
       controllers: [HealthController, ...metricsControllers(config)],
       providers: [
-        { provide: Kafka, inject: [AppConfig], useFactory: (c: AppConfig) => createKafka(kafkaConnection(c), `${c.KAFKA_CLIENT_ID}-consumer`) },
-        { provide: StateBudget, inject: [AppConfig], useFactory: (c: AppConfig) => new StateBudget(c.STATE_MAX_ENTRIES) },
+        {
+          provide: Kafka,
+          inject: [AppConfig],
+          useFactory: (c: AppConfig) => createKafka(kafkaConnection(c), `${c.KAFKA_CLIENT_ID}-consumer`),
+        },
+        {
+          provide: StateBudget,
+          inject: [AppConfig],
+          useFactory: (c: AppConfig) => new StateBudget(c.STATE_MAX_ENTRIES),
+        },
         { provide: SendStage, inject: [AppConfig], useFactory: SendStage.fromConfig },
         { provide: AnnotationStage, inject: [AppConfig], useFactory: AnnotationStage.fromConfig },
         ReplyPublisher,

@@ -2,7 +2,14 @@ import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig, topicSettings } from '@app/config';
 import { pipelineTopics } from '@app/contracts';
-import { ensureTopics, PartitionHandler, ProcessorObserver, TopicLayoutError, TransactionalProcessor, untilConnected } from '@app/kafka';
+import {
+  ensureTopics,
+  PartitionHandler,
+  ProcessorObserver,
+  TopicLayoutError,
+  TransactionalProcessor,
+  untilConnected,
+} from '@app/kafka';
 import { consumerMetrics, kafkaMetrics, Readiness, reportReadiness, reportStateEntries } from '@app/observability';
 import { AnnotationStage } from './annotations/annotation-stage';
 import { AnnotationStore } from './annotations/annotation-store';
@@ -27,7 +34,8 @@ const observerFor = (stage: string): ProcessorObserver => ({
   },
   lag: (partition, records) => consumerMetrics.lag.set({ stage, partition: String(partition) }, records),
   // Another process reports a partition once it moves there: a stale reading here would add up to a false lag.
-  released: (partitions) => partitions.forEach((partition) => consumerMetrics.lag.remove({ stage, partition: String(partition) })),
+  released: (partitions) =>
+    partitions.forEach((partition) => consumerMetrics.lag.remove({ stage, partition: String(partition) })),
 });
 
 const countsFor =
@@ -66,7 +74,10 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
     this.admin = kafka.admin();
     const size = (states: { size: number }[] = []) => states.reduce((sum, state) => sum + state.size, 0);
     consumerMetrics.stateBudget.set(budget.maxEntries);
-    reportStateEntries(async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }), ESTIMATED_BYTES_PER_ENTRY);
+    reportStateEntries(
+      async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }),
+      ESTIMATED_BYTES_PER_ENTRY,
+    );
     reportReadiness('send', () => this.sends?.isReady ?? false);
     reportReadiness('annotation', () => this.annotations?.isReady ?? false);
   }
@@ -76,7 +87,13 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   }
 
   onModuleInit(): void {
-    untilConnected(this.logger, 'consumer', () => this.connect(), (error) => error instanceof TopicLayoutError, () => this.stopped).then(
+    untilConnected(
+      this.logger,
+      'consumer',
+      () => this.connect(),
+      (error) => error instanceof TopicLayoutError,
+      () => this.stopped,
+    ).then(
       () => undefined,
       (error: unknown) => {
         this.logger.fatal(String(error));
@@ -88,7 +105,11 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   private async connect(): Promise<void> {
     const config = this.config;
     await this.admin.connect();
-    const { partitions, warnings } = await ensureTopics(this.admin, pipelineTopics(topicSettings(config)), config.KAFKA_REPLICATION_FACTOR);
+    const { partitions, warnings } = await ensureTopics(
+      this.admin,
+      pipelineTopics(topicSettings(config)),
+      config.KAFKA_REPLICATION_FACTOR,
+    );
     for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
     const options = {
       partitions,
@@ -123,25 +144,35 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   }
 
   /** A stage as an exactly-once processor: its own consumer group over its input topic, its changelog beside. */
-  private processor<S>(stage: string, groupId: string, inputTopic: string, changelogTopic: string, handler: PartitionHandler<S>): TransactionalProcessor<S> {
-    return new TransactionalProcessor(this.kafka, {
-      name: `${stage[0].toUpperCase()}${stage.slice(1)}Stage`,
-      groupId,
-      inputTopic,
-      changelogTopic,
-      observer: observerFor(stage),
-      partitionsConcurrently: this.config.CONSUMER_PARTITIONS_CONCURRENTLY,
-      sessionTimeoutMs: this.config.CONSUMER_SESSION_TIMEOUT_MS,
-      fetchMinBytes: this.config.CONSUMER_FETCH_MIN_BYTES,
-      fetchMaxWaitMs: this.config.CONSUMER_FETCH_MAX_WAIT_MS,
-      maxRequestBytes: this.config.KAFKA_MAX_REQUEST_BYTES,
-      // Never live but never ready again: a stage that cannot go on ends the process, and its supervisor starts
-      // a new one (npm start, compose and Kubernetes all restart it), which takes the partitions over cleanly.
-      onFatal: (error: Error) => {
-        this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
-        process.exit(1);
+  private processor<S>(
+    stage: string,
+    groupId: string,
+    inputTopic: string,
+    changelogTopic: string,
+    handler: PartitionHandler<S>,
+  ): TransactionalProcessor<S> {
+    return new TransactionalProcessor(
+      this.kafka,
+      {
+        name: `${stage[0].toUpperCase()}${stage.slice(1)}Stage`,
+        groupId,
+        inputTopic,
+        changelogTopic,
+        observer: observerFor(stage),
+        partitionsConcurrently: this.config.CONSUMER_PARTITIONS_CONCURRENTLY,
+        sessionTimeoutMs: this.config.CONSUMER_SESSION_TIMEOUT_MS,
+        fetchMinBytes: this.config.CONSUMER_FETCH_MIN_BYTES,
+        fetchMaxWaitMs: this.config.CONSUMER_FETCH_MAX_WAIT_MS,
+        maxRequestBytes: this.config.KAFKA_MAX_REQUEST_BYTES,
+        // Never live but never ready again: a stage that cannot go on ends the process, and its supervisor starts
+        // a new one (npm start, compose and Kubernetes all restart it), which takes the partitions over cleanly.
+        onFatal: (error: Error) => {
+          this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
+          process.exit(1);
+        },
       },
-    }, handler);
+      handler,
+    );
   }
 
   private async stopStages(): Promise<void> {

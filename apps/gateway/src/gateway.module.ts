@@ -14,7 +14,10 @@ export class GatewayModule {
       module: GatewayModule,
       imports: [ConfigModule.forRoot(config), loggingModule(logger), SendModule],
       controllers: [HealthController, ...metricsControllers(config)],
-      providers: [{ provide: Readiness, useExisting: SendService }, { provide: APP_FILTER, useClass: MatrixExceptionFilter }],
+      providers: [
+        { provide: Readiness, useExisting: SendService },
+        { provide: APP_FILTER, useClass: MatrixExceptionFilter },
+      ],
     };
   }
 }

@@ -1,11 +1,26 @@
 import { plainToInstance, Transform } from 'class-transformer';
-import { IsBoolean, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, Min, MinLength, validateSync } from 'class-validator';
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsNotEmpty,
+  IsNumber,
+  IsOptional,
+  IsString,
+  IsUrl,
+  Matches,
+  Max,
+  Min,
+  MinLength,
+  validateSync,
+} from 'class-validator';
 
 const toFloat = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value.trim()) : value;
 const toBool = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^(true|false)$/i.test(value.trim()) ? value.trim().toLowerCase() === 'true' : value;
-const toLower = ({ value }: { value: unknown }): unknown => (typeof value === 'string' ? value.trim().toLowerCase() : value);
+const toLower = ({ value }: { value: unknown }): unknown =>
+  typeof value === 'string' ? value.trim().toLowerCase() : value;
 const toInt = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : value;
 
@@ -45,8 +60,10 @@ export class AppConfig {
   /** A client certificate and its key (PEM), for brokers that authenticate clients by TLS. */
   @IsOptional() @IsString() @IsNotEmpty() KAFKA_SSL_CERT_FILE?: string;
   @IsOptional() @IsString() @IsNotEmpty() KAFKA_SSL_KEY_FILE?: string;
-  /** SASL authentication: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with a username and a password (or a file holding it). */
-  @IsOptional() @Transform(toLower) @IsIn(['plain', 'scram-sha-256', 'scram-sha-512'], { message: 'PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512' })
+  /** SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with a username and a password (or a file holding it). */
+  @IsOptional()
+  @Transform(toLower)
+  @IsIn(['plain', 'scram-sha-256', 'scram-sha-512'], { message: 'PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512' })
   KAFKA_SASL_MECHANISM?: 'plain' | 'scram-sha-256' | 'scram-sha-512';
   @IsOptional() @IsString() @IsNotEmpty() KAFKA_SASL_USERNAME?: string;
   @IsOptional() @IsString() @IsNotEmpty() KAFKA_SASL_PASSWORD?: string;
@@ -64,7 +81,8 @@ export class AppConfig {
   /** Comma-separated application service registration files (YAML). */
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_APPSERVICE_FILES?: string;
   /** A homeserver that vouches for tokens no other source knows, through /account/whoami. */
-  @IsOptional() @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true }, { message: 'an http(s) URL' })
+  @IsOptional()
+  @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true }, { message: 'an http(s) URL' })
   MATRIX_HOMESERVER_URL?: string;
   @Transform(toInt) @IsInt() @Min(0) @Max(86_400_000) WHOAMI_CACHE_TTL_MS = 300_000;
   @Transform(toInt) @IsInt() @Min(0) @Max(3_600_000) WHOAMI_NEGATIVE_CACHE_TTL_MS = 5_000;

@@ -43,26 +43,50 @@ describe('Kafka TLS and SASL settings', () => {
       ['SCRAM-SHA-256', 'scram-sha-256'],
       ['scram-sha-512', 'scram-sha-512'],
     ]) {
-      const config = loadConfig({ KAFKA_SASL_MECHANISM: given, KAFKA_SASL_USERNAME: 'bridge', KAFKA_SASL_PASSWORD_FILE: file('password', 's3cret\n') });
+      const config = loadConfig({
+        KAFKA_SASL_MECHANISM: given,
+        KAFKA_SASL_USERNAME: 'bridge',
+        KAFKA_SASL_PASSWORD_FILE: file('password', 's3cret\n'),
+      });
       assert.deepEqual(loadKafkaSecurity(config).sasl, { mechanism, username: 'bridge', password: 's3cret' });
     }
   });
 
   it('refuses settings that do not go together, naming them', () => {
     assert.match(refusal({ KAFKA_SSL_CA_FILE: '/ca.pem' }), /KAFKA_SSL_CA_FILE: expected KAFKA_SSL=true/);
-    assert.match(refusal({ KAFKA_SSL: 'true', KAFKA_SSL_CERT_FILE: '/c.pem' }), /KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither/);
-    assert.match(refusal({ KAFKA_SASL_MECHANISM: 'PLAIN', KAFKA_SASL_PASSWORD: 'x' }), /KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM/);
+    assert.match(
+      refusal({ KAFKA_SSL: 'true', KAFKA_SSL_CERT_FILE: '/c.pem' }),
+      /KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither/,
+    );
+    assert.match(
+      refusal({ KAFKA_SASL_MECHANISM: 'PLAIN', KAFKA_SASL_PASSWORD: 'x' }),
+      /KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM/,
+    );
     assert.match(refusal({ KAFKA_SASL_MECHANISM: 'PLAIN', KAFKA_SASL_USERNAME: 'u' }), /expected one of them/);
-    assert.match(refusal({ KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'x' }), /KAFKA_SASL_USERNAME: expected KAFKA_SASL_MECHANISM/);
-    assert.match(refusal({ KAFKA_SASL_MECHANISM: 'GSSAPI', KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'x' }), /KAFKA_SASL_MECHANISM="GSSAPI": expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512/);
+    assert.match(
+      refusal({ KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'x' }),
+      /KAFKA_SASL_USERNAME: expected KAFKA_SASL_MECHANISM/,
+    );
+    assert.match(
+      refusal({ KAFKA_SASL_MECHANISM: 'GSSAPI', KAFKA_SASL_USERNAME: 'u', KAFKA_SASL_PASSWORD: 'x' }),
+      /KAFKA_SASL_MECHANISM="GSSAPI": expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512/,
+    );
     assert.match(refusal({ KAFKA_SSL: 'yes' }), /KAFKA_SSL="yes": expected true or false/);
   });
 
   it('names an unreadable file, and never shows a password', () => {
-    assert.match(refusal({ KAFKA_SSL: 'true', KAFKA_SSL_CA_FILE: join(dir, 'missing.pem') }), /KAFKA_SSL_CA_FILE=".*missing.pem": cannot be read \(ENOENT\)/);
+    assert.match(
+      refusal({ KAFKA_SSL: 'true', KAFKA_SSL_CA_FILE: join(dir, 'missing.pem') }),
+      /KAFKA_SSL_CA_FILE=".*missing.pem": cannot be read \(ENOENT\)/,
+    );
     const shown = refusal({ KAFKA_SASL_PASSWORD: 'hunter2-password' });
     assert.doesNotMatch(shown, /hunter2/);
-    const config = loadConfig({ KAFKA_SSL: 'true', KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512', KAFKA_SASL_USERNAME: 'bridge', KAFKA_SASL_PASSWORD: 'hunter2-password' });
+    const config = loadConfig({
+      KAFKA_SSL: 'true',
+      KAFKA_SASL_MECHANISM: 'SCRAM-SHA-512',
+      KAFKA_SASL_USERNAME: 'bridge',
+      KAFKA_SASL_PASSWORD: 'hunter2-password',
+    });
     assert.equal(describeKafkaSecurity(config), 'TLS, SASL SCRAM-SHA-512 as bridge');
   });
 });

@@ -14,8 +14,12 @@ export function kafkaConnection(config: AppConfig): KafkaSecurity & { brokers: s
 
 /** Where the password and the TLS material came from, for one start-up line: never a value. */
 export function describeKafkaSecurity(config: AppConfig): string {
-  const tls = config.KAFKA_SSL ? `TLS${config.KAFKA_SSL_CA_FILE ? ' (CA from KAFKA_SSL_CA_FILE)' : ''}${config.KAFKA_SSL_CERT_FILE ? ' with a client certificate' : ''}` : 'no TLS';
-  const sasl = config.KAFKA_SASL_MECHANISM ? `SASL ${config.KAFKA_SASL_MECHANISM.toUpperCase()} as ${config.KAFKA_SASL_USERNAME}` : 'no SASL';
+  const tls = config.KAFKA_SSL
+    ? `TLS${config.KAFKA_SSL_CA_FILE ? ' (CA from KAFKA_SSL_CA_FILE)' : ''}${config.KAFKA_SSL_CERT_FILE ? ' with a client certificate' : ''}`
+    : 'no TLS';
+  const sasl = config.KAFKA_SASL_MECHANISM
+    ? `SASL ${config.KAFKA_SASL_MECHANISM.toUpperCase()} as ${config.KAFKA_SASL_USERNAME}`
+    : 'no SASL';
   return `${tls}, ${sasl}`;
 }
 
@@ -34,13 +38,16 @@ export function loadKafkaSecurity(config: AppConfig): KafkaSecurity {
       ca || cert
         ? {
             ...(ca ? { ca: [readSetting('KAFKA_SSL_CA_FILE', ca)] } : {}),
-            ...(cert && key ? { cert: readSetting('KAFKA_SSL_CERT_FILE', cert), key: readSetting('KAFKA_SSL_KEY_FILE', key) } : {}),
+            ...(cert && key
+              ? { cert: readSetting('KAFKA_SSL_CERT_FILE', cert), key: readSetting('KAFKA_SSL_KEY_FILE', key) }
+              : {}),
           }
         : true; // the system's certificate authorities, as a managed service with a public certificate needs
   }
   if (config.KAFKA_SASL_MECHANISM) {
     const password =
-      config.KAFKA_SASL_PASSWORD ?? readSetting('KAFKA_SASL_PASSWORD_FILE', config.KAFKA_SASL_PASSWORD_FILE!).replace(/\r?\n$/, '');
+      config.KAFKA_SASL_PASSWORD ??
+      readSetting('KAFKA_SASL_PASSWORD_FILE', config.KAFKA_SASL_PASSWORD_FILE!).replace(/\r?\n$/, '');
     if (password === '') throw new ConfigError('invalid configuration: KAFKA_SASL_PASSWORD_FILE: the file is empty');
     security.sasl = { mechanism: config.KAFKA_SASL_MECHANISM, username: config.KAFKA_SASL_USERNAME!, password };
   }
@@ -51,6 +58,8 @@ function readSetting(name: string, path: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (error) {
-    throw new ConfigError(`invalid configuration: ${name}=${JSON.stringify(path)}: cannot be read (${(error as NodeJS.ErrnoException).code})`);
+    throw new ConfigError(
+      `invalid configuration: ${name}=${JSON.stringify(path)}: cannot be read (${(error as NodeJS.ErrnoException).code})`,
+    );
   }
 }

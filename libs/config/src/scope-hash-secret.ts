@@ -15,17 +15,22 @@ export interface ScopeHashSecret {
 
 /** The key for scope hashes: SCOPE_HASH_SECRET, else SCOPE_HASH_SECRET_FILE, else a development file in .cache. */
 export function loadScopeHashSecret(config: AppConfig, devFile = resolve(DEV_SCOPE_HASH_SECRET_FILE)): ScopeHashSecret {
-  if (config.SCOPE_HASH_SECRET !== undefined) return { key: Buffer.from(config.SCOPE_HASH_SECRET), source: 'SCOPE_HASH_SECRET' };
+  if (config.SCOPE_HASH_SECRET !== undefined)
+    return { key: Buffer.from(config.SCOPE_HASH_SECRET), source: 'SCOPE_HASH_SECRET' };
   if (config.SCOPE_HASH_SECRET_FILE !== undefined) {
     const path = config.SCOPE_HASH_SECRET_FILE;
     let text: string;
     try {
       text = readFileSync(path, 'utf8').trim();
     } catch (error) {
-      throw new ConfigError(`invalid configuration: SCOPE_HASH_SECRET_FILE=${JSON.stringify(path)}: cannot be read (${(error as NodeJS.ErrnoException).code})`);
+      throw new ConfigError(
+        `invalid configuration: SCOPE_HASH_SECRET_FILE=${JSON.stringify(path)}: cannot be read (${(error as NodeJS.ErrnoException).code})`,
+      );
     }
     if (Buffer.byteLength(text) < MIN_SECRET_BYTES) {
-      throw new ConfigError(`invalid configuration: SCOPE_HASH_SECRET_FILE=${JSON.stringify(path)}: expected at least ${MIN_SECRET_BYTES} bytes`);
+      throw new ConfigError(
+        `invalid configuration: SCOPE_HASH_SECRET_FILE=${JSON.stringify(path)}: expected at least ${MIN_SECRET_BYTES} bytes`,
+      );
     }
     return { key: Buffer.from(text), source: 'SCOPE_HASH_SECRET_FILE' };
   }

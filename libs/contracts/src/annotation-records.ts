@@ -8,7 +8,10 @@ import { decodeTxnRecord, TxnRecord } from './txn-record';
 export type AnnotationStageRecord =
   /** An annotation to accept or reject as a duplicate; also a retry of one, which gets the remembered outcome. */
   | { kind: 'annotation'; annotation_id: string; txn_identity: string; command: SendCommand }
-  /** A redaction was accepted: if it names a held annotation, that annotation may be sent again. Sent to every partition. */
+  /**
+   * A redaction was accepted: if it names a held annotation, that annotation may be sent again. Sent to every
+   * partition.
+   */
   | { kind: 'redaction'; room_id: string; redacts: string };
 
 /** A key of the annotation stage's changelog: what it is about, and whose. */
@@ -39,10 +42,16 @@ export type AnnotationStateValue = TxnRecord | AnnotationHolder;
 
 export function decodeAnnotationStageRecord(value: Buffer | null): AnnotationStageRecord {
   const parsed = JSON.parse(value?.toString('utf8') ?? 'null') as AnnotationStageRecord | null;
-  if (parsed?.kind === 'annotation' && typeof parsed.annotation_id === 'string' && typeof parsed.txn_identity === 'string' && parsed.command) {
+  if (
+    parsed?.kind === 'annotation' &&
+    typeof parsed.annotation_id === 'string' &&
+    typeof parsed.txn_identity === 'string' &&
+    parsed.command
+  ) {
     return parsed;
   }
-  if (parsed?.kind === 'redaction' && typeof parsed.room_id === 'string' && typeof parsed.redacts === 'string') return parsed;
+  if (parsed?.kind === 'redaction' && typeof parsed.room_id === 'string' && typeof parsed.redacts === 'string')
+    return parsed;
   throw new Error('not an annotation stage record');
 }
 

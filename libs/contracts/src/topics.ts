@@ -33,7 +33,11 @@ export function pipelineTopics(settings: TopicSettings) {
     },
     { topic: settings.annotations, numPartitions: settings.commandPartitions, configEntries: forTheWindow },
     // Annotation holders stay until redacted, so this changelog is compacted, never expired by time.
-    { topic: settings.annotationState, numPartitions: settings.commandPartitions, configEntries: [{ name: 'cleanup.policy', value: 'compact' }] },
+    {
+      topic: settings.annotationState,
+      numPartitions: settings.commandPartitions,
+      configEntries: [{ name: 'cleanup.policy', value: 'compact' }],
+    },
   ];
   const events = {
     topic: settings.events,
@@ -47,7 +51,11 @@ export function pipelineTopics(settings: TopicSettings) {
     },
   };
   return {
-    topics: [...coPartitioned, events, { topic: settings.deadLetters, numPartitions: 1, configEntries: [] as { name: string; value: string }[] }],
+    topics: [
+      ...coPartitioned,
+      events,
+      { topic: settings.deadLetters, numPartitions: 1, configEntries: [] as { name: string; value: string }[] },
+    ],
     coPartitioned: coPartitioned.map(({ topic }) => topic),
   };
 }

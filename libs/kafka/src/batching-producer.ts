@@ -25,9 +25,10 @@ export interface BatchingProducerOptions {
 }
 
 /**
- * Errors after which a producer cannot go on. An idempotent producer's sequence numbers can no longer be trusted after some: kafkajs rolls a failed
- * request's sequence back even when later requests to the partition are in flight, and from then on the broker
- * answers OUT_OF_ORDER_SEQUENCE_NUMBER to everything. Only a new producer (a new producer id) gets out of that.
+ * Errors after which a producer cannot go on. An idempotent producer's sequence numbers can no longer be trusted
+ * after some: kafkajs rolls a failed request's sequence back even when later requests to the partition are in
+ * flight, and from then on the broker answers OUT_OF_ORDER_SEQUENCE_NUMBER to everything. Only a new producer (a
+ * new producer id) gets out of that.
  */
 const FATAL_PRODUCER_ERRORS = new Set([
   'OUT_OF_ORDER_SEQUENCE_NUMBER',
@@ -47,7 +48,11 @@ const FATAL_PRODUCER_ERRORS = new Set([
 
 /** Whether the producer that failed with `error` must be replaced (kafkajs nests the cause in retry errors). */
 export function needsNewProducer(error: unknown): boolean {
-  for (let cause = error as { type?: string; originalError?: unknown; cause?: unknown } | undefined, depth = 0; cause && depth < 5; depth++) {
+  for (
+    let cause = error as { type?: string; originalError?: unknown; cause?: unknown } | undefined, depth = 0;
+    cause && depth < 5;
+    depth++
+  ) {
     if (typeof cause.type === 'string' && FATAL_PRODUCER_ERRORS.has(cause.type)) return true;
     cause = (cause.originalError ?? cause.cause) as typeof cause;
   }
@@ -104,7 +109,14 @@ export class BatchingProducer {
     clearInterval(this.sweeper);
     const all = [...this.producers.values()];
     this.producers.clear();
-    await Promise.all(all.map(({ producer }) => producer.then((p) => p.disconnect(), () => undefined)));
+    await Promise.all(
+      all.map(({ producer }) =>
+        producer.then(
+          (p) => p.disconnect(),
+          () => undefined,
+        ),
+      ),
+    );
   }
 
   send(topic: string, message: Message): Promise<void> {
@@ -155,7 +167,11 @@ export class BatchingProducer {
   private take(): Pending[] {
     let count = 0;
     let bytes = 0;
-    while (count < this.queue.length && count < this.options.maxBatch && (count === 0 || bytes + this.queue[count].bytes <= this.options.maxBatchBytes)) {
+    while (
+      count < this.queue.length &&
+      count < this.options.maxBatch &&
+      (count === 0 || bytes + this.queue[count].bytes <= this.options.maxBatchBytes)
+    ) {
       bytes += this.queue[count++].bytes;
     }
     this.queuedBytes -= bytes;
@@ -182,8 +198,12 @@ export class BatchingProducer {
       waiting.forEach((pending) => pending.resolve());
     } catch (error) {
       waiting.forEach((pending) => pending.reject(error));
-      const connected = await current.then(() => true, () => false);
-      if (this.producers.get(topic)?.producer === current && (needsNewProducer(error) || !connected)) this.drop(topic, current, error);
+      const connected = await current.then(
+        () => true,
+        () => false,
+      );
+      if (this.producers.get(topic)?.producer === current && (needsNewProducer(error) || !connected))
+        this.drop(topic, current, error);
     }
   }
 
@@ -192,14 +212,24 @@ export class BatchingProducer {
     this.logger.warn(`replacing the Kafka producer of ${topic} after: ${String(error)}`);
     this.producers.delete(topic);
     this.options.replaced?.();
-    void broken.then((p) => p.disconnect(), () => undefined).catch(() => undefined);
+    void broken
+      .then(
+        (p) => p.disconnect(),
+        () => undefined,
+      )
+      .catch(() => undefined);
   }
 
   private closeIdle(): void {
     for (const [topic, { producer, lastUsed }] of this.producers) {
       if (Date.now() - lastUsed < IDLE_PRODUCER_MS) continue;
       this.producers.delete(topic);
-      void producer.then((p) => p.disconnect(), () => undefined).catch(() => undefined);
+      void producer
+        .then(
+          (p) => p.disconnect(),
+          () => undefined,
+        )
+        .catch(() => undefined);
     }
   }
 }

@@ -49,7 +49,11 @@ export function createKafka({ brokers, ssl, sasl }: KafkaConnection, clientId: s
  * partition whichever client produced it.
  */
 export function createProducer(kafka: Kafka, options: ProducerConfig): Producer {
-  return kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false, ...options });
+  return kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner,
+    allowAutoTopicCreation: false,
+    ...options,
+  });
 }
 
 /**

@@ -22,13 +22,21 @@ describe('splitting output by bytes', () => {
       assert.ok(bytes <= 900_000, `a request of ${bytes} bytes`);
     }
     for (const topic of ['events', 'txns']) {
-      const keys = chunks.flatMap((chunk) => chunk.filter((t) => t.topic === topic).flatMap((t) => t.messages.map((m) => m.key)));
-      assert.deepEqual(keys, Array.from({ length: 50 }, (_, i) => `k${i}`));
+      const keys = chunks.flatMap((chunk) =>
+        chunk.filter((t) => t.topic === topic).flatMap((t) => t.messages.map((m) => m.key)),
+      );
+      assert.deepEqual(
+        keys,
+        Array.from({ length: 50 }, (_, i) => `k${i}`),
+      );
     }
   });
 
   it('sends a record larger than the bound alone rather than never', () => {
     const chunks = chunkByBytes([{ topic: 't', messages: [message(1, 10), message(2, 2000), message(3, 10)] }], 1000);
-    assert.deepEqual(chunks.map((chunk) => chunk[0].messages.map((m) => m.key)), [['k1'], ['k2'], ['k3']]);
+    assert.deepEqual(
+      chunks.map((chunk) => chunk[0].messages.map((m) => m.key)),
+      [['k1'], ['k2'], ['k3']],
+    );
   });
 });

@@ -46,4 +46,5 @@ export function chunkByBytes(output: TopicMessages[], maxBytes: number): TopicMe
   return chunks;
 }
 
-const toTopicMessages = (chunk: Map<string, Message[]>): TopicMessages[] => [...chunk].map(([topic, messages]) => ({ topic, messages }));
+const toTopicMessages = (chunk: Map<string, Message[]>): TopicMessages[] =>
+  [...chunk].map(([topic, messages]) => ({ topic, messages }));

@@ -41,8 +41,10 @@ export class ReplyChannel<T extends { correlation_id: string }> {
       heartbeatInterval: REPLY_SESSION_TIMEOUT_MS / 5,
       retry: { retries: 10 },
     });
-    this.revival = new ConsumerRevival(new Logger(`ReplyChannel ${topic}`), () => this.read(), (error) =>
-      this.onFatal(new Error(`the reply reader stopped for good: ${error.message}`)),
+    this.revival = new ConsumerRevival(
+      new Logger(`ReplyChannel ${topic}`),
+      () => this.read(),
+      (error) => this.onFatal(new Error(`the reply reader stopped for good: ${error.message}`)),
     );
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
       this.ready = true;
@@ -70,7 +72,10 @@ export class ReplyChannel<T extends { correlation_id: string }> {
           topic: this.topic,
           numPartitions: 1,
           replicationFactor,
-          configEntries: [{ name: 'retention.ms', value: String(this.retentionMs) }, ...durabilityEntries(replicationFactor)],
+          configEntries: [
+            { name: 'retention.ms', value: String(this.retentionMs) },
+            ...durabilityEntries(replicationFactor),
+          ],
         },
       ],
       waitForLeaders: true,

@@ -21,7 +21,9 @@ export async function untilConnected(
       if (tries === 1 || tries % 10 === 0) {
         // Not fatal: a rotated secret or a user created late can heal, and a restart loop would not help.
         if ((error as Error).name === 'KafkaJSSASLAuthenticationError') {
-          logger.error(`${what}: Kafka refused the credentials (${String(error)}); check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and the password; retrying`);
+          logger.error(
+            `${what}: Kafka refused the credentials (${String(error)}); check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and the password; retrying`,
+          );
         } else logger.warn(`${what}: Kafka not reachable yet (${String(error)}); retrying`);
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 250 * tries)));

@@ -89,14 +89,22 @@ export async function ensureTopics(
   for (const { topic } of wanted) {
     const replicas = Math.min(...(byName.get(topic)?.partitions.map((p) => p.replicas.length) ?? [0]));
     if (replicas < replicationFactor) {
-      warnings.push({ topic, problem: 'low_replication', detail: `${replicas} replica(s) where the cluster allows ${replicationFactor}` });
+      warnings.push({
+        topic,
+        problem: 'low_replication',
+        detail: `${replicas} replica(s) where the cluster allows ${replicationFactor}`,
+      });
     }
   }
   for (const { topic, expected } of layout.topics) {
     if (!expected) continue;
     const actual = await topicConfig(admin, topic, expected.name);
     if (actual !== expected.value) {
-      warnings.push({ topic, problem: expected.problem, detail: `${expected.name}=${actual} where ${expected.value} is expected: ${expected.risk}` });
+      warnings.push({
+        topic,
+        problem: expected.problem,
+        detail: `${expected.name}=${actual} where ${expected.value} is expected: ${expected.risk}`,
+      });
     }
   }
   for (const warning of warnings) logger.warn(`topic ${warning.topic}: ${warning.detail}`);

@@ -4,7 +4,12 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Kafka, logLevel, Producer } from 'kafkajs';
-import { BatchResult, PartitionHandler, TransactionalProcessor, TransactionalProcessorOptions } from './transactional-processor';
+import {
+  BatchResult,
+  PartitionHandler,
+  TransactionalProcessor,
+  TransactionalProcessorOptions,
+} from './transactional-processor';
 
 const brokers = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
 
@@ -29,7 +34,8 @@ function countingKafka(failConnect: (transactionalId: string) => boolean = () =>
     const connect = producer.connect.bind(producer);
     const disconnect = producer.disconnect.bind(producer);
     producer.connect = async () => {
-      if (failConnect(config?.transactionalId ?? '')) throw new Error(`injected: connect of ${config?.transactionalId} fails`);
+      if (failConnect(config?.transactionalId ?? ''))
+        throw new Error(`injected: connect of ${config?.transactionalId} fails`);
       await connect();
       live.add(producer);
     };
@@ -72,7 +78,10 @@ describe('the exactly-once processor when things fail', () => {
     process.on('unhandledRejection', onUnhandled);
     const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin();
     await admin.connect();
-    await admin.createTopics({ topics: [input, changelog].map((topic) => ({ topic, numPartitions: 2 })), waitForLeaders: true });
+    await admin.createTopics({
+      topics: [input, changelog].map((topic) => ({ topic, numPartitions: 2 })),
+      waitForLeaders: true,
+    });
     await admin.disconnect();
   });
   after(() => {
@@ -95,7 +104,11 @@ describe('the exactly-once processor when things fail', () => {
         return {};
       },
     });
-    const processor = new TransactionalProcessor(counting, base('takeover', (error) => fatal.push(error)), handler);
+    const processor = new TransactionalProcessor(
+      counting,
+      base('takeover', (error) => fatal.push(error)),
+      handler,
+    );
     await processor.start();
     try {
       await until(() => processor.isReady, 60000, 'the processor to become ready after the failed take-overs');
@@ -125,13 +138,21 @@ describe('the exactly-once processor when things fail', () => {
         };
       },
     });
-    const observer = { batch: (_n: number, _s: number, committed: boolean) => void outcomes[committed ? 'committed' : 'aborted']++, restored: () => undefined, lag: () => undefined };
+    const observer = {
+      batch: (_n: number, _s: number, committed: boolean) => void outcomes[committed ? 'committed' : 'aborted']++,
+      restored: () => undefined,
+      lag: () => undefined,
+    };
     const ownInput = `${ns}.retries`; // records left in the shared input would crash the next test's stage at once
     const admin = kafka.admin();
     await admin.connect();
     await admin.createTopics({ topics: [{ topic: ownInput, numPartitions: 2 }], waitForLeaders: true });
     await admin.disconnect();
-    const processor = new TransactionalProcessor(counting, { ...base('empty', () => undefined), inputTopic: ownInput, observer }, handler);
+    const processor = new TransactionalProcessor(
+      counting,
+      { ...base('empty', () => undefined), inputTopic: ownInput, observer },
+      handler,
+    );
     await processor.start();
     const producer = kafka.producer();
     try {
@@ -161,7 +182,11 @@ describe('the exactly-once processor when things fail', () => {
         throw new TypeError('a defect in the stage'); // not retriable: kafkajs does not restart the consumer
       },
     });
-    const processor = new TransactionalProcessor(counting, base('crash', (error) => fatal.push(error)), handler);
+    const processor = new TransactionalProcessor(
+      counting,
+      base('crash', (error) => fatal.push(error)),
+      handler,
+    );
     await processor.start();
     const producer = kafka.producer();
     try {

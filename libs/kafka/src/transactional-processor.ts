@@ -112,7 +112,11 @@ export class TransactionalProcessor<S> {
       heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
       retry: { retries: 10 },
     });
-    this.revival = new ConsumerRevival(this.logger, () => this.start(), (error) => this.fail(new Error(`consumer stopped for good: ${error.message}`)));
+    this.revival = new ConsumerRevival(
+      this.logger,
+      () => this.start(),
+      (error) => this.fail(new Error(`consumer stopped for good: ${error.message}`)),
+    );
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
       this.lastHeartbeat = Date.now();
       this.revival.joined();
@@ -189,7 +193,8 @@ export class TransactionalProcessor<S> {
     const acquired = this.takeOver(partitions, keepAlive).finally(() => this.restoring--);
     const entries = partitions.map((partition, i) => {
       const entry = acquired.then(({ owned }) => owned[i]);
-      entry.catch(() => undefined); // a partition with no batch waiting must not turn a failure into an unhandled rejection
+      // A partition with no batch waiting must not turn a failure into an unhandled rejection.
+      entry.catch(() => undefined);
       this.owned.set(partition, entry);
       return entry;
     });
@@ -197,7 +202,9 @@ export class TransactionalProcessor<S> {
       ({ stats }) => {
         partitions.forEach((partition) => this.takeOverFailures.delete(partition));
         this.options.observer?.restored(stats);
-        this.logger.log(`restored partitions [${partitions.join(', ')}]: ${stats.records} records in ${stats.millis} ms`);
+        this.logger.log(
+          `restored partitions [${partitions.join(', ')}]: ${stats.records} records in ${stats.millis} ms`,
+        );
       },
       (error: unknown) => {
         this.logger.error(`taking over partitions [${partitions.join(', ')}] failed: ${String(error)}`);
@@ -218,18 +225,28 @@ export class TransactionalProcessor<S> {
     const attempts = Math.max(...partitions.map((partition) => (this.takeOverFailures.get(partition) ?? 0) + 1));
     partitions.forEach((partition) => this.takeOverFailures.set(partition, attempts));
     if (attempts >= MAX_TAKEOVER_ATTEMPTS) {
-      this.fail(new Error(`taking over partitions [${partitions.join(', ')}] failed ${attempts} times in a row, last: ${String(error)}`));
+      this.fail(
+        new Error(
+          `taking over partitions [${partitions.join(', ')}] failed ${attempts} times in a row, last: ${String(error)}`,
+        ),
+      );
       return;
     }
-    const timer = setTimeout(() => {
-      this.retryTimers.delete(timer);
-      const again = partitions.filter((partition) => this.assigned.has(partition) && !this.owned.has(partition));
-      if (!this.stopped && again.length > 0) this.acquire(again, async () => undefined);
-    }, Math.min(10_000, 250 * 2 ** attempts));
+    const timer = setTimeout(
+      () => {
+        this.retryTimers.delete(timer);
+        const again = partitions.filter((partition) => this.assigned.has(partition) && !this.owned.has(partition));
+        if (!this.stopped && again.length > 0) this.acquire(again, async () => undefined);
+      },
+      Math.min(10_000, 250 * 2 ** attempts),
+    );
     this.retryTimers.add(timer);
   }
 
-  private async takeOver(partitions: number[], keepAlive: () => Promise<void>): Promise<{ owned: Owned<S>[]; stats: RestoreStats }> {
+  private async takeOver(
+    partitions: number[],
+    keepAlive: () => Promise<void>,
+  ): Promise<{ owned: Owned<S>[]; stats: RestoreStats }> {
     const connecting = await Promise.allSettled(
       partitions.map(async (partition) => {
         const producer = createProducer(this.kafka, {
@@ -264,13 +281,19 @@ export class TransactionalProcessor<S> {
       }));
       const markers = new Map(
         await Promise.all(
-          partitions.map(async (partition, i) => [partition, await writeRestoreMarker(producers[i], this.options.changelogTopic, partition)] as const),
+          partitions.map(
+            async (partition, i) =>
+              [partition, await writeRestoreMarker(producers[i], this.options.changelogTopic, partition)] as const,
+          ),
         ),
       );
       const stats = await restoreChangelog(
         this.kafka,
         this.options.changelogTopic,
-        partitions.map((partition, i) => ({ partition, apply: (message) => this.handler.restore(owned[i].state, message) })),
+        partitions.map((partition, i) => ({
+          partition,
+          apply: (message) => this.handler.restore(owned[i].state, message),
+        })),
         markers,
         keepAlive,
       );
@@ -304,10 +327,15 @@ export class TransactionalProcessor<S> {
     this.options.observer?.released?.(partitions);
     await Promise.all(
       owned.map((o) =>
-        o.then(({ producer, state }) => {
-          this.handler.release?.(state);
-          return producer.disconnect();
-        }, () => undefined).catch(() => undefined),
+        o
+          .then(
+            ({ producer, state }) => {
+              this.handler.release?.(state);
+              return producer.disconnect();
+            },
+            () => undefined,
+          )
+          .catch(() => undefined),
       ),
     );
   }
@@ -344,10 +372,15 @@ export class TransactionalProcessor<S> {
     await turn;
   }
 
-  private async processInTurn(owner: Owned<S>, payload: EachBatchPayload, heartbeat: () => Promise<void>): Promise<void> {
+  private async processInTurn(
+    owner: Owned<S>,
+    payload: EachBatchPayload,
+    heartbeat: () => Promise<void>,
+  ): Promise<void> {
     const { batch } = payload;
     if (this.owned.get(batch.partition) === undefined) return; // released meanwhile: the next owner takes over
-    const fresh = owner.next === null ? batch.messages : batch.messages.filter((message) => BigInt(message.offset) >= owner.next!);
+    const fresh =
+      owner.next === null ? batch.messages : batch.messages.filter((message) => BigInt(message.offset) >= owner.next!);
     if (fresh.length === 0) {
       payload.resolveOffset(batch.lastOffset());
       return;
@@ -355,7 +388,11 @@ export class TransactionalProcessor<S> {
     const started = process.hrtime.bigint();
     const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
     this.options.observer?.lag(batch.partition, Number(batch.offsetLag()));
-    const result = this.handler.processBatch(owner.state, { topic: batch.topic, partition: batch.partition, messages: fresh });
+    const result = this.handler.processBatch(owner.state, {
+      topic: batch.topic,
+      partition: batch.partition,
+      messages: fresh,
+    });
     const requests = chunkByBytes(result.records, this.options.maxRequestBytes);
     const next = BigInt(batch.lastOffset()) + 1n;
     let tx: Transaction | undefined;
@@ -370,7 +407,9 @@ export class TransactionalProcessor<S> {
     } catch (error) {
       await tx?.abort().catch(() => undefined);
       this.options.observer?.batch(fresh.length, seconds(), false);
-      this.logger.warn(`batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`);
+      this.logger.warn(
+        `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,
+      );
       // A failed or fenced transaction leaves this process unsure of what committed: take the partition over
       // again, which restores the state from what did.
       await this.release([batch.partition]);

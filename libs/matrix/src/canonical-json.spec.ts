@@ -8,7 +8,19 @@ describe('canonical JSON', () => {
     assert.equal(canonicalJson({ one: 1, two: 'Two' }), '{"one":1,"two":"Two"}');
     assert.equal(canonicalJson({ b: '2', a: '1' }), '{"a":"1","b":"2"}');
     assert.equal(
-      canonicalJson({ auth: { success: true, mxid: '@john.doe:example.com', profile: { display_name: 'John Doe', three_pids: [{ medium: 'email', address: 'john.doe@example.org' }, { medium: 'msisdn', address: '123456789' }] } } }),
+      canonicalJson({
+        auth: {
+          success: true,
+          mxid: '@john.doe:example.com',
+          profile: {
+            display_name: 'John Doe',
+            three_pids: [
+              { medium: 'email', address: 'john.doe@example.org' },
+              { medium: 'msisdn', address: '123456789' },
+            ],
+          },
+        },
+      }),
       '{"auth":{"mxid":"@john.doe:example.com","profile":{"display_name":"John Doe","three_pids":[{"address":"john.doe@example.org","medium":"email"},{"address":"123456789","medium":"msisdn"}]},"success":true}}',
     );
   });

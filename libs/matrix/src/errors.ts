@@ -51,7 +51,13 @@ export const forbidden = (why: string): MatrixError => new MatrixError(403, 'M_F
 export const unrecognized = (status: 404 | 405): MatrixError =>
   new MatrixError(status, 'M_UNRECOGNIZED', status === 404 ? 'Unrecognized request' : 'Method not allowed');
 export const limitExceeded = (retryAfterMs: number): MatrixError =>
-  new MatrixError(429, 'M_LIMIT_EXCEEDED', 'Too many requests', { retry_after_ms: retryAfterMs }, Math.ceil(retryAfterMs / 1000));
+  new MatrixError(
+    429,
+    'M_LIMIT_EXCEEDED',
+    'Too many requests',
+    { retry_after_ms: retryAfterMs },
+    Math.ceil(retryAfterMs / 1000),
+  );
 /** A transient failure: the client should retry the same transaction later. */
 export const unavailable = (why: string, retryAfterSeconds = 1): MatrixError =>
   new MatrixError(503, 'M_UNKNOWN', why, {}, retryAfterSeconds);

@@ -75,7 +75,13 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
     const shapes = {
       objects: (depth: number) => `${'{"a":'.repeat(depth - 1)}{"a":1}${'}'.repeat(depth - 1)}`,
       arrays: (depth: number) => `{"a":${'['.repeat(depth - 1)}1${']'.repeat(depth - 1)}}`,
-      mixed: (depth: number) => `${Array.from({ length: depth - 1 }, (_, i) => (i % 2 ? '[' : '{"a":')).join('')}[]${Array.from({ length: depth - 1 }, (_, i) => (i % 2 ? ']' : '}')).reverse().join('')}`,
+      mixed: (depth: number) =>
+        `${Array.from({ length: depth - 1 }, (_, i) => (i % 2 ? '[' : '{"a":')).join('')}[]${Array.from(
+          { length: depth - 1 },
+          (_, i) => (i % 2 ? ']' : '}'),
+        )
+          .reverse()
+          .join('')}`,
     };
     for (const [name, shape] of Object.entries(shapes)) {
       for (let depth = MAX_JSON_DEPTH - 8; depth <= MAX_JSON_DEPTH + 7; depth++) {
@@ -86,7 +92,10 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
         }
         const content = parse(text);
         const fields = { room_id: '!r:x', sender: '@u:x', type: 'm.t', content, origin_server_ts: 1 };
-        assert.doesNotThrow(() => deriveEventId({ topic: 't', partition: 0, offset: '0' }, fields), `${name} at depth ${depth}`);
+        assert.doesNotThrow(
+          () => deriveEventId({ topic: 't', partition: 0, offset: '0' }, fields),
+          `${name} at depth ${depth}`,
+        );
       }
     }
   });

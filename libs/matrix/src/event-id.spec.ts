@@ -4,7 +4,13 @@ import { deriveEventId, EVENT_ID_PATTERN } from './event-id';
 import { sha256Base64Url, shortHash } from './hash';
 import { scopeHash, transactionIdentity, transactionScope } from './transaction';
 
-const event = { room_id: '!r:example.com', sender: '@a:example.com', type: 'm.room.message', content: { body: 'hi' }, origin_server_ts: 1 };
+const event = {
+  room_id: '!r:example.com',
+  sender: '@a:example.com',
+  type: 'm.room.message',
+  content: { body: 'hi' },
+  origin_server_ts: 1,
+};
 const position = { topic: 'matrix.send.commands', partition: 3, offset: '42' };
 
 describe('event IDs', () => {
@@ -38,7 +44,10 @@ describe('transaction scope', () => {
   });
 
   it('is the token when there is no device, and includes the masqueraded user for application services', () => {
-    assert.notEqual(transactionScope({ userId: '@a:x', tokenHash: 'h1' }), transactionScope({ userId: '@a:x', tokenHash: 'h2' }));
+    assert.notEqual(
+      transactionScope({ userId: '@a:x', tokenHash: 'h1' }),
+      transactionScope({ userId: '@a:x', tokenHash: 'h2' }),
+    );
     const asUser1 = transactionScope({ appserviceId: 'irc', userId: '@irc_1:x' });
     assert.notEqual(asUser1, transactionScope({ appserviceId: 'irc', userId: '@irc_2:x' }));
     assert.notEqual(asUser1, transactionScope({ appserviceId: 'irc', userId: '@irc_1:x', deviceId: 'D' }));

@@ -4,17 +4,34 @@ import { isEventType, isRoomId, isServerName, isTxnId, isUserId } from './gramma
 
 describe('identifier grammars', () => {
   it('accepts room IDs of every room version, and refuses others', () => {
-    for (const ok of ['!636q39766251:example.com', '!a:localhost:8448', '!x:[::1]:8008', '!x:1.2.3.4', `!${'A'.repeat(43)}`]) {
+    for (const ok of [
+      '!636q39766251:example.com',
+      '!a:localhost:8448',
+      '!x:[::1]:8008',
+      '!x:1.2.3.4',
+      `!${'A'.repeat(43)}`,
+    ]) {
       assert.ok(isRoomId(ok), ok);
     }
-    for (const bad of ['', '!', 'room:example.com', '#alias:example.com', '!a b:example.com', '!a:exa mple.com', `!${'a'.repeat(250)}:example.com`, '!a:example.com:99999']) {
+    for (const bad of [
+      '',
+      '!',
+      'room:example.com',
+      '#alias:example.com',
+      '!a b:example.com',
+      '!a:exa mple.com',
+      `!${'a'.repeat(250)}:example.com`,
+      '!a:example.com:99999',
+    ]) {
       assert.ok(!isRoomId(bad), bad);
     }
   });
 
   it('accepts user IDs in the historical grammar', () => {
-    for (const ok of ['@alice:example.com', '@_bridge_123:example.com', '@Alice=2:localhost:8448']) assert.ok(isUserId(ok), ok);
-    for (const bad of ['alice:example.com', '@:example.com', '@alice', '@al ice:example.com', '@alice:']) assert.ok(!isUserId(bad), bad);
+    for (const ok of ['@alice:example.com', '@_bridge_123:example.com', '@Alice=2:localhost:8448'])
+      assert.ok(isUserId(ok), ok);
+    for (const bad of ['alice:example.com', '@:example.com', '@alice', '@al ice:example.com', '@alice:'])
+      assert.ok(!isUserId(bad), bad);
   });
 
   it('bounds event types and transaction IDs at 255 bytes', () => {
@@ -29,7 +46,9 @@ describe('identifier grammars', () => {
   });
 
   it('parses server names', () => {
-    for (const ok of ['example.com', 'example.com:8448', '1.2.3.4', '[1234:5678::abcd]', '[::1]:80']) assert.ok(isServerName(ok), ok);
-    for (const bad of ['', 'exa_mple.com', 'example.com:', 'example.com:abc', '[::1']) assert.ok(!isServerName(bad), bad);
+    for (const ok of ['example.com', 'example.com:8448', '1.2.3.4', '[1234:5678::abcd]', '[::1]:80'])
+      assert.ok(isServerName(ok), ok);
+    for (const bad of ['', 'exa_mple.com', 'example.com:', 'example.com:abc', '[::1'])
+      assert.ok(!isServerName(bad), bad);
   });
 });

@@ -33,7 +33,7 @@ export function isRoomId(value: string): boolean {
   return colon === -1 || isServerName(value.slice(colon + 1));
 }
 
-/** `@localpart:server_name`; the localpart in the historical grammar (any printable ASCII but ':'), as servers accept. */
+/** `@localpart:server_name`; the localpart in the historical grammar (printable ASCII but ':'), as servers accept. */
 export function isUserId(value: string): boolean {
   if (!value.startsWith('@') || byteLength(value) > MAX_IDENTIFIER_BYTES) return false;
   const colon = value.indexOf(':');

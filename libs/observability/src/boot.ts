@@ -9,7 +9,10 @@ import { serveMetricsApart } from './metrics.controller';
  * Starts an app: validates the configuration first (a bad value exits 1 with one line naming the variable),
  * then runs `start`, which creates the Nest app; its logs go through pino from then on. Any start failure exits 1.
  */
-export function bootOrExit(name: string, start: (config: AppConfig, logger: Logger) => Promise<{ ready: string }>): void {
+export function bootOrExit(
+  name: string,
+  start: (config: AppConfig, logger: Logger) => Promise<{ ready: string }>,
+): void {
   let config: AppConfig;
   try {
     config = loadConfig();
@@ -25,7 +28,8 @@ export function bootOrExit(name: string, start: (config: AppConfig, logger: Logg
   logger.info(`Kafka at ${config.KAFKA_BROKERS}: ${describeKafkaSecurity(config)}`);
   start(config, logger)
     .then(async ({ ready }) => {
-      if (await serveMetricsApart(config)) logger.info(`metrics on http://${config.METRICS_HOST ?? config.HTTP_HOST}:${config.METRICS_PORT}/metrics`);
+      if (await serveMetricsApart(config))
+        logger.info(`metrics on http://${config.METRICS_HOST ?? config.HTTP_HOST}:${config.METRICS_PORT}/metrics`);
       return ready;
     })
     .then(

@@ -8,7 +8,17 @@ import pino, { Logger } from 'pino';
  * Where a token or message content could hide in a log object; they are censored even if a log call passes
  * the request by mistake.
  */
-const REDACT = ['req.headers.authorization', 'req.query.access_token', 'req.url', 'req.body', 'content', 'body', 'token', 'access_token', 'as_token'];
+const REDACT = [
+  'req.headers.authorization',
+  'req.query.access_token',
+  'req.url',
+  'req.body',
+  'content',
+  'body',
+  'token',
+  'access_token',
+  'as_token',
+];
 
 /** Structured JSON logs (pretty for a terminal with LOG_FORMAT=pretty), at LOG_LEVEL. */
 export function createLogger(app: string, level: string, format: string): Logger {
@@ -16,7 +26,9 @@ export function createLogger(app: string, level: string, format: string): Logger
     level,
     base: { app },
     redact: { paths: REDACT, censor: '[redacted]' },
-    ...(format === 'pretty' ? { transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } } } : {}),
+    ...(format === 'pretty'
+      ? { transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } } }
+      : {}),
   });
 }
 

@@ -25,7 +25,9 @@ export async function serveMetricsApart(config: AppConfig): Promise<Server | nul
   if (config.METRICS_PORT === undefined) return null;
   const server = createServer((req, res) => {
     if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}');
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end('{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}');
       return;
     }
     registry.metrics().then(
@@ -34,6 +36,8 @@ export async function serveMetricsApart(config: AppConfig): Promise<Server | nul
     );
   });
   server.unref(); // never what keeps a stopping process alive
-  await new Promise<void>((done, fail) => server.once('error', fail).listen(config.METRICS_PORT, config.METRICS_HOST ?? config.HTTP_HOST, done));
+  await new Promise<void>((done, fail) =>
+    server.once('error', fail).listen(config.METRICS_PORT, config.METRICS_HOST ?? config.HTTP_HOST, done),
+  );
   return server;
 }

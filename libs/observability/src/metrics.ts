@@ -23,7 +23,11 @@ export const gatewayMetrics = {
     buckets: LATENCY_BUCKETS,
     registers: [registry],
   }),
-  inFlight: new Gauge({ name: 'matrix_gateway_requests_in_flight', help: 'Send requests waiting for their outcome', registers: [registry] }),
+  inFlight: new Gauge({
+    name: 'matrix_gateway_requests_in_flight',
+    help: 'Send requests waiting for their outcome',
+    registers: [registry],
+  }),
   replyTimeouts: new Counter({
     name: 'matrix_gateway_reply_timeouts_total',
     help: 'Send requests answered 503 because no reply came within SEND_TIMEOUT_MS',
@@ -83,7 +87,10 @@ let stateEntriesSource: () => Promise<Record<string, number>> = async () => ({})
 let bytesPerEntry = 0;
 
 /** Where the state gauges read their values when scraped: entries per stage, and the heap an entry takes. */
-export function reportStateEntries(source: () => Promise<Record<string, number>>, estimatedBytesPerEntry: number): void {
+export function reportStateEntries(
+  source: () => Promise<Record<string, number>>,
+  estimatedBytesPerEntry: number,
+): void {
   stateEntriesSource = source;
   bytesPerEntry = estimatedBytesPerEntry;
 }
@@ -109,10 +116,28 @@ export const consumerMetrics = {
     labelNames: ['stage', 'outcome'] as const,
     registers: [registry],
   }),
-  events: new Counter({ name: 'matrix_consumer_events_appended_total', help: 'Events appended to the event log', labelNames: ['stage'] as const, registers: [registry] }),
-  dedupHits: new Counter({ name: 'matrix_consumer_dedup_hits_total', help: 'Commands answered from the dedup state (retries, duplicates)', registers: [registry] }),
-  annotationRejections: new Counter({ name: 'matrix_consumer_annotation_rejections_total', help: 'Annotations rejected as duplicates', registers: [registry] }),
-  deadLetters: new Counter({ name: 'matrix_consumer_dead_letters_total', help: 'Records set aside as undecodable', labelNames: ['stage'] as const, registers: [registry] }),
+  events: new Counter({
+    name: 'matrix_consumer_events_appended_total',
+    help: 'Events appended to the event log',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+  }),
+  dedupHits: new Counter({
+    name: 'matrix_consumer_dedup_hits_total',
+    help: 'Commands answered from the dedup state (retries, duplicates)',
+    registers: [registry],
+  }),
+  annotationRejections: new Counter({
+    name: 'matrix_consumer_annotation_rejections_total',
+    help: 'Annotations rejected as duplicates',
+    registers: [registry],
+  }),
+  deadLetters: new Counter({
+    name: 'matrix_consumer_dead_letters_total',
+    help: 'Records set aside as undecodable',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+  }),
   stateEntries: new Gauge({
     name: 'matrix_consumer_state_entries',
     help: 'Entries in the dedup and annotation state held by this process',
@@ -128,7 +153,8 @@ export const consumerMetrics = {
     labelNames: ['stage'] as const,
     registers: [registry],
     async collect() {
-      for (const [stage, entries] of Object.entries(await stateEntriesSource())) this.set({ stage }, entries * bytesPerEntry);
+      for (const [stage, entries] of Object.entries(await stateEntriesSource()))
+        this.set({ stage }, entries * bytesPerEntry);
     },
   }),
   stateBudget: new Gauge({
@@ -155,12 +181,25 @@ export const consumerMetrics = {
     buckets: [0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120],
     registers: [registry],
   }),
-  restoredRecords: new Counter({ name: 'matrix_consumer_restored_records_total', help: 'Changelog records replayed while restoring', labelNames: ['stage'] as const, registers: [registry] }),
-  lag: new Gauge({ name: 'matrix_consumer_lag', help: 'Records behind the end of the partition, as of the last batch', labelNames: ['stage', 'partition'] as const, registers: [registry] }),
+  restoredRecords: new Counter({
+    name: 'matrix_consumer_restored_records_total',
+    help: 'Changelog records replayed while restoring',
+    labelNames: ['stage'] as const,
+    registers: [registry],
+  }),
+  lag: new Gauge({
+    name: 'matrix_consumer_lag',
+    help: 'Records behind the end of the partition, as of the last batch',
+    labelNames: ['stage', 'partition'] as const,
+    registers: [registry],
+  }),
 };
 
 /** The callbacks of a BatchingProducer that feed the produce metrics, labelled with the client. */
-export function produceMetricsFor(client: string): { observe(seconds: number, records: number): void; replaced(): void } {
+export function produceMetricsFor(client: string): {
+  observe(seconds: number, records: number): void;
+  replaced(): void;
+} {
   return {
     observe: (seconds, records) => {
       kafkaMetrics.produceLatency.observe({ client }, seconds);

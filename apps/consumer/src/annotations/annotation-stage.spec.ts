@@ -106,7 +106,10 @@ describe('the annotation stage', () => {
     const next = handler.processBatch(state, batchOf());
     const changelog = next.records.find((r) => r.topic === 'state')?.messages ?? [];
     assert.deepEqual(
-      changelog.filter((m) => m.value === null).map((m) => m.key).sort(),
+      changelog
+        .filter((m) => m.value === null)
+        .map((m) => m.key)
+        .sort(),
       ['txn:id-old', 'txn:id-t1'],
     );
     next.afterCommit();

@@ -39,7 +39,10 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
   }
 
   static fromConfig(this: void, config: AppConfig): AnnotationStage {
-    return new AnnotationStage({ events: config.KAFKA_TOPIC_EVENTS, state: config.KAFKA_TOPIC_ANNOTATION_STATE }, config.TXN_WINDOW_MS);
+    return new AnnotationStage(
+      { events: config.KAFKA_TOPIC_EVENTS, state: config.KAFKA_TOPIC_ANNOTATION_STATE },
+      config.TXN_WINDOW_MS,
+    );
   }
 
   createStore(): AnnotationStore {
@@ -64,7 +67,10 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
     else this.annotate(record, context);
   }
 
-  private annotate({ command, annotation_id, txn_identity }: AnnotationStageRecord & { kind: 'annotation' }, context: Context): void {
+  private annotate(
+    { command, annotation_id, txn_identity }: AnnotationStageRecord & { kind: 'annotation' },
+    context: Context,
+  ): void {
     const { staged, out, position, now, counts } = context;
     const txnKey = ANNOTATION_STATE_KEYS.txn(txn_identity);
     const previous = staged.get(txnKey);
@@ -97,11 +103,16 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
   }
 
   /** A redaction frees the annotation its event holds, accepted in an earlier batch or in this one. */
-  private redact({ redacts, room_id }: AnnotationStageRecord & { kind: 'redaction' }, { store, staged }: Context): void {
+  private redact(
+    { redacts, room_id }: AnnotationStageRecord & { kind: 'redaction' },
+    { store, staged }: Context,
+  ): void {
     const heldBefore = store.heldBy(redacts);
     const holderKey =
-      staged.findStaged((key, value) => ANNOTATION_STATE_KEYS.parse(key)?.kind === 'holder' && (value as AnnotationHolder).event_id === redacts) ??
-      (heldBefore === undefined ? undefined : ANNOTATION_STATE_KEYS.holder(heldBefore));
+      staged.findStaged(
+        (key, value) =>
+          ANNOTATION_STATE_KEYS.parse(key)?.kind === 'holder' && (value as AnnotationHolder).event_id === redacts,
+      ) ?? (heldBefore === undefined ? undefined : ANNOTATION_STATE_KEYS.holder(heldBefore));
     if (holderKey === undefined) return;
     const holder = staged.get(holderKey) as AnnotationHolder | undefined;
     // A redaction only acts in its own room: naming another room's event does nothing (as in Matrix).

@@ -38,7 +38,12 @@ describe('deciding a command', () => {
     assert.equal(first.kind, 'accepted');
     if (first.kind !== 'accepted') return;
     staged.set(first.identity, first.remember);
-    const retry = decide(command({ content: { body: 'changed' }, correlation_id: 'c2' }), at(6), (id) => staged.get(id), 2000);
+    const retry = decide(
+      command({ content: { body: 'changed' }, correlation_id: 'c2' }),
+      at(6),
+      (id) => staged.get(id),
+      2000,
+    );
     assert.deepEqual(retry, { kind: 'duplicate', reply: { ...first.reply, correlation_id: 'c2' } });
     staged.commit((id, record) => state.apply(id, record));
     assert.equal(decide(command(), at(9), (id) => state.get(id), 2000).kind, 'duplicate');
@@ -57,13 +62,21 @@ describe('deciding a command', () => {
     const decision = decide(command(), at(1), () => rejection, 2000);
     assert.equal(decision.kind, 'duplicate');
     if (decision.kind !== 'duplicate') return;
-    assert.deepEqual(decision.reply, { correlation_id: 'c1', status: 400, body: { errcode: 'M_DUPLICATE_ANNOTATION', error: 'dup' } });
+    assert.deepEqual(decision.reply, {
+      correlation_id: 'c1',
+      status: 400,
+      body: { errcode: 'M_DUPLICATE_ANNOTATION', error: 'dup' },
+    });
   });
 });
 
 describe('annotations and redactions', () => {
   const reaction = (key: string, txn_id: string, target = '$target') =>
-    command({ type: 'm.reaction', txn_id, content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: target, key } } });
+    command({
+      type: 'm.reaction',
+      txn_id,
+      content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: target, key } },
+    });
 
   it('hands an annotation to the annotation stage, by annotation identity, and its retries too', () => {
     const first = decide(reaction('👍', 't1'), at(1), () => undefined, 5);
@@ -76,11 +89,21 @@ describe('annotations and redactions', () => {
     assert.notEqual(otherKey.kind === 'forward' && otherKey.annotationId, first.annotationId);
     // A retry with another body still goes where the first went.
     const retry = decide(reaction('🎉', 't1'), at(4), () => first.remember!, 5);
-    assert.deepEqual(retry, { kind: 'forward', identity: first.identity, annotationId: first.annotationId, remember: null });
+    assert.deepEqual(retry, {
+      kind: 'forward',
+      identity: first.identity,
+      annotationId: first.annotationId,
+      remember: null,
+    });
   });
 
   it('notes what a redaction redacts', () => {
-    const redaction = decide(command({ type: 'm.room.redaction', content: { redacts: '$gone' } }), at(1), () => undefined, 5);
+    const redaction = decide(
+      command({ type: 'm.room.redaction', content: { redacts: '$gone' } }),
+      at(1),
+      () => undefined,
+      5,
+    );
     assert.equal(redaction.kind === 'accepted' && redaction.redacts, '$gone');
   });
 });

@@ -4,7 +4,14 @@ import { eventOf, replyFor } from '../stage/outcomes';
 
 export type Decision =
   /** A new transaction: append the event, remember the outcome, answer with the new event ID. */
-  | { kind: 'accepted'; identity: string; event: RoomEvent; remember: TxnRecord; reply: SendReply; redacts: string | null }
+  | {
+      kind: 'accepted';
+      identity: string;
+      event: RoomEvent;
+      remember: TxnRecord;
+      reply: SendReply;
+      redacts: string | null;
+    }
   /** A transaction seen before (a retry, or a concurrent duplicate): answer with the remembered outcome. */
   | { kind: 'duplicate'; reply: SendReply }
   /**
@@ -26,7 +33,8 @@ export function decide(
 ): Decision {
   const identity = identityOf(command);
   const previous = remembered(identity);
-  if (previous?.forwarded !== undefined) return { kind: 'forward', identity, annotationId: previous.forwarded, remember: null };
+  if (previous?.forwarded !== undefined)
+    return { kind: 'forward', identity, annotationId: previous.forwarded, remember: null };
   if (previous) return { kind: 'duplicate', reply: replyFor(command.correlation_id, previous) };
 
   const annotation = annotationOf(command.content);

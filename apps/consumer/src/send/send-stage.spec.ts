@@ -60,11 +60,18 @@ describe('the send stage', () => {
   it('turns new transactions away with a retryable 503 once the state budget is spent, and still answers retries', () => {
     const { replies, run, budget } = stage(2);
     run({ command: command('t1') }, { command: command('t2') }, { command: command('t3') });
-    assert.deepEqual(replies.map((r) => r.status), [200, 200, 503]);
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      [200, 200, 503],
+    );
     assert.equal((replies[2].body as { errcode: string }).errcode, 'M_UNKNOWN');
     assert.equal(budget.entries, 2);
     run({ command: command('t1', 'again') }, { command: command('t3', 'later') });
-    assert.deepEqual(replies.slice(3).map((r) => r.status), [200, 503], 'the retry is answered from memory; t3 waits');
+    assert.deepEqual(
+      replies.slice(3).map((r) => r.status),
+      [200, 503],
+      'the retry is answered from memory; t3 waits',
+    );
     assert.deepEqual(replies[3].body, replies[0].body);
   });
 
@@ -78,12 +85,21 @@ describe('the send stage', () => {
 
   it('never appends a command older than the window: it goes to the dead letters as expired', () => {
     const { replies, run } = stage();
-    const result = run({ command: command('old'), publishedAt: Date.now() - WINDOW_MS - 1 }, { command: command('new') });
+    const result = run(
+      { command: command('old'), publishedAt: Date.now() - WINDOW_MS - 1 },
+      { command: command('new') },
+    );
     const events = result.records.find((r) => r.topic === 'events')?.messages ?? [];
     assert.equal(events.length, 1);
     assert.match(String(events[0].value), /"body":"new"/);
     const dead = result.records.find((r) => r.topic === 'dlq')?.messages ?? [];
-    assert.deepEqual(dead.map((m) => (m.headers as Record<string, string>).reason), ['expired']);
-    assert.deepEqual(replies.map((r) => r.status), [500, 200]);
+    assert.deepEqual(
+      dead.map((m) => (m.headers as Record<string, string>).reason),
+      ['expired'],
+    );
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      [500, 200],
+    );
   });
 });

@@ -1,5 +1,12 @@
 import { AppConfig } from '@app/config';
-import { AnnotationStageRecord, decodeSendCommand, decodeTxnRecord, SendCommand, TxnDescription, TxnRecord } from '@app/contracts';
+import {
+  AnnotationStageRecord,
+  decodeSendCommand,
+  decodeTxnRecord,
+  SendCommand,
+  TxnDescription,
+  TxnRecord,
+} from '@app/contracts';
 import { RecordCollector } from '../stage/record-collector';
 import { RecordContext, Stage } from '../stage/stage-handler';
 import { stateFullReply } from '../stage/outcomes';
@@ -28,7 +35,11 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
   }
 
   static fromConfig(this: void, config: AppConfig): SendStage {
-    const topics = { events: config.KAFKA_TOPIC_EVENTS, txns: config.KAFKA_TOPIC_TXNS, annotations: config.KAFKA_TOPIC_ANNOTATIONS };
+    const topics = {
+      events: config.KAFKA_TOPIC_EVENTS,
+      txns: config.KAFKA_TOPIC_TXNS,
+      annotations: config.KAFKA_TOPIC_ANNOTATIONS,
+    };
     return new SendStage(topics, config.TXN_WINDOW_MS);
   }
 
@@ -44,7 +55,10 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
     return decodeSendCommand(value);
   }
 
-  process(command: SendCommand, { staged, out, position, partitions, now, counts, reserve }: RecordContext<TxnStore, TxnRecord>): void {
+  process(
+    command: SendCommand,
+    { staged, out, position, partitions, now, counts, reserve }: RecordContext<TxnStore, TxnRecord>,
+  ): void {
     const decision = decide(command, position, (identity) => staged.get(identity), now);
     const remembers = decision.kind === 'accepted' || (decision.kind === 'forward' && decision.remember !== null);
     if (remembers && !reserve(1)) {
@@ -66,7 +80,12 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
         break;
       case 'forward': {
         if (decision.remember) staged.set(decision.identity, decision.remember, describe(command));
-        const record: AnnotationStageRecord = { kind: 'annotation', annotation_id: decision.annotationId, txn_identity: decision.identity, command };
+        const record: AnnotationStageRecord = {
+          kind: 'annotation',
+          annotation_id: decision.annotationId,
+          txn_identity: decision.identity,
+          command,
+        };
         out.add(this.topics.annotations, { key: decision.annotationId, value: JSON.stringify(record) });
         break;
       }

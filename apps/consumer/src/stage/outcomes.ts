@@ -16,7 +16,8 @@ export function eventOf(command: SendCommand, position: LogPosition): RoomEvent 
 }
 
 export function replyFor(correlationId: string, outcome: TxnRecord): SendReply {
-  if (outcome.event_id !== undefined) return { correlation_id: correlationId, status: 200, body: { event_id: outcome.event_id } };
+  if (outcome.event_id !== undefined)
+    return { correlation_id: correlationId, status: 200, body: { event_id: outcome.event_id } };
   const error = outcome.error ?? { status: 500, errcode: 'M_UNKNOWN', error: 'Unknown outcome' };
   return {
     correlation_id: correlationId,
@@ -29,7 +30,10 @@ export function replyFor(correlationId: string, outcome: TxnRecord): SendReply {
 export const stateFullReply = (correlationId: string): SendReply => ({
   correlation_id: correlationId,
   status: 503,
-  body: { errcode: 'M_UNKNOWN', error: 'The server remembers too many transactions right now; retry with the same transaction ID' },
+  body: {
+    errcode: 'M_UNKNOWN',
+    error: 'The server remembers too many transactions right now; retry with the same transaction ID',
+  },
 });
 
 /** The answer to a record that could not be processed (dead-lettered), when it says who sent it. */

@@ -4,7 +4,7 @@ import { TxnRecord } from '@app/contracts';
 import { TxnStore } from './txn-store';
 import { WriteBuffer } from './write-buffer';
 
-describe('the send stage\'s state store', () => {
+describe("the send stage's state store", () => {
   it('forgets transactions older than the window', () => {
     let now = 0;
     const state = new TxnStore(1000, () => now);

@@ -28,11 +28,15 @@ export class Appservices {
     registrations: Registration[],
     private readonly serverName: string,
   ) {
-    for (const registration of registrations) this.byTokenHash.set(sha256Base64Url(registration.as_token), registration);
+    for (const registration of registrations)
+      this.byTokenHash.set(sha256Base64Url(registration.as_token), registration);
   }
 
   static fromFiles(paths: string[], serverName: string): Appservices {
-    return new Appservices(paths.map((path) => parseRegistration(path)), serverName);
+    return new Appservices(
+      paths.map((path) => parseRegistration(path)),
+      serverName,
+    );
   }
 
   byToken(token: string): Registration | undefined {
@@ -48,17 +52,23 @@ export class Appservices {
     const own = `@${registration.sender_localpart}:${this.serverName}`;
     const userId = query.user_id;
     const deviceId = firstString(query.device_id) ?? firstString(query['org.matrix.msc3202.device_id']);
-    const sender = (id: string): Sender => ({ userId: id, appserviceId: registration.id, ...(deviceId ? { deviceId } : {}) });
+    const sender = (id: string): Sender => ({
+      userId: id,
+      appserviceId: registration.id,
+      ...(deviceId ? { deviceId } : {}),
+    });
     if (userId === undefined) return { sender: sender(own), rateLimited: false };
     if (typeof userId !== 'string' || !isUserId(userId)) throw invalidParam('user_id is not a valid user ID');
     if (userId === own) return { sender: sender(own), rateLimited: false };
-    const inNamespace = serverNameOf(userId) === this.serverName && registration.users.some((regex) => regex.test(userId));
+    const inNamespace =
+      serverNameOf(userId) === this.serverName && registration.users.some((regex) => regex.test(userId));
     if (!inNamespace) throw forbidden('Application service cannot masquerade as this user.');
     return { sender: sender(userId), rateLimited: registration.rate_limited };
   }
 }
 
-const firstString = (value: unknown): string | undefined => (typeof value === 'string' && value !== '' ? value : undefined);
+const firstString = (value: unknown): string | undefined =>
+  typeof value === 'string' && value !== '' ? value : undefined;
 
 function parseRegistration(path: string): Registration {
   const fail = (why: string): never => {
@@ -74,7 +84,8 @@ function parseRegistration(path: string): Registration {
   const { id, as_token, sender_localpart, namespaces, rate_limited } = doc;
   if (typeof id !== 'string' || id === '') fail('id must be a non-empty string');
   if (typeof as_token !== 'string' || as_token.length < 8) fail('as_token must be a string of 8+ characters');
-  if (typeof sender_localpart !== 'string' || sender_localpart === '') fail('sender_localpart must be a non-empty string');
+  if (typeof sender_localpart !== 'string' || sender_localpart === '')
+    fail('sender_localpart must be a non-empty string');
   const users = ((namespaces as { users?: unknown } | undefined)?.users ?? []) as unknown;
   if (!Array.isArray(users)) fail('namespaces.users must be a list');
   const regexes = (users as { regex?: unknown }[]).map((entry, i) => {

@@ -6,19 +6,25 @@ import { AuthService } from './auth.service';
 import { HomeserverTokens } from './homeserver-tokens';
 import { StaticTokens } from './static-tokens';
 
-const list = (value: string | undefined): string[] => (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+const list = (value: string | undefined): string[] =>
+  (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 @Module({
   providers: [
     {
       provide: StaticTokens,
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => (config.MATRIX_TOKENS_FILE ? StaticTokens.fromFile(config.MATRIX_TOKENS_FILE) : new StaticTokens([])),
+      useFactory: (config: AppConfig) =>
+        config.MATRIX_TOKENS_FILE ? StaticTokens.fromFile(config.MATRIX_TOKENS_FILE) : new StaticTokens([]),
     },
     {
       provide: Appservices,
       inject: [AppConfig],
-      useFactory: (config: AppConfig) => Appservices.fromFiles(list(config.MATRIX_APPSERVICE_FILES), config.MATRIX_SERVER_NAME),
+      useFactory: (config: AppConfig) =>
+        Appservices.fromFiles(list(config.MATRIX_APPSERVICE_FILES), config.MATRIX_SERVER_NAME),
     },
     {
       provide: HomeserverTokens,
@@ -34,7 +40,11 @@ const list = (value: string | undefined): string[] => (value ?? '').split(',').m
             })
           : null,
     },
-    { provide: AuthService, inject: [StaticTokens, Appservices, HomeserverTokens], useFactory: (s: StaticTokens, a: Appservices, h: HomeserverTokens | null) => new AuthService(s, a, h) },
+    {
+      provide: AuthService,
+      inject: [StaticTokens, Appservices, HomeserverTokens],
+      useFactory: (s: StaticTokens, a: Appservices, h: HomeserverTokens | null) => new AuthService(s, a, h),
+    },
     AuthGuard,
   ],
   exports: [AuthGuard, AuthService],

@@ -19,12 +19,24 @@ function fakeHomeserver(users: Record<string, string>, options: { hold?: boolean
   return { fetch, calls, releaseAll: () => held.splice(0).forEach((release) => release()) };
 }
 
-const errcodeOf = (promise: Promise<unknown>) => promise.then(() => 'ok', (error: MatrixError) => `${error.status} ${error.errcode}`);
+const errcodeOf = (promise: Promise<unknown>) =>
+  promise.then(
+    () => 'ok',
+    (error: MatrixError) => `${error.status} ${error.errcode}`,
+  );
 
 describe('homeserver token look-ups', () => {
   it('keeps valid tokens cached while a flood of unknown tokens comes and goes', async () => {
     const homeserver = fakeHomeserver({ good: '@good:x' });
-    const tokens = new HomeserverTokens({ baseUrl: 'http://hs', positiveTtlMs: 60_000, negativeTtlMs: 60_000, timeoutMs: 1000, maxEntries: 10, maxUnknownEntries: 5, fetch: homeserver.fetch });
+    const tokens = new HomeserverTokens({
+      baseUrl: 'http://hs',
+      positiveTtlMs: 60_000,
+      negativeTtlMs: 60_000,
+      timeoutMs: 1000,
+      maxEntries: 10,
+      maxUnknownEntries: 5,
+      fetch: homeserver.fetch,
+    });
     assert.equal((await tokens.lookup('good')).userId, '@good:x');
     for (let i = 0; i < 50; i++) assert.equal(await errcodeOf(tokens.lookup(`bad-${i}`)), '401 M_UNKNOWN_TOKEN');
     const calls = homeserver.calls.length;
@@ -36,11 +48,21 @@ describe('homeserver token look-ups', () => {
 
   it('checks at most maxConcurrent tokens at once, and answers the rest with a retryable 503', async () => {
     const homeserver = fakeHomeserver({ a: '@a:x', b: '@b:x', c: '@c:x' }, { hold: true });
-    const tokens = new HomeserverTokens({ baseUrl: 'http://hs', positiveTtlMs: 60_000, negativeTtlMs: 1000, timeoutMs: 5000, maxConcurrent: 2, fetch: homeserver.fetch });
+    const tokens = new HomeserverTokens({
+      baseUrl: 'http://hs',
+      positiveTtlMs: 60_000,
+      negativeTtlMs: 1000,
+      timeoutMs: 5000,
+      maxConcurrent: 2,
+      fetch: homeserver.fetch,
+    });
     const first = [tokens.lookup('a'), tokens.lookup('b'), tokens.lookup('a')];
     assert.equal(await errcodeOf(tokens.lookup('c')), '503 M_UNKNOWN');
     homeserver.releaseAll();
-    assert.deepEqual((await Promise.all(first)).map((sender) => sender.userId), ['@a:x', '@b:x', '@a:x']);
+    assert.deepEqual(
+      (await Promise.all(first)).map((sender) => sender.userId),
+      ['@a:x', '@b:x', '@a:x'],
+    );
     assert.deepEqual(homeserver.calls, ['a', 'b'], 'one call per token, none for the refused one');
     const c = tokens.lookup('c');
     await new Promise((done) => setImmediate(done));

@@ -69,22 +69,42 @@ export class HomeserverTokens {
     }
     const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
     if (res.ok && typeof body?.user_id === 'string') {
-      const sender: Sender = { userId: body.user_id, tokenHash, ...(typeof body.device_id === 'string' ? { deviceId: body.device_id } : {}) };
+      const sender: Sender = {
+        userId: body.user_id,
+        tokenHash,
+        ...(typeof body.device_id === 'string' ? { deviceId: body.device_id } : {}),
+      };
       this.remember(this.known, tokenHash, sender, this.options.positiveTtlMs, this.options.maxEntries ?? 100_000);
       return sender;
     }
     if (res.status === 401) {
       const rejection = unknownToken(body?.soft_logout === true);
-      this.remember(this.unknown, tokenHash, rejection, this.options.negativeTtlMs, this.options.maxUnknownEntries ?? 10_000);
+      this.remember(
+        this.unknown,
+        tokenHash,
+        rejection,
+        this.options.negativeTtlMs,
+        this.options.maxUnknownEntries ?? 10_000,
+      );
       throw rejection;
     }
     if (res.status >= 400 && res.status < 500 && res.status !== 429 && typeof body?.errcode === 'string') {
-      throw new MatrixError(res.status, body.errcode as 'M_FORBIDDEN', typeof body.error === 'string' ? body.error : 'Forbidden');
+      throw new MatrixError(
+        res.status,
+        body.errcode as 'M_FORBIDDEN',
+        typeof body.error === 'string' ? body.error : 'Forbidden',
+      );
     }
     throw unavailable('Could not check the access token: the homeserver answered with an error', 2);
   }
 
-  private remember(cache: Map<string, Cached>, tokenHash: string, outcome: Sender | MatrixError, ttlMs: number, maxEntries: number): void {
+  private remember(
+    cache: Map<string, Cached>,
+    tokenHash: string,
+    outcome: Sender | MatrixError,
+    ttlMs: number,
+    maxEntries: number,
+  ): void {
     this.known.delete(tokenHash);
     this.unknown.delete(tokenHash);
     if (ttlMs <= 0) return;

@@ -31,7 +31,8 @@ export class StaticTokens {
     } catch (error) {
       throw new TokenFileError(`MATRIX_TOKENS_FILE ${path}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    if (!Array.isArray(parsed)) throw new TokenFileError(`MATRIX_TOKENS_FILE ${path}: expected a list of {token, user_id, device_id}`);
+    if (!Array.isArray(parsed))
+      throw new TokenFileError(`MATRIX_TOKENS_FILE ${path}: expected a list of {token, user_id, device_id}`);
     return new StaticTokens(parsed.map((entry: unknown, i) => checkEntry(entry, `${path}[${i}]`)));
   }
 
@@ -42,8 +43,10 @@ export class StaticTokens {
 
 function checkEntry(entry: unknown, where: string): StaticTokenEntry {
   const e = entry as Partial<StaticTokenEntry> | null;
-  if (!e || typeof e.token !== 'string' || e.token.length < 8) throw new TokenFileError(`${where}: token must be a string of 8+ characters`);
-  if (typeof e.user_id !== 'string' || !isUserId(e.user_id)) throw new TokenFileError(`${where}: user_id must be a Matrix user ID`);
+  if (!e || typeof e.token !== 'string' || e.token.length < 8)
+    throw new TokenFileError(`${where}: token must be a string of 8+ characters`);
+  if (typeof e.user_id !== 'string' || !isUserId(e.user_id))
+    throw new TokenFileError(`${where}: user_id must be a Matrix user ID`);
   if (e.device_id !== undefined && (typeof e.device_id !== 'string' || e.device_id === '')) {
     throw new TokenFileError(`${where}: device_id must be a non-empty string`);
   }

@@ -13,7 +13,11 @@ export function answerClientErrorsWithJson(server: Server): void {
     }
     const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
     const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    const body = JSON.stringify(tooLarge ? { errcode: 'M_TOO_LARGE', error: 'Request headers too large' } : { errcode: 'M_UNKNOWN', error: 'Malformed HTTP request' });
+    const body = JSON.stringify(
+      tooLarge
+        ? { errcode: 'M_TOO_LARGE', error: 'Request headers too large' }
+        : { errcode: 'M_UNKNOWN', error: 'Malformed HTTP request' },
+    );
     socket.end(
       `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

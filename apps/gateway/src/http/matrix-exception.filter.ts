@@ -39,8 +39,11 @@ export class MatrixExceptionFilter implements ExceptionFilter {
       return new MatrixError(status, 'M_UNKNOWN', 'Service unavailable'); // readiness says so on purpose
     }
     const status = (exception as { status?: unknown } | null)?.status;
-    if (typeof status === 'number' && status >= 400 && status < 500) return new MatrixError(status, 'M_UNKNOWN', 'Bad request');
-    this.logger.error(`unhandled error: ${exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)}`);
+    if (typeof status === 'number' && status >= 400 && status < 500)
+      return new MatrixError(status, 'M_UNKNOWN', 'Bad request');
+    this.logger.error(
+      `unhandled error: ${exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)}`,
+    );
     return new MatrixError(500, 'M_UNKNOWN', 'Internal server error');
   }
 }

@@ -10,7 +10,8 @@ export class RateLimitGuard implements CanActivate {
   private readonly buckets: TokenBuckets | null;
 
   constructor(config: AppConfig) {
-    this.buckets = config.RATE_LIMIT_PER_SECOND > 0 ? new TokenBuckets(config.RATE_LIMIT_PER_SECOND, config.RATE_LIMIT_BURST) : null;
+    this.buckets =
+      config.RATE_LIMIT_PER_SECOND > 0 ? new TokenBuckets(config.RATE_LIMIT_PER_SECOND, config.RATE_LIMIT_BURST) : null;
   }
 
   canActivate(context: ExecutionContext): boolean {

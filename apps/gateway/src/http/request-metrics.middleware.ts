@@ -16,7 +16,8 @@ export function countRequests(req: Request, res: Response, next: NextFunction): 
     const route = routeOf(req.path);
     const status = String(res.statusCode);
     gatewayMetrics.requests.inc({ route, status, errcode: (res.locals.errcode as string | undefined) ?? '' });
-    if (route === 'send') gatewayMetrics.sendLatency.observe({ status }, Number(process.hrtime.bigint() - started) / 1e9);
+    if (route === 'send')
+      gatewayMetrics.sendLatency.observe({ status }, Number(process.hrtime.bigint() - started) / 1e9);
   });
   next();
 }

@@ -4,7 +4,14 @@ import { hostname } from 'node:os';
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig, kafkaConnection, topicSettings } from '@app/config';
 import { decodeSendReply, pipelineTopics, SendCommand, SendReply } from '@app/contracts';
-import { BatchingProducer, createKafka, ensureTopics, ReplyChannel, TopicLayoutError, untilConnected } from '@app/kafka';
+import {
+  BatchingProducer,
+  createKafka,
+  ensureTopics,
+  ReplyChannel,
+  TopicLayoutError,
+  untilConnected,
+} from '@app/kafka';
 import { kafkaMetrics, produceMetricsFor } from '@app/observability';
 
 /**
@@ -23,7 +30,9 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   private stopped = false;
 
   constructor(private readonly config: AppConfig) {
-    const instance = `${hostname().replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const instance = `${hostname()
+      .replace(/[^A-Za-z0-9-]/g, '-')
+      .slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
     this.kafka = createKafka(kafkaConnection(config), `${config.KAFKA_CLIENT_ID}-gateway`);
     this.admin = this.kafka.admin();
     this.producer = new BatchingProducer(this.kafka, {
@@ -34,10 +43,16 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
       ...produceMetricsFor('gateway'),
     });
     // A gateway that can no longer read replies would answer nothing but 503: end it, and its supervisor starts anew.
-    this.replies = new ReplyChannel(this.kafka, this.admin, `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`, decodeSendReply, (error) => {
-      this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
-      process.exit(1);
-    });
+    this.replies = new ReplyChannel(
+      this.kafka,
+      this.admin,
+      `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`,
+      decodeSendReply,
+      (error) => {
+        this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
+        process.exit(1);
+      },
+    );
   }
 
   onModuleInit(): void {
@@ -46,7 +61,11 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
       'gateway',
       async () => {
         await this.admin.connect();
-        const { replicationFactor, warnings } = await ensureTopics(this.admin, pipelineTopics(topicSettings(this.config)), this.config.KAFKA_REPLICATION_FACTOR);
+        const { replicationFactor, warnings } = await ensureTopics(
+          this.admin,
+          pipelineTopics(topicSettings(this.config)),
+          this.config.KAFKA_REPLICATION_FACTOR,
+        );
         for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
         await this.producer.connect(this.config.KAFKA_TOPIC_COMMANDS);
         await this.replies.start(replicationFactor);

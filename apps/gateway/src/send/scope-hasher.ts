@@ -18,7 +18,9 @@ export const scopeHasherProvider: Provider = {
     const { key, source } = loadScopeHashSecret(config);
     const logger = new Logger(ScopeHasher.name);
     if (source === 'generated for development') {
-      logger.warn('SCOPE_HASH_SECRET is not set: using a development secret from .cache/; every gateway of a deployment needs the same secret');
+      logger.warn(
+        'SCOPE_HASH_SECRET is not set: using a development secret from .cache/; every gateway of a deployment needs the same secret',
+      );
     }
     return new ScopeHasher(key);
   },

@@ -26,7 +26,13 @@ export class SendController {
   ): Promise<{ event_id: string }> {
     const content = parseEventContent(req.rawBody ?? Buffer.alloc(0));
     const { sender, originServerTs } = req.auth;
-    return this.sends.send(sender, params, content, originServerTs ?? Date.now(), typeof req.id === 'string' ? req.id : randomUUID());
+    return this.sends.send(
+      sender,
+      params,
+      content,
+      originServerTs ?? Date.now(),
+      typeof req.id === 'string' ? req.id : randomUUID(),
+    );
   }
 
   /**

@@ -69,7 +69,13 @@ export class SendService implements BeforeApplicationShutdown {
   }
 
   /** `correlationId` is the request's id in the logs; the command carries it to the consumer and back. */
-  async send(sender: Sender, params: SendParams, content: JsonObject, originServerTs: number, correlationId: string): Promise<{ event_id: string }> {
+  async send(
+    sender: Sender,
+    params: SendParams,
+    content: JsonObject,
+    originServerTs: number,
+    correlationId: string,
+  ): Promise<{ event_id: string }> {
     this.received++;
     const eventSize = canonicalJsonByteLength({
       event_id: EVENT_ID_PLACEHOLDER,
@@ -79,7 +85,8 @@ export class SendService implements BeforeApplicationShutdown {
       content,
       origin_server_ts: originServerTs,
     });
-    if (eventSize > MAX_EVENT_BYTES) throw tooLarge(`Event is ${eventSize} bytes as canonical JSON; the limit is ${MAX_EVENT_BYTES}`);
+    if (eventSize > MAX_EVENT_BYTES)
+      throw tooLarge(`Event is ${eventSize} bytes as canonical JSON; the limit is ${MAX_EVENT_BYTES}`);
     if (!this.kafka.isReady) throw unavailable('The server is not ready to accept events yet', 2);
     if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
 

@@ -11,10 +11,11 @@ describe('the produce retry fix for kafkajs', () => {
     assert.ok(patched.includes('await settleAll(requests)'));
   });
 
-  it('is the sendMessages that kafkajs\' producer uses', () => {
+  it("is the sendMessages that kafkajs' producer uses", () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loads kafkajs after the fix, as @app/kafka does
     require('kafkajs');
-    const loaded = require.cache[require.resolve('kafkajs/src/producer/sendMessages')]?.exports as (() => unknown) | undefined;
+    const loaded = require.cache[require.resolve('kafkajs/src/producer/sendMessages')]?.exports as
+      (() => unknown) | undefined;
     assert.match(String(loaded), /settleAll\(requests\)/);
   });
 

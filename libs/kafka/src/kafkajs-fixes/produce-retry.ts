@@ -55,7 +55,8 @@ const EDITS: [string, string][] = [
 export function patchSendMessages(source: string): string {
   let patched = source;
   for (const [from, to] of EDITS) {
-    if (patched.split(from).length !== 2) throw new Error('kafkajs-fixes/produce-retry: kafkajs sendMessages is not the version this fix was written for');
+    if (patched.split(from).length !== 2)
+      throw new Error('kafkajs-fixes/produce-retry: kafkajs sendMessages is not the version this fix was written for');
     patched = patched.replace(from, () => to);
   }
   const settle =
@@ -66,10 +67,16 @@ export function patchSendMessages(source: string): string {
   return settle + patched;
 }
 
-if (require.cache[PRODUCER]) throw new Error('kafkajs-fixes/produce-retry must be loaded before kafkajs (import @app/kafka first)');
+if (require.cache[PRODUCER])
+  throw new Error('kafkajs-fixes/produce-retry must be loaded before kafkajs (import @app/kafka first)');
 const patched = new Module(SEND_MESSAGES, module);
 patched.filename = SEND_MESSAGES;
-patched.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(dirname(SEND_MESSAGES));
-(patched as unknown as { _compile(source: string, filename: string): void })._compile(patchSendMessages(readFileSync(SEND_MESSAGES, 'utf8')), SEND_MESSAGES);
+patched.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(
+  dirname(SEND_MESSAGES),
+);
+(patched as unknown as { _compile(source: string, filename: string): void })._compile(
+  patchSendMessages(readFileSync(SEND_MESSAGES, 'utf8')),
+  SEND_MESSAGES,
+);
 patched.loaded = true;
 require.cache[SEND_MESSAGES] = patched;

@@ -17,7 +17,16 @@ const abortMarker = (offset: number, producerId: string) => ({
 describe('read_committed filtering of aborted transactions', () => {
   it('drops every aborted record even when the broker lists aborted transactions by marker, not by start', () => {
     // Producer A's transaction (offsets 1-2) was aborted after producer B's (3), which ended first.
-    const messages = [record(0, 'C'), record(1, 'A'), record(2, 'A'), record(3, 'B'), abortMarker(4, 'B'), record(5, 'C'), abortMarker(6, 'A'), record(7, 'A')];
+    const messages = [
+      record(0, 'C'),
+      record(1, 'A'),
+      record(2, 'A'),
+      record(3, 'B'),
+      abortMarker(4, 'B'),
+      record(5, 'C'),
+      abortMarker(6, 'A'),
+      record(7, 'A'),
+    ];
     const kept = filterAbortedMessages({
       messages,
       abortedTransactions: [

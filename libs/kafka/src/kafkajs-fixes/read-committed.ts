@@ -24,9 +24,17 @@ interface AbortedTransaction {
 
 const ABORT_MARKER_KEY = Buffer.from([0, 0, 0, 0]);
 
-export function filterAbortedMessages({ messages, abortedTransactions }: { messages: FilterableMessage[]; abortedTransactions?: AbortedTransaction[] }): FilterableMessage[] {
+export function filterAbortedMessages({
+  messages,
+  abortedTransactions,
+}: {
+  messages: FilterableMessage[];
+  abortedTransactions?: AbortedTransaction[];
+}): FilterableMessage[] {
   if (!abortedTransactions || abortedTransactions.length === 0) return messages;
-  const pending = [...abortedTransactions].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0));
+  const pending = [...abortedTransactions].sort((a, b) =>
+    BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0,
+  );
   const aborting = new Set<string>();
   return messages.filter((message) => {
     const offset = BigInt(message.offset);
