@@ -1,3 +1,4 @@
+import type { CostBreakdown } from './cost';
 import type { LoadResult } from './load';
 
 /** One scenario's measurement, with the processes' memory. */
@@ -6,6 +7,8 @@ export interface ScenarioResult extends LoadResult {
   consumer_rss_mb: number | null;
   connections: number;
   note: string;
+  /** Where each send went (pipeline scenarios); null for the ceiling. */
+  cost: CostBreakdown | null;
 }
 
 export interface BenchReport {
@@ -34,7 +37,32 @@ export function renderSummary(report: BenchReport): string {
     `Pipeline throughput is **${(report.pipeline_vs_ceiling * 100).toFixed(0)}%** of the HTTP ceiling measured in the same run.`,
     `Retries checked: ${report.scenarios.retries?.retries ?? 0}, of which ${report.scenarios.retries?.retry_mismatches ?? 0} got another event_id.`,
     '',
+    ...renderCosts(report),
   ].join('\n');
+}
+
+/** Where each send went, per pipeline scenario (README, Performance: what decides the next lever). */
+function renderCosts(report: BenchReport): string[] {
+  const costed = Object.entries(report.scenarios).flatMap(([name, s]) => (s.cost ? [[name, s.cost] as const] : []));
+  if (costed.length === 0) return [];
+  const cpu = (value: number | null | undefined) => (value === null || value === undefined ? '–' : value.toFixed(2));
+  const top = (requests: Record<string, number>) =>
+    Object.entries(requests)
+      .sort(([, a], [, b]) => b - a)
+      .slice(0, 6)
+      .map(([api, n]) => `${api} ${n}`)
+      .join(', ');
+  return [
+    'Cost per send (CPU-seconds per 1,000 sends by process; Kafka requests per send by API, the six most frequent):',
+    '',
+    '| scenario | broker | gateway | consumer | load | commands/txn | txn/s | records/send | request bytes/send | Kafka requests per send |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...costed.map(
+      ([name, c]) =>
+        `| ${name} | ${cpu(c.cpu_s_per_1000_sends.broker)} | ${cpu(c.cpu_s_per_1000_sends.gateway)} | ${cpu(c.cpu_s_per_1000_sends.consumer)} | ${cpu(c.cpu_s_per_1000_sends.load)} | ${c.commands_per_transaction} | ${c.transactions_per_second} | ${c.records_written_per_send} | ${c.kafka_request_bytes_per_send} | ${top(c.kafka_requests_per_send)} |`,
+    ),
+    '',
+  ];
 }
 
 /** A small SVG: throughput per scenario, and latency percentiles per scenario. */

@@ -8,9 +8,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { provideBroker } from '../tools/harness/broker';
+import { Broker, provideBroker } from '../tools/harness/broker';
 import { AppProcess, isolatedTopics } from '../tools/harness/app-process';
 import { renderChart, renderSummary, ScenarioResult } from './report';
+import { breakdown, CostBreakdown, MeasuredProcess, snapshot } from './cost';
 import { LoadResult, sendLoad } from './load';
 
 const quick = process.argv.includes('--quick');
@@ -19,6 +20,18 @@ const WARMUP_S = quick ? 3 : 5;
 const CONNECTIONS = 64;
 const USERS = 100;
 const root = join(__dirname, '../..');
+
+/**
+ * The settings of the tuned pipeline scenarios: for one broker on 2 cores every partition a batch touches costs a
+ * transaction marker, so fewer partitions and fuller fetches mean fewer, larger transactions (README, Performance).
+ * The `defaults` scenario runs without them.
+ */
+const TUNING = {
+  KAFKA_COMMAND_PARTITIONS: process.env.BENCH_PARTITIONS ?? '2',
+  KAFKA_EVENT_PARTITIONS: process.env.BENCH_PARTITIONS ?? '2',
+  CONSUMER_FETCH_MIN_BYTES: '32768',
+  CONSUMER_FETCH_MAX_WAIT_MS: '10',
+};
 
 function benchEnv(): Record<string, string> {
   const tokensFile = join(root, '.cache', 'bench-tokens.json');
@@ -42,17 +55,16 @@ function benchEnv(): Record<string, string> {
     // The benchmark measures the pipeline, not the limiter, and logs nothing per request.
     RATE_LIMIT_PER_SECOND: '0',
     LOG_LEVEL: 'warn',
-    // Tuned for one broker on 2 cores: every partition a batch touches costs a transaction marker, so fewer
-    // partitions and fuller fetches mean fewer, larger transactions (README, Performance).
-    KAFKA_COMMAND_PARTITIONS: process.env.BENCH_PARTITIONS ?? '2',
-    KAFKA_EVENT_PARTITIONS: process.env.BENCH_PARTITIONS ?? '2',
-    CONSUMER_FETCH_MIN_BYTES: '32768',
-    CONSUMER_FETCH_MAX_WAIT_MS: '10',
   };
 }
 const tokens = Array.from({ length: USERS }, (_, i) => `bench-token-${i}-xxxxxxxx`);
 
-async function measure(urls: string[], options: { retryShare?: number; overallRate?: number }): Promise<LoadResult> {
+/** Warms up, then measures; the cost breakdown covers the measured part only. */
+async function measure(
+  urls: string[],
+  options: { retryShare?: number; overallRate?: number },
+  processes: MeasuredProcess[],
+): Promise<{ result: LoadResult; cost: CostBreakdown | null }> {
   const perTarget = (rate?: number) => (rate ? Math.round(rate / urls.length) : undefined);
   const connections = Math.max(1, Math.round((options.overallRate ? 50 : CONNECTIONS) / urls.length));
   // Warm up (JIT, connections, Kafka metadata), then measure.
@@ -61,6 +73,8 @@ async function measure(urls: string[], options: { retryShare?: number; overallRa
       sendLoad({ url, tokens, connections, durationSeconds: WARMUP_S, overallRate: perTarget(options.overallRate) }),
     ),
   );
+  const before = processes.length > 0 ? await snapshot(processes) : null;
+  const started = Date.now();
   const results = await Promise.all(
     urls.map((url) =>
       sendLoad({
@@ -73,7 +87,11 @@ async function measure(urls: string[], options: { retryShare?: number; overallRa
       }),
     ),
   );
-  return combine(results);
+  const result = combine(results);
+  const cost = before
+    ? breakdown(before, await snapshot(processes), result.requests, (Date.now() - started) / 1000)
+    : null;
+  return { result, cost };
 }
 
 /** Sums counts over load generators; for latency, the worst generator's percentile (conservative). */
@@ -99,10 +117,10 @@ function combine(results: LoadResult[]): LoadResult {
 async function pipelineScenario(
   name: string,
   instances: number,
-  options: { retryShare?: number; overallRate?: number },
-  brokers: string,
+  options: { retryShare?: number; overallRate?: number; untuned?: boolean },
+  broker: Broker,
 ): Promise<ScenarioResult> {
-  const env = { ...benchEnv(), KAFKA_BROKERS: brokers };
+  const env = { ...benchEnv(), ...(options.untuned ? {} : TUNING), KAFKA_BROKERS: broker.brokers };
   const consumers: AppProcess[] = [];
   const gateways: AppProcess[] = [];
   try {
@@ -110,16 +128,26 @@ async function pipelineScenario(
     for (let i = 0; i < instances; i++) gateways.push(await AppProcess.start('gateway', env));
     await Promise.all(consumers.map((c) => c.waitReady())); // the second consumer's join moves partitions
     console.log(`  ${name}: ${instances} gateway(s) + ${instances} consumer(s) ready; measuring ${MEASURE_S}s`);
-    const result = await measure(
+    const processes: MeasuredProcess[] = [
+      { role: 'broker', pid: broker.pid },
+      ...gateways.map((g): MeasuredProcess => ({ role: 'gateway', pid: g.pid, metricsUrl: `${g.url}/metrics` })),
+      ...consumers.map((c): MeasuredProcess => ({ role: 'consumer', pid: c.pid, metricsUrl: `${c.url}/metrics` })),
+      { role: 'load', pid: process.pid },
+    ];
+    const { result, cost } = await measure(
       gateways.map((g) => g.url),
       options,
+      processes,
     );
     return {
       ...result,
+      cost,
       gateway_rss_mb: Math.max(...gateways.map((g) => g.peakRssMb())),
       consumer_rss_mb: Math.max(...consumers.map((c) => c.peakRssMb())),
       connections: options.overallRate ? 50 : CONNECTIONS,
-      note: options.overallRate ? `fixed ${options.overallRate} sends/s` : `saturation, ${CONNECTIONS} connections`,
+      note:
+        (options.overallRate ? `fixed ${options.overallRate} sends/s` : `saturation, ${CONNECTIONS} connections`) +
+        (options.untuned ? ', default settings' : ''),
     };
   } finally {
     await Promise.all([...gateways, ...consumers].map((app) => app.stop().catch(() => app.kill())));
@@ -130,9 +158,10 @@ async function ceilingScenario(): Promise<ScenarioResult> {
   const ceiling = await AppProcess.start('ceiling', {});
   try {
     console.log(`  ceiling: NestJS platform-express, constant answer; measuring ${MEASURE_S}s`);
-    const result = await measure([ceiling.url], {});
+    const { result } = await measure([ceiling.url], {}, []);
     return {
       ...result,
+      cost: null,
       gateway_rss_mb: ceiling.peakRssMb(),
       consumer_rss_mb: null,
       connections: CONNECTIONS,
@@ -158,11 +187,21 @@ async function main(): Promise<void> {
   console.log(`bench (${quick ? 'quick' : 'full'}): broker ${broker.brokers} (${broker.source})`);
   try {
     const scenarios: Record<string, ScenarioResult> = {};
-    scenarios.ceiling = await ceilingScenario();
-    scenarios.pipeline = await pipelineScenario('pipeline', 1, {}, broker.brokers);
-    scenarios.retries = await pipelineScenario('retries', 1, { retryShare: 0.1 }, broker.brokers);
-    scenarios.fixed_rate = await pipelineScenario('fixed_rate', 1, { overallRate: 1000 }, broker.brokers);
-    scenarios.scale = await pipelineScenario('scale', 2, {}, broker.brokers);
+    const runs: Record<string, () => Promise<ScenarioResult>> = {
+      ceiling: () => ceilingScenario(),
+      pipeline: () => pipelineScenario('pipeline', 1, {}, broker),
+      defaults: () => pipelineScenario('defaults', 1, { untuned: true }, broker),
+      retries: () => pipelineScenario('retries', 1, { retryShare: 0.1 }, broker),
+      fixed_rate: () => pipelineScenario('fixed_rate', 1, { overallRate: 1000 }, broker),
+      fixed_rate_2000: () => pipelineScenario('fixed_rate_2000', 1, { overallRate: 2000 }, broker),
+      scale: () => pipelineScenario('scale', 2, {}, broker),
+    };
+    // BENCH_SCENARIOS=ceiling,defaults runs those only (for trying one lever); the ratio needs both named ones.
+    const chosen = process.env.BENCH_SCENARIOS?.split(',') ?? Object.keys(runs);
+    for (const name of chosen) {
+      if (!runs[name]) throw new Error(`BENCH_SCENARIOS: no scenario ${name} (${Object.keys(runs).join(', ')})`);
+      scenarios[name] = await runs[name]();
+    }
     const cpu = cpus();
     const report = {
       date: new Date().toISOString(),
@@ -176,7 +215,7 @@ async function main(): Promise<void> {
         kafka: kafkaVersion(),
       },
       scenarios,
-      pipeline_vs_ceiling: Number((scenarios.pipeline.rps / scenarios.ceiling.rps).toFixed(3)),
+      pipeline_vs_ceiling: Number(((scenarios.pipeline?.rps ?? 0) / (scenarios.ceiling?.rps ?? 1)).toFixed(3)),
       duration_seconds: Math.round((Date.now() - started) / 1000),
     };
     const dir = join(root, 'bench', 'results');

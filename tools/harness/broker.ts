@@ -12,6 +12,8 @@ export interface Broker {
   brokers: string;
   /** Where it came from, for the test log. */
   source: 'KAFKA_BROKERS' | 'testcontainers' | 'kafka-local';
+  /** The broker's process on this machine, when known (the local launcher's), for the benchmark's CPU figures. */
+  pid: number | null;
   stop(): Promise<void>;
 }
 
@@ -21,7 +23,7 @@ export interface Broker {
  */
 export async function provideBroker(): Promise<Broker> {
   const given = process.env.KAFKA_BROKERS;
-  if (given) return { brokers: given, source: 'KAFKA_BROKERS', stop: async () => undefined };
+  if (given) return { brokers: given, source: 'KAFKA_BROKERS', pid: null, stop: async () => undefined };
 
   const container = await startTestcontainer();
   if (container) return container;
@@ -34,11 +36,21 @@ export async function provideBroker(): Promise<Broker> {
   return {
     brokers: stdout.trim().split('\n').pop()!,
     source: 'kafka-local',
+    pid: localBrokerPid(),
     // A broker somebody else started (npm start, a previous run) stays up; one we started, we stop.
     stop: async () => {
       if (!wasRunning) await run('bash', [LAUNCHER, 'stop']);
     },
   };
+}
+
+/** The pid of the launcher's default broker (one node, data in .cache/kafka-local). */
+function localBrokerPid(): number | null {
+  try {
+    return Number(readFileSync(resolve(__dirname, '../../../.cache/kafka-local/kafka.pid'), 'utf8').trim()) || null;
+  } catch {
+    return null;
+  }
 }
 
 export interface PrivateBroker {
@@ -128,6 +140,7 @@ async function startTestcontainer(): Promise<Broker | null> {
   return {
     brokers: `${container.getHost()}:${container.getMappedPort(9093)}`,
     source: 'testcontainers',
+    pid: null,
     stop: async () => {
       await container.stop();
     },

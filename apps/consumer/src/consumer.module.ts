@@ -3,7 +3,13 @@ import { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule, kafkaConnection } from '@app/config';
 import { createKafka } from '@app/kafka';
-import { HealthController, loggingModule, metricsControllers, Readiness } from '@app/observability';
+import {
+  HealthController,
+  loggingModule,
+  metricsControllers,
+  observeKafkaRequests,
+  Readiness,
+} from '@app/observability';
 import { AnnotationStage } from './annotations/annotation-stage';
 import { PipelineService } from './pipeline.service';
 import { SendStage } from './send/send-stage';
@@ -21,7 +27,8 @@ export class ConsumerModule {
         {
           provide: Kafka,
           inject: [AppConfig],
-          useFactory: (c: AppConfig) => createKafka(kafkaConnection(c), `${c.KAFKA_CLIENT_ID}-consumer`),
+          useFactory: (c: AppConfig) =>
+            createKafka(kafkaConnection(c), `${c.KAFKA_CLIENT_ID}-consumer`, observeKafkaRequests),
         },
         {
           provide: StateBudget,

@@ -23,7 +23,8 @@ import { TxnStore } from './store/txn-store';
 const SWEEP_INTERVAL_MS = 60_000;
 
 const observerFor = (stage: string): ProcessorObserver => ({
-  batch: (records, seconds, committed) => {
+  batch: (records, seconds, committed, written) => {
+    consumerMetrics.recordsWritten.inc({ stage }, written);
     consumerMetrics.batchSize.observe({ stage }, records);
     consumerMetrics.batchDuration.observe({ stage }, seconds);
     consumerMetrics.transactions.inc({ stage, outcome: committed ? 'committed' : 'aborted' });

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig, SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, LogEntry, Partitioners, Producer, ProducerConfig, RequestEvent, SASLOptions } from 'kafkajs';
 
 /** kafkajs lines that only repeat something said better elsewhere. */
 const QUIET_WARNINGS = [
@@ -29,9 +29,19 @@ export interface KafkaConnection {
   sasl?: { mechanism: 'plain' | 'scram-sha-256' | 'scram-sha-512'; username: string; password: string };
 }
 
-/** Every Kafka client of the apps and tools: the brokers, TLS and SASL, bounded retries. */
-export function createKafka({ brokers, ssl, sasl }: KafkaConnection, clientId: string): Kafka {
-  return new Kafka({
+/** Told of every request a client sends: its API (Produce, Fetch, EndTxn, …) and its size in bytes. */
+export type RequestObserver = (api: string, bytes: number) => void;
+
+/**
+ * Every Kafka client of the apps and tools: the brokers, TLS and SASL, bounded retries; with `observeRequests`,
+ * each producer, consumer and admin it makes reports its requests (for the cost of a send in metrics).
+ */
+export function createKafka(
+  { brokers, ssl, sasl }: KafkaConnection,
+  clientId: string,
+  observeRequests?: RequestObserver,
+): Kafka {
+  const kafka = new Kafka({
     clientId,
     brokers,
     ssl,
@@ -42,6 +52,28 @@ export function createKafka({ brokers, ssl, sasl }: KafkaConnection, clientId: s
     requestTimeout: 10000,
     retry: { initialRetryTime: 100, maxRetryTime: 2000, retries: 5 },
   });
+  return observeRequests ? observed(kafka, observeRequests) : kafka;
+}
+
+function observed(kafka: Kafka, observe: RequestObserver): Kafka {
+  const onRequest = ({ payload }: RequestEvent): void => observe(payload.apiName, payload.size);
+  const view = Object.create(kafka) as Kafka;
+  view.producer = (config) => {
+    const producer = kafka.producer(config);
+    producer.on(producer.events.REQUEST, onRequest);
+    return producer;
+  };
+  view.consumer = (config) => {
+    const consumer = kafka.consumer(config);
+    consumer.on(consumer.events.REQUEST, onRequest);
+    return consumer;
+  };
+  view.admin = (config) => {
+    const admin = kafka.admin(config);
+    admin.on(admin.events.REQUEST, onRequest);
+    return admin;
+  };
+  return view;
 }
 
 /**

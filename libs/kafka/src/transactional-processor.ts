@@ -56,7 +56,8 @@ export interface TransactionalProcessorOptions {
 const MAX_TAKEOVER_ATTEMPTS = 8;
 
 export interface ProcessorObserver {
-  batch(records: number, seconds: number, committed: boolean): void;
+  /** A batch of `records` input records, in `seconds`; when committed, `written` records went out with it. */
+  batch(records: number, seconds: number, committed: boolean, written: number): void;
   restored(stats: RestoreStats): void;
   lag(partition: number, records: number): void;
   /** Partitions this process no longer owns (revoked, or released to be taken over again). */
@@ -406,7 +407,7 @@ export class TransactionalProcessor<S> {
       await tx.commit();
     } catch (error) {
       await tx?.abort().catch(() => undefined);
-      this.options.observer?.batch(fresh.length, seconds(), false);
+      this.options.observer?.batch(fresh.length, seconds(), false, 0);
       this.logger.warn(
         `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,
       );
@@ -418,7 +419,8 @@ export class TransactionalProcessor<S> {
       return;
     }
     owner.next = next;
-    this.options.observer?.batch(fresh.length, seconds(), true);
+    const written = result.records.reduce((sum, { messages }) => sum + messages.length, 0);
+    this.options.observer?.batch(fresh.length, seconds(), true, written);
     result.afterCommit();
     payload.resolveOffset(batch.lastOffset());
   }

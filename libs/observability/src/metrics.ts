@@ -37,6 +37,18 @@ export const gatewayMetrics = {
 
 /** Metrics of the Kafka side that both apps report. */
 export const kafkaMetrics = {
+  requests: new Counter({
+    name: 'matrix_kafka_requests_total',
+    help: 'Requests sent to Kafka, by API (Produce, Fetch, AddPartitionsToTxn, EndTxn, …): the Kafka cost of a send',
+    labelNames: ['api'] as const,
+    registers: [registry],
+  }),
+  requestBytes: new Counter({
+    name: 'matrix_kafka_request_bytes_total',
+    help: 'Bytes of the requests sent to Kafka, by API',
+    labelNames: ['api'] as const,
+    registers: [registry],
+  }),
   produceLatency: new Histogram({
     name: 'matrix_kafka_produce_duration_seconds',
     help: 'Time of one coalesced produce request to Kafka',
@@ -114,6 +126,12 @@ export const consumerMetrics = {
     name: 'matrix_consumer_transactions_total',
     help: 'Kafka transactions, by outcome (committed or aborted)',
     labelNames: ['stage', 'outcome'] as const,
+    registers: [registry],
+  }),
+  recordsWritten: new Counter({
+    name: 'matrix_consumer_records_written_total',
+    help: 'Records written in committed transactions (events, changelog, hand-overs, dead letters), replies aside',
+    labelNames: ['stage'] as const,
     registers: [registry],
   }),
   events: new Counter({
@@ -207,4 +225,10 @@ export function produceMetricsFor(client: string): {
     },
     replaced: () => kafkaMetrics.producerReplacements.inc({ client }),
   };
+}
+
+/** Counts each Kafka request of a client made by `createKafka(…, observeKafkaRequests)`. */
+export function observeKafkaRequests(api: string, bytes: number): void {
+  kafkaMetrics.requests.inc({ api });
+  kafkaMetrics.requestBytes.inc({ api }, bytes);
 }

@@ -12,7 +12,7 @@ import {
   TopicLayoutError,
   untilConnected,
 } from '@app/kafka';
-import { kafkaMetrics, produceMetricsFor } from '@app/observability';
+import { kafkaMetrics, observeKafkaRequests, produceMetricsFor } from '@app/observability';
 
 /**
  * A Kafka request-reply client: a command goes out on the commands topic through a batching producer, and its
@@ -33,7 +33,7 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
     const instance = `${hostname()
       .replace(/[^A-Za-z0-9-]/g, '-')
       .slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
-    this.kafka = createKafka(kafkaConnection(config), `${config.KAFKA_CLIENT_ID}-gateway`);
+    this.kafka = createKafka(kafkaConnection(config), `${config.KAFKA_CLIENT_ID}-gateway`, observeKafkaRequests);
     this.admin = this.kafka.admin();
     this.producer = new BatchingProducer(this.kafka, {
       name: 'CommandProducer',

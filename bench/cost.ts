@@ -1,0 +1,110 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+/** A process whose cost the benchmark measures: its role, its pid (null: not on this machine), its /metrics. */
+export interface MeasuredProcess {
+  role: 'broker' | 'gateway' | 'consumer' | 'load';
+  pid: number | null;
+  metricsUrl?: string;
+}
+
+interface Snapshot {
+  cpuSeconds: Record<string, number | null>;
+  /** Every sample of every process's /metrics, summed by series name and labels. */
+  series: Map<string, number>;
+}
+
+/** Where each send goes, per scenario: what decides the next lever (README, Performance). */
+export interface CostBreakdown {
+  /** CPU-seconds per 1,000 answered sends, per role (all processes of the role together). */
+  cpu_s_per_1000_sends: Record<string, number | null>;
+  /** Kafka requests per send, by API, gateway and consumer together. */
+  kafka_requests_per_send: Record<string, number>;
+  kafka_request_bytes_per_send: number;
+  /** Records written per send: commands, events, changelog, hand-overs and replies. */
+  records_written_per_send: number;
+  commands_per_transaction: number;
+  transactions_per_second: number;
+}
+
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+function cpuSecondsOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+async function scrape(url: string, into: Map<string, number>): Promise<void> {
+  const text = await (await fetch(url)).text();
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (match) into.set(match[1], (into.get(match[1]) ?? 0) + Number(match[2]));
+  }
+}
+
+export async function snapshot(processes: MeasuredProcess[]): Promise<Snapshot> {
+  const cpuSeconds: Record<string, number | null> = {};
+  for (const { role, pid } of processes) {
+    const seconds =
+      role === 'load'
+        ? process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6
+        : pid
+          ? cpuSecondsOf(pid)
+          : null;
+    cpuSeconds[role] = seconds === null || cpuSeconds[role] === null ? null : (cpuSeconds[role] ?? 0) + seconds;
+  }
+  const series = new Map<string, number>();
+  for (const { metricsUrl } of processes) if (metricsUrl) await scrape(metricsUrl, series);
+  return { cpuSeconds, series };
+}
+
+/** The series of `name` whose labels include every `label="value"` given, summed. */
+function total(series: Map<string, number>, name: string, ...labels: string[]): number {
+  let sum = 0;
+  for (const [key, value] of series) {
+    if ((key === name || key.startsWith(`${name}{`)) && labels.every((label) => key.includes(label))) sum += value;
+  }
+  return sum;
+}
+
+export function breakdown(before: Snapshot, after: Snapshot, sends: number, seconds: number): CostBreakdown {
+  const delta = (name: string, ...labels: string[]) =>
+    total(after.series, name, ...labels) - total(before.series, name, ...labels);
+  const round = (value: number, digits = 3) => Number(value.toFixed(digits));
+  const perSend = (value: number) => round(value / Math.max(1, sends));
+  const cpu: Record<string, number | null> = {};
+  for (const [role, end] of Object.entries(after.cpuSeconds)) {
+    const start = before.cpuSeconds[role];
+    cpu[role] =
+      end === null || start === null || start === undefined ? null : round(((end - start) * 1000) / Math.max(1, sends));
+  }
+  const apis = new Set(
+    [...after.series.keys()].flatMap((key) => /^matrix_kafka_requests_total\{api="([^"]+)"\}/.exec(key)?.[1] ?? []),
+  );
+  const requests: Record<string, number> = {};
+  for (const api of [...apis].sort()) {
+    const perApi = perSend(delta('matrix_kafka_requests_total', `api="${api}"`));
+    if (perApi > 0) requests[api] = perApi;
+  }
+  const transactions = delta('matrix_consumer_transactions_total', 'outcome="committed"');
+  return {
+    cpu_s_per_1000_sends: cpu,
+    kafka_requests_per_send: requests,
+    kafka_request_bytes_per_send: Math.round(delta('matrix_kafka_request_bytes_total') / Math.max(1, sends)),
+    records_written_per_send: perSend(
+      delta('matrix_kafka_produce_batch_size_sum') + delta('matrix_consumer_records_written_total'),
+    ),
+    commands_per_transaction: round(
+      delta('matrix_consumer_batch_size_sum', 'stage="send"') /
+        Math.max(1, delta('matrix_consumer_batch_size_count', 'stage="send"')),
+      1,
+    ),
+    transactions_per_second: round(transactions / seconds, 1),
+  };
+}
