@@ -10,12 +10,9 @@
  * This rewrites sendMessages so that a retry waits for every request of the attempt, and remembers which partitions
  * were written rather than which brokers answered. It must run before kafkajs is loaded, like the read_committed fix.
  */
-import { readFileSync } from 'node:fs';
-import Module from 'node:module';
-import { dirname } from 'node:path';
+import { applyEdits, replaceKafkajsModule } from './source-patch';
 
 const SEND_MESSAGES = require.resolve('kafkajs/src/producer/sendMessages');
-const PRODUCER = require.resolve('kafkajs/src/producer');
 /** The exact pieces of kafkajs 2.2.4's source that change, and what they become. */
 const EDITS: [string, string][] = [
   [
@@ -53,30 +50,12 @@ const EDITS: [string, string][] = [
 
 /** kafkajs' source with both fixes; throws if the source is not the one they were written for. */
 export function patchSendMessages(source: string): string {
-  let patched = source;
-  for (const [from, to] of EDITS) {
-    if (patched.split(from).length !== 2)
-      throw new Error('kafkajs-fixes/produce-retry: kafkajs sendMessages is not the version this fix was written for');
-    patched = patched.replace(from, () => to);
-  }
   const settle =
     'const settleAll = async promises => {\n' +
     "  const failed = (await Promise.allSettled(promises)).find(result => result.status === 'rejected')\n" +
     '  if (failed) throw failed.reason\n' +
     '}\n';
-  return settle + patched;
+  return settle + applyEdits('produce-retry', source, EDITS);
 }
 
-if (require.cache[PRODUCER])
-  throw new Error('kafkajs-fixes/produce-retry must be loaded before kafkajs (import @app/kafka first)');
-const patched = new Module(SEND_MESSAGES, module);
-patched.filename = SEND_MESSAGES;
-patched.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(
-  dirname(SEND_MESSAGES),
-);
-(patched as unknown as { _compile(source: string, filename: string): void })._compile(
-  patchSendMessages(readFileSync(SEND_MESSAGES, 'utf8')),
-  SEND_MESSAGES,
-);
-patched.loaded = true;
-require.cache[SEND_MESSAGES] = patched;
+replaceKafkajsModule('produce-retry', SEND_MESSAGES, patchSendMessages);
