@@ -400,7 +400,7 @@ export class TransactionalProcessor<S> {
     try {
       tx = await owner.producer.transaction();
       for (const topicMessages of requests) await tx.sendBatch({ acks: -1, topicMessages });
-      await sendOffsets(tx, {
+      await tx.sendOffsets({
         consumerGroupId: this.options.groupId,
         topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
       });
@@ -423,22 +423,5 @@ export class TransactionalProcessor<S> {
     this.options.observer?.batch(fresh.length, seconds(), true, written);
     result.afterCommit();
     payload.resolveOffset(batch.lastOffset());
-  }
-}
-
-/**
- * A transaction that writes no record (a batch of retries only) opens with AddOffsetsToTxn, which the coordinator
- * refuses with CONCURRENT_TRANSACTIONS while it still writes the previous commit's markers. The Java client retries
- * that; kafkajs retries it for AddPartitionsToTxn only, so without this the batch would abort and its partition be
- * taken over again for nothing.
- */
-async function sendOffsets(tx: Transaction, offsets: Parameters<Transaction['sendOffsets']>[0]): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await tx.sendOffsets(offsets);
-    } catch (error) {
-      if ((error as { type?: string }).type !== 'CONCURRENT_TRANSACTIONS' || attempt >= 10) throw error;
-      await sleep(Math.min(1000, 20 * 2 ** attempt));
-    }
   }
 }

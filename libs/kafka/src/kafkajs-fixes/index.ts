@@ -5,4 +5,4 @@
  */
 import './read-committed';
 import './produce-retry';
-import './coordinator-cache';
+import './transactions';

@@ -1,13 +1,18 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { patchEosManager } from './coordinator-cache';
+import { patchEosManager } from './transactions';
 
-describe('the coordinator cache fix for kafkajs', () => {
+describe('the transaction manager fixes for kafkajs', () => {
   it('looks each coordinator up once, in the installed kafkajs', () => {
     const patched = patchEosManager(readFileSync(require.resolve('kafkajs/src/producer/eosManager'), 'utf8'));
     assert.equal(patched.match(/cluster\.findGroupCoordinator\(/g)?.length, 1, 'one lookup, behind the cache');
     assert.match(patched, /const rememberedCoordinator/);
+    assert.match(
+      patched,
+      /await untilNotConcurrent\(\(\) =>\s+transactionCoordinator\.addOffsetsToTxn/,
+      'AddOffsetsToTxn retried',
+    );
   });
 
   it("is the eosManager that kafkajs' producer uses", () => {

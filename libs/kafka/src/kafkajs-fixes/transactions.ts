@@ -1,17 +1,38 @@
 /**
- * kafkajs 2.2.4 looks a coordinator up (a FindCoordinator request) before every request of a transaction:
- * AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, four round trips per transaction that always
- * answer the same broker (the benchmark's cost breakdown counted 0.23 of them per send, about a quarter of all Kafka
- * requests). The Java client remembers its coordinators until a request to one fails. This makes each transactional
- * producer do the same: a coordinator is remembered per (type, id), and forgotten when any request to it fails
- * (a moved coordinator answers NOT_COORDINATOR, a dead one does not answer), so the retry looks it up again.
- * CONCURRENT_TRANSACTIONS, which the coordinator answers while it finishes the previous commit, keeps it.
+ * Two defects of kafkajs 2.2.4's transaction manager (eosManager), fixed in its source:
+ * - it looked a coordinator up (a FindCoordinator request) before every request of a transaction:
+ *   AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit and EndTxn, four round trips per transaction that always
+ *   answer the same broker (the benchmark's cost breakdown counted 0.23 of them per send, about a quarter of all
+ *   Kafka requests). Like the Java client, a producer now remembers each coordinator, per (type, id), until a
+ *   request to it fails (a moved coordinator answers NOT_COORDINATOR, a dead one does not answer); the retry then
+ *   looks it up again. CONCURRENT_TRANSACTIONS, which the coordinator answers while it finishes the previous
+ *   commit, keeps it.
+ * - AddOffsetsToTxn was not retried on CONCURRENT_TRANSACTIONS (AddPartitionsToTxn is). A transaction that writes
+ *   no record (a batch of client retries only) opens with it, right after the previous commit: it failed, and the
+ *   processor aborted the batch and took its partition over again for nothing. It is now retried as the Java
+ *   client does, from 20 ms on.
  */
 import { applyEdits, replaceKafkajsModule } from './source-patch';
 
 const EOS_MANAGER = require.resolve('kafkajs/src/producer/eosManager');
 
 const EDITS: [string, string][] = [
+  [
+    `        await transactionCoordinator.addOffsetsToTxn({
+          transactionalId,
+          producerId,
+          producerEpoch,
+          groupId: consumerGroupId,
+        })`,
+    `        await untilNotConcurrent(() =>
+          transactionCoordinator.addOffsetsToTxn({
+            transactionalId,
+            producerId,
+            producerEpoch,
+            groupId: consumerGroupId,
+          })
+        )`,
+  ],
   [
     `  const findTransactionCoordinator = () => {
     return cluster.findGroupCoordinator({
@@ -71,8 +92,22 @@ const rememberedCoordinator = (broker, forget) =>
   })
 `;
 
+/** Retries a coordinator request that CONCURRENT_TRANSACTIONS refused, as the Java client does. */
+const UNTIL_NOT_CONCURRENT = `
+const untilNotConcurrent = async request => {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await request()
+    } catch (error) {
+      if (error.type !== 'CONCURRENT_TRANSACTIONS' || attempt >= 10) throw error
+      await new Promise(resolve => setTimeout(resolve, Math.min(1000, 20 * 2 ** attempt)))
+    }
+  }
+}
+`;
+
 export function patchEosManager(source: string): string {
-  return applyEdits('coordinator-cache', source, EDITS) + REMEMBERED;
+  return applyEdits('transactions', source, EDITS) + REMEMBERED + UNTIL_NOT_CONCURRENT;
 }
 
-replaceKafkajsModule('coordinator-cache', EOS_MANAGER, patchEosManager);
+replaceKafkajsModule('transactions', EOS_MANAGER, patchEosManager);
