@@ -65,7 +65,9 @@ export class AppProcess {
   static async start(name: AppName, env: Record<string, string>): Promise<AppProcess> {
     const port = await freePort();
     const { entry, portVar } = APPS[name];
-    const child = spawn(process.execPath, [entry], {
+    // APP_NODE_ARGS: options for the apps' Node (say `--cpu-prof --cpu-prof-dir=/tmp/prof`); NODE_OPTIONS refuses some.
+    const nodeArgs = process.env.APP_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const child = spawn(process.execPath, [...nodeArgs, entry], {
       env: { ...process.env, ...env, [portVar]: String(port) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

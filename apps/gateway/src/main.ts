@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
-import { bootOrExit, usePino } from '@app/observability';
+import { assignRequestIds, bootOrExit, usePino } from '@app/observability';
 import { GatewayModule } from './gateway.module';
 import { answerClientErrorsWithJson } from './http/client-error';
 import { matrixCors } from './http/cors.middleware';
@@ -16,7 +16,7 @@ bootOrExit('gateway', async (config, logger) => {
   });
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use(countRequests, matrixCors);
+  app.use(assignRequestIds, countRequests, matrixCors);
   usePino(app);
   app.enableShutdownHooks();
   answerClientErrorsWithJson(app.getHttpServer());

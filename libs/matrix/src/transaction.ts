@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import { keyedShortHash, shortHash } from './hash';
 
 /**
@@ -30,7 +31,7 @@ export function transactionScope(sender: Sender): string {
  * The scope as it travels in Kafka keys, commands and event headers: keyed with the server's secret, since a
  * device-less scope is derived from the access token, and a short token's bare hash could be reversed.
  */
-export function scopeHash(sender: Sender, secret: Uint8Array): string {
+export function scopeHash(sender: Sender, secret: KeyObject | Uint8Array): string {
   return keyedShortHash(secret, transactionScope(sender));
 }
 
