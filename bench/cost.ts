@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** A process whose cost the benchmark measures: its role, its pid (null: not on this machine), its /metrics. */
 export interface MeasuredProcess {
@@ -16,7 +16,10 @@ interface Snapshot {
 
 /** Where each send goes, per scenario: what decides the next lever (README, Performance). */
 export interface CostBreakdown {
-  /** CPU-seconds per 1,000 answered sends, per role (all processes of the role together). */
+  /**
+   * CPU-seconds per 1,000 answered sends, per role (all processes of the role together); `broker_jit` is the part of
+   * the broker's spent by its JIT compiler threads (high while a broker is young, none once it is warm).
+   */
   cpu_s_per_1000_sends: Record<string, number | null>;
   /** Kafka requests per send, by API, gateway and consumer together. */
   kafka_requests_per_send: Record<string, number>;
@@ -29,12 +32,26 @@ export interface CostBreakdown {
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
-function cpuSecondsOf(pid: number): number | null {
+function cpuSecondsOf(pid: number, thread?: number): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`, 'utf8');
     // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU-seconds of a JVM's JIT compiler threads (named "C1 CompilerThre…" and "C2 CompilerThre…"). */
+function jitSecondsOf(pid: number): number | null {
+  try {
+    let seconds = 0;
+    for (const thread of readdirSync(`/proc/${pid}/task`).map(Number)) {
+      const name = readFileSync(`/proc/${pid}/task/${thread}/comm`, 'utf8');
+      if (/^C[12] Compiler/.test(name)) seconds += cpuSecondsOf(pid, thread) ?? 0;
+    }
+    return seconds;
   } catch {
     return null;
   }
@@ -58,6 +75,7 @@ export async function snapshot(processes: MeasuredProcess[]): Promise<Snapshot> 
           ? cpuSecondsOf(pid)
           : null;
     cpuSeconds[role] = seconds === null || cpuSeconds[role] === null ? null : (cpuSeconds[role] ?? 0) + seconds;
+    if (role === 'broker') cpuSeconds.broker_jit = pid ? jitSecondsOf(pid) : null;
   }
   const series = new Map<string, number>();
   for (const { metricsUrl } of processes) if (metricsUrl) await scrape(metricsUrl, series);
