@@ -109,7 +109,10 @@ export class AppConfig {
   /** Hard cap on the raw request body; the canonical event limit (65536 bytes) applies on top. */
   @Transform(toInt) @IsInt() @Min(1024) @Max(16777216) MAX_BODY_BYTES = 131072;
 
-  /** The gateway coalesces concurrent commands into one produce call for up to this long. */
+  /**
+   * Produce requests gather sends (gateway commands, consumer replies): with none in flight, a send waits this long
+   * for others; while one is in flight, sends gather until it completes.
+   */
   @Transform(toInt) @IsInt() @Min(0) @Max(1000) PRODUCER_LINGER_MS = 1;
   @Transform(toInt) @IsInt() @Min(1) @Max(100000) PRODUCER_MAX_BATCH = 1000;
   /**

@@ -69,7 +69,9 @@ interface TopicProducer {
 
 /**
  * Coalesces concurrent sends into one produce request: waiting on one produce per HTTP request is kafkajs'
- * known bottleneck. Idempotent producers, acks=all, a short linger, and a request bounded in records and bytes.
+ * known bottleneck. Batching is natural: while a produce is in flight, sends gather and go out together when it
+ * completes, so the busier, the fuller each request; with none in flight, a send waits the short linger only.
+ * Idempotent producers, acks=all, and a request bounded in records and bytes.
  * One producer per topic, so that a topic that goes away (a stopped gateway's reply topic) can break nothing but
  * its own sends. A produce that fails fails only its own sends; one that leaves its producer broken also drops the
  * producer, and the next send to the topic gets a new one.
@@ -80,6 +82,8 @@ export class BatchingProducer {
   private queue: Pending[] = [];
   private queuedBytes = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** Produce requests on their way: while there are any, sends wait for them instead of a timer. */
+  private inFlight = 0;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -126,7 +130,7 @@ export class BatchingProducer {
       this.queue.push({ topic, message, bytes, resolve, reject });
       this.queuedBytes += bytes;
       if (this.queue.length >= this.options.maxBatch || this.queuedBytes >= this.options.maxBatchBytes) this.flush();
-      else this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
+      else if (this.inFlight === 0) this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
     });
   }
 
@@ -160,7 +164,9 @@ export class BatchingProducer {
       this.produce(this.take());
       if (this.queue.length < this.options.maxBatch && this.queuedBytes < this.options.maxBatchBytes) break;
     }
-    if (this.queue.length > 0) this.timer = setTimeout(() => this.flush(), this.options.lingerMs);
+    if (this.queue.length > 0 && this.inFlight === 0) {
+      this.timer = setTimeout(() => this.flush(), this.options.lingerMs);
+    }
   }
 
   /** The head of the queue, up to the bounds (at least one send, however large). */
@@ -189,6 +195,16 @@ export class BatchingProducer {
   }
 
   private async produceTo(topic: string, waiting: Pending[]): Promise<void> {
+    this.inFlight++;
+    try {
+      await this.produceNow(topic, waiting);
+    } finally {
+      // What gathered meanwhile has waited long enough.
+      if (--this.inFlight === 0 && this.queue.length > 0 && !this.closed) this.flush();
+    }
+  }
+
+  private async produceNow(topic: string, waiting: Pending[]): Promise<void> {
     const current = this.producerFor(topic);
     const started = process.hrtime.bigint();
     try {
