@@ -44,7 +44,7 @@ function cpuSecondsOf(pid: number, thread?: number): number | null {
 }
 
 /** CPU-seconds of a JVM's JIT compiler threads (named "C1 CompilerThre…" and "C2 CompilerThre…"). */
-function jitSecondsOf(pid: number): number | null {
+export function jitSecondsOf(pid: number): number | null {
   try {
     let seconds = 0;
     for (const thread of readdirSync(`/proc/${pid}/task`).map(Number)) {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Broker, provideBroker } from '../tools/harness/broker';
 import { AppProcess, isolatedTopics } from '../tools/harness/app-process';
 import { renderChart, renderSummary, ScenarioResult } from './report';
-import { breakdown, CostBreakdown, MeasuredProcess, snapshot } from './cost';
+import { breakdown, CostBreakdown, jitSecondsOf, MeasuredProcess, snapshot } from './cost';
 import { LoadResult, sendLoad } from './load';
 
 const quick = process.argv.includes('--quick');
@@ -24,8 +24,15 @@ const WARMUP_S = quick ? 3 : 5;
  * cost. On 2 cores 128 saturate it (256 made no more, 512 less, at twice and four times the latency).
  */
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 128);
-/** A broker just started spends a core compiling (its JIT) through its first minute of load: not measured. */
-const BROKER_WARMUP_S = quick ? 30 : 60;
+/**
+ * A broker just started spends up to a core compiling (its JIT) through its first minutes of load: the bench loads
+ * it, unmeasured, in slices of this many seconds until its compiler threads use under JIT_QUIET of a core (or for
+ * WARMUP_SLICES_MAX slices; always at least WARMUP_SLICES_MIN, and only those when it cannot see the broker).
+ */
+const WARMUP_SLICE_S = 5;
+const WARMUP_SLICES_MIN = 3;
+const WARMUP_SLICES_MAX = quick ? 12 : 24;
+const JIT_QUIET = 0.05;
 const USERS = 100;
 const root = join(__dirname, '../..');
 
@@ -169,8 +176,19 @@ async function warmUpBroker(broker: Broker): Promise<void> {
   const gateway = await AppProcess.start('gateway', env);
   try {
     await consumer.waitReady();
-    console.log(`  broker warm-up: ${BROKER_WARMUP_S}s of load, not measured`);
-    await sendLoad({ url: gateway.url, tokens, connections: CONNECTIONS, durationSeconds: BROKER_WARMUP_S });
+    let jit = broker.pid ? jitSecondsOf(broker.pid) : null;
+    let slices = 0;
+    let quiet = false;
+    while (slices < WARMUP_SLICES_MAX && !(quiet && slices >= WARMUP_SLICES_MIN)) {
+      await sendLoad({ url: gateway.url, tokens, connections: CONNECTIONS, durationSeconds: WARMUP_SLICE_S });
+      slices++;
+      const now = broker.pid ? jitSecondsOf(broker.pid) : null;
+      quiet = jit === null || now === null || (now - jit) / WARMUP_SLICE_S < JIT_QUIET;
+      jit = now;
+    }
+    console.log(
+      `  broker warm-up: ${slices * WARMUP_SLICE_S}s of load, not measured (JIT ${quiet ? 'quiet' : 'busy'})`,
+    );
   } finally {
     await Promise.all([gateway, consumer].map((app) => app.stop().catch(() => app.kill())));
   }
