@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { Kafka, Message, Producer } from 'kafkajs';
 import { createProducer } from './kafka-client';
 import { recordBytes } from './record-bytes';
+import { errorChain } from './retry';
 
 interface Pending {
   topic: string;
@@ -48,15 +49,7 @@ const FATAL_PRODUCER_ERRORS = new Set([
 
 /** Whether the producer that failed with `error` must be replaced (kafkajs nests the cause in retry errors). */
 export function needsNewProducer(error: unknown): boolean {
-  for (
-    let cause = error as { type?: string; originalError?: unknown; cause?: unknown } | undefined, depth = 0;
-    cause && depth < 5;
-    depth++
-  ) {
-    if (typeof cause.type === 'string' && FATAL_PRODUCER_ERRORS.has(cause.type)) return true;
-    cause = (cause.originalError ?? cause.cause) as typeof cause;
-  }
-  return false;
+  return errorChain(error).some(({ type }) => type !== undefined && FATAL_PRODUCER_ERRORS.has(type));
 }
 
 /** A topic's producer not used for this long is closed (the reply topic of a gateway that went away). */

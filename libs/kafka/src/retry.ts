@@ -44,11 +44,19 @@ const UNREACHABLE = new Set([
   'KafkaJSNumberOfRetriesExceeded',
 ]);
 
-export function isKafkaUnreachable(error: unknown): boolean {
-  for (let cause = error; cause; cause = (cause as { cause?: unknown }).cause) {
-    if (UNREACHABLE.has((cause as Error).name)) return true;
+/** An error and the ones it wraps: kafkajs nests the cause in `originalError` (retries exceeded) or `cause`. */
+export function errorChain(error: unknown): { name?: string; type?: string }[] {
+  const chain = [];
+  let cause = error as { name?: string; type?: string; originalError?: unknown; cause?: unknown } | undefined;
+  for (let depth = 0; cause && depth < 5; depth++) {
+    chain.push(cause);
+    cause = (cause.originalError ?? cause.cause) as typeof cause;
   }
-  return false;
+  return chain;
+}
+
+export function isKafkaUnreachable(error: unknown): boolean {
+  return errorChain(error).some(({ name }) => name !== undefined && UNREACHABLE.has(name));
 }
 
 /**
