@@ -92,7 +92,11 @@ const rememberedCoordinator = (broker, forget) =>
   })
 `;
 
-/** Retries a coordinator request that CONCURRENT_TRANSACTIONS refused, as the Java client does. */
+/**
+ * Retries a coordinator request that CONCURRENT_TRANSACTIONS refused, as the Java client does. Not the manager's own
+ * `retrier`: that one follows the client's retry settings (100 ms first), not the producer's, and the refusal only
+ * lasts while the previous commit's markers are written.
+ */
 const UNTIL_NOT_CONCURRENT = `
 const untilNotConcurrent = async request => {
   for (let attempt = 0; ; attempt++) {
