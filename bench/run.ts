@@ -129,6 +129,24 @@ function combine(results: LoadResult[]): LoadResult {
   };
 }
 
+/** Starts `instances` consumers and gateways (consumers first, all ready), runs `use`, and stops them all. */
+async function withPipeline<T>(
+  env: Record<string, string>,
+  instances: number,
+  use: (gateways: AppProcess[], consumers: AppProcess[]) => Promise<T>,
+): Promise<T> {
+  const consumers: AppProcess[] = [];
+  const gateways: AppProcess[] = [];
+  try {
+    for (let i = 0; i < instances; i++) consumers.push(await AppProcess.start('consumer', env));
+    for (let i = 0; i < instances; i++) gateways.push(await AppProcess.start('gateway', env));
+    await Promise.all(consumers.map((c) => c.waitReady())); // the second consumer's join moves partitions
+    return await use(gateways, consumers);
+  } finally {
+    await Promise.all([...gateways, ...consumers].map((app) => app.stop().catch(() => app.kill())));
+  }
+}
+
 async function pipelineScenario(
   name: string,
   instances: number,
@@ -136,12 +154,7 @@ async function pipelineScenario(
   broker: Broker,
 ): Promise<ScenarioResult> {
   const env = { ...benchEnv(), ...(options.untuned ? {} : TUNING), KAFKA_BROKERS: broker.brokers };
-  const consumers: AppProcess[] = [];
-  const gateways: AppProcess[] = [];
-  try {
-    for (let i = 0; i < instances; i++) consumers.push(await AppProcess.start('consumer', env));
-    for (let i = 0; i < instances; i++) gateways.push(await AppProcess.start('gateway', env));
-    await Promise.all(consumers.map((c) => c.waitReady())); // the second consumer's join moves partitions
+  return withPipeline(env, instances, async (gateways, consumers) => {
     console.log(`  ${name}: ${instances} gateway(s) + ${instances} consumer(s) ready; measuring ${MEASURE_S}s`);
     const processes: MeasuredProcess[] = [
       { role: 'broker', pid: broker.pid },
@@ -164,18 +177,13 @@ async function pipelineScenario(
         (options.overallRate ? `fixed ${options.overallRate} sends/s` : `saturation, ${CONNECTIONS} connections`) +
         (options.untuned ? ', default settings' : ''),
     };
-  } finally {
-    await Promise.all([...gateways, ...consumers].map((app) => app.stop().catch(() => app.kill())));
-  }
+  });
 }
 
 /** Load through a pipeline of its own, measured by nobody, until the broker's hot paths are compiled. */
 async function warmUpBroker(broker: Broker): Promise<void> {
   const env = { ...benchEnv(), ...TUNING, KAFKA_BROKERS: broker.brokers };
-  const consumer = await AppProcess.start('consumer', env);
-  const gateway = await AppProcess.start('gateway', env);
-  try {
-    await consumer.waitReady();
+  await withPipeline(env, 1, async ([gateway]) => {
     let jit = broker.pid ? jitSecondsOf(broker.pid) : null;
     let slices = 0;
     let quiet = false;
@@ -189,9 +197,7 @@ async function warmUpBroker(broker: Broker): Promise<void> {
     console.log(
       `  broker warm-up: ${slices * WARMUP_SLICE_S}s of load, not measured (JIT ${quiet ? 'quiet' : 'busy'})`,
     );
-  } finally {
-    await Promise.all([gateway, consumer].map((app) => app.stop().catch(() => app.kill())));
-  }
+  });
 }
 
 async function ceilingScenario(): Promise<ScenarioResult> {
