@@ -87,7 +87,7 @@ describe('a broker restart during load', () => {
         '!lost:test.local',
         'm.room.message',
         `lost-${Date.now()}`,
-        { body: 'x' },
+        { msgtype: 'm.text', body: 'x' },
       );
       assert.equal(res.status, 503);
       assert.ok(Number(res.headers.get('retry-after')) >= 1);
@@ -108,7 +108,7 @@ describe('a broker restart during load', () => {
       '!lost:test.local',
       'm.room.message',
       `back-${Date.now()}`,
-      { body: 'x' },
+      { msgtype: 'm.text', body: 'x' },
     );
     assert.equal(res.status, 200);
     process.stdout.write(`# Kafka back: ready again after ${Date.now() - back} ms\n`);

@@ -332,7 +332,8 @@ describe('gateway conformance against a real broker', () => {
         for (let depth = MAX_JSON_DEPTH - 8; depth <= MAX_JSON_DEPTH + 7; depth++) {
           const body = shape(depth);
           assert.doesNotThrow(() => JSON.parse(body), `${name} ${depth} is well-formed JSON`);
-          const res = await put(url, sendPath(), { token: alice.token, body });
+          // A type of no rule of its own: only the JSON rules judge these bodies.
+          const res = await put(url, sendPath(randomUUID(), ROOM, 'org.example.nested'), { token: alice.token, body });
           const expected = depth <= MAX_JSON_DEPTH ? '200' : '400 M_BAD_JSON';
           const got = res.status === 200 ? '200' : `${res.status} ${String(res.body.errcode)}`;
           if (got !== expected) wrong.push(`${name} at depth ${depth}: ${got}, expected ${expected}`);
@@ -533,9 +534,290 @@ describe('gateway conformance against a real broker', () => {
     });
   });
 
+  describe('content and identifiers as the reference homeserver judges them', () => {
+    /** The room's own ID, for the tombstone rule. */
+    const RULES_ROOM = '!rules:test.local';
+    const text = { msgtype: 'm.text', body: 'hi' };
+    // status and errcode as Synapse answers (synapse/events/validator.py, synapse/handlers/message.py): a bare
+    // SynapseError(400) is M_UNKNOWN.
+    const refused: { name: string; type: string; body: unknown; status: number; errcode: string }[] = [
+      {
+        name: 'an annotation without a key',
+        type: 'm.reaction',
+        body: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$x' } },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an annotation whose key is not a string',
+        type: 'm.reaction',
+        body: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$x', key: 1 } },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an annotation key over 500 code points',
+        type: 'm.reaction',
+        body: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$x', key: 'k'.repeat(501) } },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'a lone surrogate in a string',
+        type: 'm.room.message',
+        body: '{"msgtype":"m.text","body":"lone \\ud800 here"}',
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'a lone surrogate in a key',
+        type: 'm.room.message',
+        body: '{"msgtype":"m.text","body":"x","lone \\udc00":1}',
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'm.mentions.user_ids that is not a list',
+        type: 'm.room.message',
+        body: { ...text, 'm.mentions': { user_ids: '@alice:example.org' } },
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'm.mentions.room that is not a boolean',
+        type: 'm.room.message',
+        body: { ...text, 'm.mentions': { room: 'yes' } },
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'm.mentions that is not an object',
+        type: 'org.example.custom',
+        body: { 'm.mentions': ['@alice:example.org'] },
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'an m.room.message without body',
+        type: 'm.room.message',
+        body: { msgtype: 'm.text' },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.message without msgtype',
+        type: 'm.room.message',
+        body: { body: 'x' },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.message whose body is not a string',
+        type: 'm.room.message',
+        body: { msgtype: 'm.text', body: 1 },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.topic (a state event) as a message',
+        type: 'm.room.topic',
+        body: { topic: 't' },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.name (a state event) as a message',
+        type: 'm.room.name',
+        body: { name: 'n' },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.member as a message',
+        type: 'm.room.member',
+        body: { membership: 'join' },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.tombstone as a message',
+        type: 'm.room.tombstone',
+        body: { replacement_room: '!new:test.local' },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.tombstone naming its own room',
+        type: 'm.room.tombstone',
+        body: { replacement_room: RULES_ROOM },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.retention as a message',
+        type: 'm.room.retention',
+        body: { max_lifetime: 1000 },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.create into an existing room',
+        type: 'm.room.create',
+        body: { room_version: '11' },
+        status: 403,
+        errcode: 'M_FORBIDDEN',
+      },
+      {
+        name: 'power levels that are not integers',
+        type: 'm.room.power_levels',
+        body: { users_default: '0' },
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'power levels whose users is not a map of integers',
+        type: 'm.room.power_levels',
+        body: { users: { '@a:test.local': true } },
+        status: 400,
+        errcode: 'M_BAD_JSON',
+      },
+      {
+        name: 'an m.room.aliases entry over 255 characters',
+        type: 'm.room.aliases',
+        body: { aliases: [`#${'a'.repeat(255)}`] },
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'an m.room.server_acl that denies this server',
+        type: 'm.room.server_acl',
+        body: { allow: ['*'], deny: ['test.local'] },
+        status: 400,
+        errcode: 'M_UNKNOWN',
+      },
+      {
+        name: 'an m.room.canonical_alias whose alias is not a string',
+        type: 'm.room.canonical_alias',
+        body: { alias: 5 },
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+      {
+        name: 'an m.room.canonical_alias whose alt_aliases is not a list',
+        type: 'm.room.canonical_alias',
+        body: { alt_aliases: '#a:test.local' },
+        status: 400,
+        errcode: 'M_INVALID_PARAM',
+      },
+    ];
+    for (const { name, type, body, status, errcode } of refused) {
+      it(`answers ${status} ${errcode} for ${name}`, async () => {
+        const res = await sendEvent(url, alice.token, RULES_ROOM, type, `rules-${randomUUID()}`, body);
+        assert.equal(`${res.status} ${String(res.body.errcode)}`, `${status} ${errcode}`, JSON.stringify(res.body));
+        assert.equal(typeof res.body.error, 'string');
+      });
+    }
+
+    const accepted: { name: string; room: string; type: string; body: unknown }[] = [
+      {
+        name: 'a room ID with a space and an emoji',
+        room: '!odd room 🐈:example.org',
+        type: 'm.room.message',
+        body: text,
+      },
+      {
+        name: 'a room ID with control characters',
+        room: '!tab\there\u0007:example.org',
+        type: 'm.room.message',
+        body: text,
+      },
+      { name: 'a room v12 ID (no server part)', room: `!${'Ab3_-'.repeat(8)}xyz`, type: 'm.room.message', body: text },
+      { name: 'an event type with a control character', room: RULES_ROOM, type: 'org.example.\u0001odd', body: {} },
+      {
+        name: 'a surrogate pair',
+        room: RULES_ROOM,
+        type: 'm.room.message',
+        body: '{"msgtype":"m.text","body":"\\ud83d\\ude00"}',
+      },
+      {
+        name: 'an annotation with a key',
+        room: RULES_ROOM,
+        type: 'm.reaction',
+        body: { 'm.relates_to': { rel_type: 'm.annotation', event_id: `$${randomUUID()}`, key: '👍' } },
+      },
+      {
+        name: 'well-formed m.mentions',
+        room: RULES_ROOM,
+        type: 'm.room.message',
+        body: { ...text, 'm.mentions': { user_ids: ['@alice:example.org'], room: false } },
+      },
+      {
+        name: 'power levels of integers',
+        room: RULES_ROOM,
+        type: 'm.room.power_levels',
+        body: { users: { '@a:test.local': 100 }, users_default: 0 },
+      },
+      {
+        name: 'an m.room.server_acl that lets this server in',
+        room: RULES_ROOM,
+        type: 'm.room.server_acl',
+        body: { allow: ['*.local'], deny: ['evil.example'] },
+      },
+    ];
+    for (const { name, room, type, body } of accepted) {
+      it(`accepts ${name} and stores it as sent`, async () => {
+        const res = await sendEvent(url, alice.token, room, type, `rules-${randomUUID()}`, body);
+        assert.equal(res.status, 200, JSON.stringify(res.body));
+        const eventId = String(res.body.event_id);
+        assert.match(eventId, EVENT_ID_PATTERN);
+        const [logged] = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+          keep: (event) => event.event_id === eventId,
+          atLeast: 1,
+        });
+        assert.equal(logged.event.room_id, room);
+        assert.equal(logged.event.type, type);
+        assert.deepEqual(logged.event.content, typeof body === 'string' ? JSON.parse(body) : body);
+      });
+    }
+
+    for (const [name, room, status, errcode] of [
+      ['a NUL in the localpart', '!a\u0000b:test.local', 400, 'M_INVALID_PARAM'],
+      ['no server part and not a room v12 hash', '!short', 400, 'M_INVALID_PARAM'],
+      ['a server part that is no server name', '!a:not a server', 400, 'M_INVALID_PARAM'],
+      ['over 255 bytes', `!${'é'.repeat(122)}:test.local`, 413, 'M_TOO_LARGE'],
+    ] as const) {
+      it(`refuses a room ID with ${name}: ${status} ${errcode}`, async () => {
+        const res = await sendEvent(url, alice.token, room, 'm.room.message', `rules-${randomUUID()}`, text);
+        assert.equal(`${res.status} ${String(res.body.errcode)}`, `${status} ${errcode}`);
+      });
+    }
+
+    it('accepts historical user IDs from an application service, and refuses a NUL in one', async () => {
+      const historical = '@bridge_Ünïcode user:test.local';
+      const res = await put(url, sendPath(), { token: AS_TOKEN, query: `user_id=${encodeURIComponent(historical)}` });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      const [logged] = await readEventLog(pipeline.env.KAFKA_BROKERS, pipeline.env.KAFKA_TOPIC_EVENTS, {
+        keep: (event) => event.event_id === res.body.event_id,
+        atLeast: 1,
+      });
+      assert.equal(logged.event.sender, historical);
+      const nul = await put(url, sendPath(), {
+        token: AS_TOKEN,
+        query: `user_id=${encodeURIComponent('@bridge_\u0000:test.local')}`,
+      });
+      assert.equal(`${nul.status} ${String(nul.body.errcode)}`, '400 M_INVALID_PARAM');
+    });
+  });
+
   it('keeps the same event_id for a retry through the helper client too', async () => {
-    const first = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', { body: 'x' });
-    const again = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', { body: 'y' });
+    const first = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', {
+      msgtype: 'm.text',
+      body: 'x',
+    });
+    const again = await sendEvent(url, alice.token, ROOM, 'm.room.message', 'helper-txn', {
+      msgtype: 'm.text',
+      body: 'y',
+    });
     assert.match(String(first.body.event_id), EVENT_ID_PATTERN, 'an event, not two failures that look alike');
     assert.equal(again.body.event_id, first.body.event_id);
   });

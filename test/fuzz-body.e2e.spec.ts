@@ -15,7 +15,11 @@ const MAX_DEPTH = 128;
 const MAX_EVENT_BYTES = 65536;
 const MAX_SAFE = 2 ** 53 - 1;
 const ROOM = '!fuzz-body:test.local';
-const TYPE = 'm.room.message';
+/**
+ * A type with no content rule of its own (m.room.message needs string `body` and `msgtype`): this fuzzer judges the
+ * JSON rules every event meets; the rules of particular types have their conformance tests.
+ */
+const TYPE = 'org.example.fuzz';
 
 /** A body and the answer the spec asks for: 200, or the status and errcode of the first rule it breaks. */
 interface Case {
@@ -25,7 +29,15 @@ interface Case {
   depth: number;
   /** A float, an exponent or an integer outside ±(2^53−1) somewhere in it. */
   badNumber: boolean;
+  /** A string or key holding half of a surrogate pair alone (`"\ud800"`): no Unicode, so no UTF-8 form. */
+  loneSurrogate?: boolean;
 }
+
+/** True when a JSON string literal decodes to text that UTF-8 cannot carry (a lone surrogate does not survive). */
+const hasLoneSurrogate = (literal: string): boolean => {
+  const decoded = JSON.parse(literal) as string;
+  return Buffer.from(decoded, 'utf8').toString('utf8') !== decoded;
+};
 
 interface Credential {
   name: string;
@@ -57,8 +69,7 @@ function generator(random: () => number) {
     'é',
     '日本',
     '😀',
-    '\\ud800',
-    '\\udfff',
+    '\\ud83d\\ude00',
     '\\u0000',
     '\\"',
     '\\\\',
@@ -69,13 +80,27 @@ function generator(random: () => number) {
     '1.5',
     'e9',
   ];
-  const string = (): string => `"${Array.from({ length: int(6) }, () => pick(stringPieces)).join('')}"`;
+  type State = { depth: number; badNumber: boolean; loneSurrogate: boolean };
+  // Halves of surrogate pairs, rare (a body holds dozens of string pieces). Two in a row may make a pair:
+  // hasLoneSurrogate judges the whole literal.
+  const surrogateHalves = ['\\ud800', '\\udfff', '\\udbff', '\\udc00'];
+  const piece = (): string => (random() < 0.004 ? pick(surrogateHalves) : pick(stringPieces));
+  const string = (state: State, pieces = int(6)): string => {
+    const literal = `"${Array.from({ length: pieces }, piece).join('')}"`;
+    if (hasLoneSurrogate(literal)) state.loneSurrogate = true;
+    return literal;
+  };
+  const key = (state: State, keys: readonly string[]): string => {
+    const literal = `"${random() < 0.02 ? `k${pick(surrogateHalves)}` : pick(keys)}"`;
+    if (hasLoneSurrogate(literal)) state.loneSurrogate = true;
+    return literal;
+  };
 
-  function value(depthLeft: number, state: { depth: number; badNumber: boolean }, level: number): string {
+  function value(depthLeft: number, state: State, level: number): string {
     const roll = random();
     if (depthLeft <= 0 || roll < 0.45) {
       const scalar = random();
-      if (scalar < 0.35) return string();
+      if (scalar < 0.35) return string(state);
       if (scalar < 0.7) {
         if (random() < 0.04) {
           state.badNumber = true;
@@ -88,8 +113,10 @@ function generator(random: () => number) {
     state.depth = Math.max(state.depth, level + 1);
     const size = 1 + int(4);
     if (roll < 0.75) {
-      const keys = Array.from({ length: size }, () => pick(['a', 'body', 'k', '\\u00e9', 'msgtype', 'a']));
-      return `{${keys.map((key) => `"${key}":${value(depthLeft - 1, state, level + 1)}`).join(',')}}`;
+      const keys = Array.from({ length: size }, () =>
+        key(state, ['a', 'body', 'k', '\\u00e9', 'msgtype', 'a', '\\ud83d\\ude00']),
+      );
+      return `{${keys.map((k) => `${k}:${value(depthLeft - 1, state, level + 1)}`).join(',')}}`;
     }
     return `[${Array.from({ length: size }, () => value(depthLeft - 1, state, level + 1)).join(',')}]`;
   }
@@ -128,8 +155,21 @@ function generator(random: () => number) {
         badNumber: badNumbers.includes(n),
       }));
     },
+    /** Lone halves and pairs, escaped and raw, in a string and in a key. */
+    surrogateSweep(): Case[] {
+      const literals = ['\\ud800', '\\udfff', 'a\\ud83d', '\\ude00\\ud83d', '\\ud83d\\ude00', '😀', '\\ud83d\\u0041'];
+      return literals.flatMap((literal) =>
+        [`{"k":"${literal}"}`, `{"${literal}":1}`].map((text) => ({
+          kind: 'surrogate',
+          text,
+          depth: 1,
+          badNumber: false,
+          loneSurrogate: hasLoneSurrogate(`"${literal}"`),
+        })),
+      );
+    },
     random(): Case {
-      const state = { depth: 1, badNumber: false };
+      const state: State = { depth: 1, badNumber: false, loneSurrogate: false };
       const deep = random() < 0.1;
       if (deep) {
         const depth = 118 + int(20);
@@ -142,7 +182,7 @@ function generator(random: () => number) {
       }
       const members = Array.from(
         { length: 1 + int(5) },
-        () => `"${pick(['body', 'msgtype', 'k', 'x', 'body'])}":${value(5, state, 1)}`,
+        () => `${key(state, ['body', 'msgtype', 'k', 'x', 'body'])}:${value(5, state, 1)}`,
       );
       return { kind: 'random', text: `{${members.join(',')}}`, ...state };
     },
@@ -163,7 +203,7 @@ function asciiEventBytes(sender: string, content: Record<string, string>): numbe
 }
 
 function expected(c: Case, eventBytes?: number): string {
-  if (c.depth > MAX_DEPTH || c.badNumber) return '400 M_BAD_JSON';
+  if (c.depth > MAX_DEPTH || c.badNumber || c.loneSurrogate) return '400 M_BAD_JSON';
   if (eventBytes !== undefined && eventBytes > MAX_EVENT_BYTES) return '413 M_TOO_LARGE';
   return '200';
 }
@@ -218,7 +258,7 @@ describe('fuzzing event bodies on the accepted path', () => {
     const generate = generator(random);
     const requests: { credential: Credential; c: Case; expect: string }[] = [];
     for (const credential of credentials) {
-      for (const c of [...generate.depthSweep(), ...generate.numberSweep()])
+      for (const c of [...generate.depthSweep(), ...generate.numberSweep(), ...generate.surrogateSweep()])
         requests.push({ credential, c, expect: expected(c) });
       // Sizes at the limit, one byte under and one over, as the whole event's canonical JSON.
       const base = asciiEventBytes(credential.sender, { body: '' });
@@ -264,13 +304,15 @@ describe('fuzzing event bodies on the accepted path', () => {
     await Promise.all(Array.from({ length: 8 }, () => worker()));
 
     const accepted = byOutcome.get('200') ?? 0;
+    const lone = requests.filter(({ c }) => c.loneSurrogate).length;
     const rejected = [...byOutcome].filter(([outcome]) => outcome !== '200');
     const byErrcode = rejected.map(([outcome, n]) => `${outcome.split(' ')[1]}: ${n}`).join(', ');
     process.stdout.write(
-      `fuzz: ${requests.length} requests, ${accepted} accepted, ${requests.length - accepted} rejected (${byErrcode}), ${fiveHundreds} 5xx\n`,
+      `fuzz: ${requests.length} requests, ${accepted} accepted, ${requests.length - accepted} rejected (${byErrcode}; ${lone} with a lone surrogate), ${fiveHundreds} 5xx\n`,
     );
     assert.deepEqual(wrong.slice(0, 10), [], `${wrong.length} answers differ from the reference`);
     assert.equal(fiveHundreds, 0);
+    assert.ok(lone > requests.length * 0.01, 'lone surrogates were tried');
     assert.ok(accepted >= requests.length * 0.3, 'a real share of the bodies reached the event log');
   });
 });

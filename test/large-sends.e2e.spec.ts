@@ -110,7 +110,7 @@ describe('large sends', () => {
           sendEvent(gateway.url, alice.token, room, 'm.room.message', txnId, LARGE),
         ),
         ...onPartition(bob, 1, 'small', 4).map((txnId) =>
-          sendEvent(gateway.url, bob.token, room, 'm.room.message', txnId, { body: 'small' }),
+          sendEvent(gateway.url, bob.token, room, 'm.room.message', txnId, { msgtype: 'm.text', body: 'small' }),
         ),
       ]);
       const statuses = burst.map((res) => res.status);

@@ -52,9 +52,11 @@ describe('operability', () => {
     const room = `!metrics-${randomUUID()}:test.local`;
     for (let i = 0; i < 3; i++)
       await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, {
+        msgtype: 'm.text',
         body: 'x',
       });
     await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-0', {
+      msgtype: 'm.text',
       body: 'retry',
     });
     await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-bad', '{"a":1.5}');
@@ -156,8 +158,10 @@ describe('operability', () => {
     const apps = [pipeline.gateway, pipeline.consumer, lonely];
     const outputBefore = apps.map((app) => app.output.length);
     try {
-      const room = `!logs-${randomUUID()}:test.local`;
+      // Room ID localparts may hold control characters (spec: appendices, "Room IDs"): none reaches a log raw.
+      const room = `!logs-\u001b[2J\n\u0085\u2028-${randomUUID()}:test.local`;
       await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', `logs-ok-${randomUUID()}`, {
+        msgtype: 'm.text',
         body: marker,
       });
       await sendEvent(
@@ -168,7 +172,14 @@ describe('operability', () => {
         `logs-bad-${randomUUID()}`,
         `{"body":"${marker}", "n": 1.5}`,
       );
+      const badMentions = await sendEvent(pipeline.gateway.url, secretToken, room, 'm.room.message', 'logs-mentions', {
+        msgtype: 'm.text',
+        body: marker,
+        'm.mentions': { user_ids: marker },
+      });
+      assert.equal(badMentions.status, 400, 'a rule refused it, and its error names no content');
       await sendEvent(pipeline.gateway.url, 'not-a-token-' + marker, room, 'm.room.message', 'logs-unknown', {
+        msgtype: 'm.text',
         body: marker,
       });
       await fetch(
@@ -179,7 +190,10 @@ describe('operability', () => {
         },
       );
       const timeoutTxn = `logs-timeout-${randomUUID()}`;
-      const timedOut = await sendEvent(lonely.url, secretToken, room, 'm.room.message', timeoutTxn, { body: marker });
+      const timedOut = await sendEvent(lonely.url, secretToken, room, 'm.room.message', timeoutTxn, {
+        msgtype: 'm.text',
+        body: marker,
+      });
       assert.equal(timedOut.status, 503);
       const failureLines = (): string[] =>
         lonely.output
@@ -190,6 +204,8 @@ describe('operability', () => {
       const logs = apps.map((app, i) => app.output.slice(outputBefore[i]).join('')).join('');
       assert.ok(!logs.includes(secretToken), 'no access token in the logs');
       assert.ok(!logs.includes(marker), 'no message content in the logs');
+      // eslint-disable-next-line no-control-regex -- control characters are what must not be there
+      assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/.test(logs), 'no raw control character');
       assert.equal(failureLines().length, 1, 'one line for the failure');
       const [line] = failureLines();
       assert.doesNotThrow(() => JSON.parse(line), 'structured JSON');
@@ -213,6 +229,7 @@ describe('operability', () => {
     assert.equal(
       (
         await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', `t-${randomUUID()}`, {
+          msgtype: 'm.text',
           body: 'header',
         })
       ).status,
@@ -255,7 +272,7 @@ describe('operability', () => {
         '!quiet:test.local',
         'm.room.message',
         `quiet-${randomUUID()}`,
-        { body: 'x' },
+        { msgtype: 'm.text', body: 'x' },
       );
       assert.equal(ok.status, 200);
     }
@@ -302,6 +319,7 @@ describe('operability', () => {
     const { alice } = TEST_USERS;
     const room = `!cli-${randomUUID()}:test.local`;
     const sent = await sendEvent(pipeline.gateway.url, alice.token, room, 'm.room.message', 'cli-txn', {
+      msgtype: 'm.text',
       body: 'hello cli',
     });
     const env = { ...process.env, ...pipeline.env };
@@ -328,7 +346,7 @@ describe('operability', () => {
     tail.kill('SIGINT');
     const line = JSON.parse(printed.trim().split('\n')[0]) as { event_id: string; content: unknown };
     assert.equal(line.event_id, sent.body.event_id);
-    assert.deepEqual(line.content, { body: 'hello cli' });
+    assert.deepEqual(line.content, { msgtype: 'm.text', body: 'hello cli' });
   });
 });
 

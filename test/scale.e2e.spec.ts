@@ -69,7 +69,7 @@ describe('scaling out: many gateways and consumers as separate processes', () =>
           fetch(`${small.url}/_matrix/client/v3/rooms/!r:test.local/send/m.room.message/inflight-${i}`, {
             method: 'PUT',
             headers: { authorization: `Bearer ${TEST_USERS.alice.token}` },
-            body: '{}',
+            body: '{"msgtype":"m.text","body":"waits"}',
           }).then(async (res) => ({
             status: res.status,
             retryAfter: res.headers.get('retry-after'),

@@ -34,7 +34,7 @@ describe('graceful shutdown (SIGTERM)', () => {
           '!shutdown:test.local',
           'm.room.message',
           `shutdown-${i}-${randomUUID()}`,
-          { body: `${i}` },
+          { msgtype: 'm.text', body: `${i}` },
         )
           .then((res) => ({ status: res.status, retryAfter: res.headers.get('retry-after') }))
           .catch((error: Error & { cause?: { code?: string } }) => ({
@@ -68,6 +68,7 @@ describe('graceful shutdown (SIGTERM)', () => {
     let coming: AppProcess | undefined;
     const send = (gateway: AppProcess) =>
       sendEvent(gateway.url, TEST_USERS.alice.token, '!stays:test.local', 'm.room.message', `stays-${randomUUID()}`, {
+        msgtype: 'm.text',
         body: 'x',
       });
     try {

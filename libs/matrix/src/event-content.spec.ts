@@ -62,6 +62,21 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
     });
   });
 
+  it('answers M_BAD_JSON for a lone surrogate escape in a string or a key, and accepts a proper pair', () => {
+    for (const body of [
+      '{"msgtype":"m.text","body":"lone \\ud800 here"}',
+      '{"body":"\\udfff"}',
+      '{"body":"\\ude00\\ud83d"}', // a pair in the wrong order is two lone halves
+      '{"lone \\ud800":"x"}',
+      '{"a":[{"b":["\\ud83d"]}]}',
+    ])
+      assert.equal(errcodeOf(body), 'M_BAD_JSON', body);
+    assert.deepEqual(parse('{"body":"\\ud83d\\ude00","\\ud83d\\ude00":"\\\\ud800"}'), {
+      body: '😀',
+      '😀': '\\ud800', // an escaped backslash, then text: no surrogate
+    });
+  });
+
   it('answers M_NOT_JSON for bytes that are not UTF-8', () => {
     assert.equal(errcodeOf(Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d])), 'M_NOT_JSON');
   });

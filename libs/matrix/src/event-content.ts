@@ -6,7 +6,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 /**
  * Parses an untrusted request body into event content, with the rules of room v6+ canonical JSON:
  * not UTF-8 or not JSON → M_NOT_JSON; JSON but not an object, or with a float, or an integer outside
- * ±(2^53−1), or nested absurdly deep → M_BAD_JSON.
+ * ±(2^53−1), or nested absurdly deep, or with a lone surrogate escape (`"\ud800"`) in a string or key → M_BAD_JSON.
  */
 export function parseEventContent(body: Uint8Array): JsonObject {
   let text: string;
@@ -24,25 +24,43 @@ export function parseEventContent(body: Uint8Array): JsonObject {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw badJson('Content must be a JSON object.');
   }
-  checkNumbersAndDepth(text);
+  checkCanonicalJsonText(text);
   return value as JsonObject;
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const loneSurrogate = () => badJson('Bad JSON value: a string holds half a surrogate pair alone, which is not Unicode');
 
 /**
  * JSON.parse has already accepted the text, so this scan only needs to find number tokens outside strings
- * (JSON.parse would silently round `1.0` to 1 and 2^53 to a neighbour) and to measure nesting.
+ * (JSON.parse would silently round `1.0` to 1 and 2^53 to a neighbour), to measure nesting, and to find `\u`
+ * escapes of half a surrogate pair without the other half. UTF-8 text cannot hold a lone surrogate, only such an
+ * escape can; a string holding one has no UTF-8 form, so the event would have no canonical JSON and readers of the
+ * log in other languages would refuse the record. Like numbers, the text is judged, duplicate keys' values included.
  */
-function checkNumbersAndDepth(text: string): void {
+function checkCanonicalJsonText(text: string): void {
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       for (i++; i < text.length; i++) {
         const s = text.charCodeAt(i);
-        if (s === 0x5c /* \ */) i++;
-        else if (s === 0x22) break;
+        if (s === 0x22) break;
+        if (s !== 0x5c /* \ */) continue;
+        if (text.charCodeAt(i + 1) !== 0x75 /* u */) {
+          i++;
+          continue;
+        }
+        const unit = parseInt(text.slice(i + 2, i + 6), 16);
+        if (unit >= 0xd800 && unit <= 0xdbff && text.startsWith('\\u', i + 6)) {
+          const low = parseInt(text.slice(i + 8, i + 12), 16);
+          if (low < 0xdc00 || low > 0xdfff) throw loneSurrogate();
+          i += 11;
+        } else if (unit >= 0xd800 && unit <= 0xdfff) {
+          throw loneSurrogate();
+        } else {
+          i += 5;
+        }
       }
     } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
       if (++depth > MAX_JSON_DEPTH) throw badJson('JSON nested too deeply');

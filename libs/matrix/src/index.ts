@@ -6,3 +6,4 @@ export * from './grammar';
 export * from './hash';
 export * from './transaction';
 export * from './relations';
+export * from './local-event-rules';

@@ -20,16 +20,59 @@ const REDACT = [
   'as_token',
 ];
 
-/** Structured JSON logs (pretty for a terminal with LOG_FORMAT=pretty), at LOG_LEVEL. */
-export function createLogger(app: string, level: string, format: string): Logger {
-  return pino({
-    level,
-    base: { app },
-    redact: { paths: REDACT, censor: '[redacted]' },
-    ...(format === 'pretty'
-      ? { transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } } }
-      : {}),
+/**
+ * Characters that would let a value forge or hide log text: C0 and C1 controls and DEL (line breaks, terminal
+ * escapes), Unicode line separators, and bidirectional overrides. Identifiers may hold them (room ID localparts,
+ * event types, transaction IDs, historical user IDs: spec appendices), so a message that names one stays one line.
+ */
+// eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
+const UNSAFE_IN_LOGS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** `text` with every character of UNSAFE_IN_LOGS written as a `\xHH` or `\uHHHH` escape. */
+export function escapeControlCharacters(text: string): string {
+  return text.replace(UNSAFE_IN_LOGS, (c) => {
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
   });
+}
+
+/**
+ * Structured JSON logs (pretty for a terminal with LOG_FORMAT=pretty), at LOG_LEVEL. The text of every line, and
+ * the string fields of its objects, has its control characters escaped (escapeControlCharacters), whatever the
+ * format: JSON would escape only C0, and the pretty format none.
+ */
+export function createLogger(
+  app: string,
+  level: string,
+  format: string,
+  /** Where JSON lines go (standard output unless given); the pretty format always writes to a terminal. */
+  destination?: pino.DestinationStream,
+): Logger {
+  return pino(
+    {
+      level,
+      base: { app },
+      redact: { paths: REDACT, censor: '[redacted]' },
+      hooks: {
+        logMethod(args, method) {
+          const escaped = args.map((arg: unknown) =>
+            typeof arg === 'string'
+              ? escapeControlCharacters(arg)
+              : arg !== null && typeof arg === 'object' && !Array.isArray(arg) && !(arg instanceof Error)
+                ? Object.fromEntries(
+                    Object.entries(arg).map(([k, v]) => [k, typeof v === 'string' ? escapeControlCharacters(v) : v]),
+                  )
+                : arg,
+          );
+          return method.apply(this, escaped as Parameters<typeof method>);
+        },
+      },
+      ...(format === 'pretty'
+        ? { transport: { target: 'pino-pretty', options: { colorize: true, ignore: 'pid,hostname' } } }
+        : {}),
+    },
+    ...(format === 'pretty' || !destination ? [] : [destination]),
+  );
 }
 
 /**

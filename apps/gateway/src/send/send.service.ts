@@ -3,6 +3,7 @@ import { AppConfig } from '@app/config';
 import { commandKey, SEND_COMMAND_VERSION, SendCommand } from '@app/contracts';
 import {
   canonicalJsonByteLength,
+  checkLocalEvent,
   JsonObject,
   MatrixError,
   MatrixErrorBody,
@@ -77,6 +78,7 @@ export class SendService implements BeforeApplicationShutdown {
     correlationId: string,
   ): Promise<{ event_id: string }> {
     this.received++;
+    checkLocalEvent({ roomId: params.roomId, type: params.eventType, content }, this.config.MATRIX_SERVER_NAME);
     const eventSize = canonicalJsonByteLength({
       event_id: EVENT_ID_PLACEHOLDER,
       room_id: params.roomId,
