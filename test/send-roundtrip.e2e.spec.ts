@@ -65,7 +65,7 @@ describe('a send round-trip through a real broker', () => {
       '!round:test.local',
       'm.room.message',
       'txn-r0',
-      {},
+      { msgtype: 'm.text', body: 'r0' },
       '/_matrix/client/r0',
     );
     assert.equal(res.status, 200);
