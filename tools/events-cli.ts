@@ -14,6 +14,7 @@ import { kafkaConnection, loadConfig, loadScopeHashSecret } from '@app/config';
 import { commandKey, RoomEvent, TxnChangelogRecord } from '@app/contracts';
 import { scopeHash } from '@app/matrix';
 import { createKafka, silenceKafkajsTimerWarnings } from '@app/kafka';
+import { escapeControlCharacters } from '@app/observability';
 
 const usage = `usage: npm run events -- tail [--room ROOM] [--from-start]
        npm run events -- txn <user_id> <device_id> <txnId>`;
@@ -33,7 +34,8 @@ async function tail(kafka: Kafka, topic: string, room: string | undefined, fromS
     eachMessage: async ({ message, partition }) => {
       const event = JSON.parse(message.value?.toString() ?? '{}') as RoomEvent;
       if (room && event.room_id !== room) return;
-      console.log(JSON.stringify({ partition, offset: message.offset, ...event }));
+      // Room IDs, types and content may hold control characters: none reaches the terminal raw.
+      console.log(escapeControlCharacters(JSON.stringify({ partition, offset: message.offset, ...event }), 'json'));
     },
   });
 }
@@ -86,7 +88,11 @@ async function txn(
               (record.forwarded
                 ? `forwarded to the annotation stage (${record.forwarded})`
                 : JSON.stringify(record.error));
-            console.log(`${new Date(record.ts).toISOString()}  ${record.room_id}  ${record.type}  →  ${outcome}`);
+            console.log(
+              escapeControlCharacters(
+                `${new Date(record.ts).toISOString()}  ${record.room_id}  ${record.type}  →  ${outcome}`,
+              ),
+            );
           }
         }
       },

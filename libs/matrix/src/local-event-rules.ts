@@ -58,7 +58,7 @@ export function checkLocalEvent(event: LocalEvent, serverName: string): void {
 function checkBuilder({ roomId, type, content }: LocalEvent): void {
   const ensureStrings = (...keys: string[]): void => {
     for (const key of keys) {
-      if (!(key in content)) throw rejected(`'${key}' not in content`);
+      if (!Object.hasOwn(content, key)) throw rejected(`'${key}' not in content`);
       if (typeof content[key] !== 'string') throw rejected(`'${key}' not a string type`);
     }
   };
@@ -78,7 +78,7 @@ function checkBuilder({ roomId, type, content }: LocalEvent): void {
       // The reference answers 500 before its validator sees it ("non-member codepath"); this is its validator's word.
       return stateOnly();
     case 'm.room.tombstone':
-      if (!('replacement_room' in content)) throw rejected('Content has no replacement_room key');
+      if (!Object.hasOwn(content, 'replacement_room')) throw rejected('Content has no replacement_room key');
       if (content.replacement_room === roomId) throw rejected('Tombstone cannot reference the room it was sent in');
       return stateOnly();
   }
@@ -86,7 +86,7 @@ function checkBuilder({ roomId, type, content }: LocalEvent): void {
 
 /** validate_new: aliases, retention, server ACLs, power levels and mentions. */
 function checkNew({ type, content }: LocalEvent, serverName: string): void {
-  if (type === 'm.room.aliases' && 'aliases' in content) {
+  if (type === 'm.room.aliases' && Object.hasOwn(content, 'aliases')) {
     const aliases = content.aliases;
     const items: unknown[] = Array.isArray(aliases) ? aliases : isObject(aliases) ? Object.keys(aliases) : [];
     for (const alias of items) {
@@ -109,7 +109,7 @@ function checkNew({ type, content }: LocalEvent, serverName: string): void {
   } else if (type === 'm.room.power_levels') {
     checkPowerLevels(content);
   }
-  if ('m.mentions' in content) checkMentions(content['m.mentions']);
+  if (Object.hasOwn(content, 'm.mentions')) checkMentions(content['m.mentions']);
 }
 
 const POWER_LEVEL_INTS = ['ban', 'events_default', 'invite', 'kick', 'redact', 'state_default', 'users_default'];
@@ -118,10 +118,10 @@ const POWER_LEVEL_MAPS = ['events', 'notifications', 'users'];
 /** The reference's POWER_LEVELS_SCHEMA: levels are integers, and `events`, `notifications`, `users` map to them. */
 function checkPowerLevels(content: JsonObject): void {
   for (const key of POWER_LEVEL_INTS) {
-    if (key in content && !isInteger(content[key])) throw badJson(`"${key}": not of type 'integer'`);
+    if (Object.hasOwn(content, key) && !isInteger(content[key])) throw badJson(`"${key}": not of type 'integer'`);
   }
   for (const key of POWER_LEVEL_MAPS) {
-    if (!(key in content)) continue;
+    if (!Object.hasOwn(content, key)) continue;
     const map = content[key];
     if (!isObject(map)) throw badJson(`"${key}": not of type 'object'`);
     for (const [name, level] of Object.entries(map)) {
@@ -136,12 +136,13 @@ function checkPowerLevels(content: JsonObject): void {
  */
 function checkMentions(mentions: unknown): void {
   if (!isObject(mentions)) throw badJson(`"m.mentions": not of type 'object'`);
-  if ('user_ids' in mentions) {
+  if (Object.hasOwn(mentions, 'user_ids')) {
     const userIds = mentions.user_ids;
     if (!Array.isArray(userIds)) throw badJson(`"user_ids": not of type 'array'`);
     if (!userIds.every((id) => typeof id === 'string')) throw badJson(`"user_ids": an item is not of type 'string'`);
   }
-  if ('room' in mentions && typeof mentions.room !== 'boolean') throw badJson(`"room": not of type 'boolean'`);
+  if (Object.hasOwn(mentions, 'room') && typeof mentions.room !== 'boolean')
+    throw badJson(`"room": not of type 'boolean'`);
 }
 
 /**

@@ -8,6 +8,9 @@ describe('log lines', () => {
     assert.equal(escapeControlCharacters('a\nb\r\u0000\u001b[31m\u007f\u009b'), 'a\\x0ab\\x0d\\x00\\x1b[31m\\x7f\\x9b');
     assert.equal(escapeControlCharacters('x\u2028y\u202ez\u2066'), 'x\\u2028y\\u202ez\\u2066');
     assert.equal(escapeControlCharacters('!odd room 🐈:example.org é'), '!odd room 🐈:example.org é');
+    const json = JSON.stringify({ room: '!a\u0085\u009b\u001b\u2028:x' });
+    assert.equal(escapeControlCharacters(json, 'json'), '{"room":"!a\\u0085\\u009b\\u001b\\u2028:x"}');
+    assert.deepEqual(JSON.parse(escapeControlCharacters(json, 'json')), JSON.parse(json), 'still the same JSON');
   });
 
   it('carry no raw control character whatever a message or field holds', async () => {

@@ -28,11 +28,16 @@ const REDACT = [
 // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped
 const UNSAFE_IN_LOGS = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
-/** `text` with every character of UNSAFE_IN_LOGS written as a `\xHH` or `\uHHHH` escape. */
-export function escapeControlCharacters(text: string): string {
+/**
+ * `text` with every character of UNSAFE_IN_LOGS written as an escape: `\xHH` / `\uHHHH` for a log line, or always
+ * `\uHHHH` for JSON text (valid inside its strings, the only place JSON.stringify leaves such characters raw).
+ */
+export function escapeControlCharacters(text: string, style: 'log' | 'json' = 'log'): string {
   return text.replace(UNSAFE_IN_LOGS, (c) => {
     const code = c.charCodeAt(0);
-    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+    return code < 0x100 && style === 'log'
+      ? `\\x${code.toString(16).padStart(2, '0')}`
+      : `\\u${code.toString(16).padStart(4, '0')}`;
   });
 }
 
