@@ -50,6 +50,7 @@ export function checkLocalEvent(event: LocalEvent, serverName: string): void {
   checkBuilder(event);
   checkNew(event, serverName);
   checkRelation(event.content);
+  // The reference answers 500 here (create_event reads a state_key a message event lacks); its auth rule's answer:
   if (event.type === 'm.room.create') throw forbidden('Create event has prev events');
   if (event.type === 'm.room.canonical_alias') checkCanonicalAlias(event.content);
 }
