@@ -42,6 +42,19 @@ export function escapeControlCharacters(text: string, style: 'log' | 'json' = 'l
 }
 
 /**
+ * A log call's argument with its text escaped: a string, or the string fields of a plain object (copied only when
+ * one needs it, so that objects pino serializes by their class keep it). Errors keep their own serializer.
+ */
+function escapeLogArgument(arg: unknown): unknown {
+  if (typeof arg === 'string') return escapeControlCharacters(arg);
+  if (arg === null || typeof arg !== 'object' || Array.isArray(arg) || arg instanceof Error) return arg;
+  const entries = Object.entries(arg);
+  const unsafe = (v: unknown): boolean => typeof v === 'string' && escapeControlCharacters(v) !== v;
+  if (!entries.some(([, v]) => unsafe(v))) return arg;
+  return Object.fromEntries(entries.map(([k, v]) => [k, typeof v === 'string' ? escapeControlCharacters(v) : v]));
+}
+
+/**
  * Structured JSON logs (pretty for a terminal with LOG_FORMAT=pretty), at LOG_LEVEL. The text of every line, and
  * the string fields of its objects, has its control characters escaped (escapeControlCharacters), whatever the
  * format: JSON would escape only C0, and the pretty format none.
@@ -60,15 +73,7 @@ export function createLogger(
       redact: { paths: REDACT, censor: '[redacted]' },
       hooks: {
         logMethod(args, method) {
-          const escaped = args.map((arg: unknown) =>
-            typeof arg === 'string'
-              ? escapeControlCharacters(arg)
-              : arg !== null && typeof arg === 'object' && !Array.isArray(arg) && !(arg instanceof Error)
-                ? Object.fromEntries(
-                    Object.entries(arg).map(([k, v]) => [k, typeof v === 'string' ? escapeControlCharacters(v) : v]),
-                  )
-                : arg,
-          );
+          const escaped = args.map(escapeLogArgument);
           return method.apply(this, escaped as Parameters<typeof method>);
         },
       },
