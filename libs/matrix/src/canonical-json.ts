@@ -5,6 +5,10 @@
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
 
+/** A JSON object (not null, not an array), as parsed from untrusted input: its members are still to be checked. */
+export const isJsonObject = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
 /**
  * Containers (objects and arrays) a request body may nest: deep enough for any real event content; deeper input
  * is refused with M_BAD_JSON before any recursion.

@@ -1,4 +1,4 @@
-import { JsonObject } from './canonical-json';
+import { isJsonObject, JsonObject } from './canonical-json';
 import { badJson, forbidden, invalidParam, MatrixError } from './errors';
 
 /**
@@ -22,23 +22,18 @@ export const MAX_ANNOTATION_KEY_LENGTH = 500;
 /** Longest entry of `m.room.aliases`' `aliases`, in code points. */
 export const MAX_ALIAS_LENGTH = 255;
 
-const MIN_INT = -(2 ** 53 - 1);
-const MAX_INT = 2 ** 53 - 1;
-
 /** The reference's bare 400 (`SynapseError(400, msg)`): no errcode of its own. */
 const rejected = (why: string): MatrixError => new MatrixError(400, 'M_UNKNOWN', why);
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
-const isInteger = (value: unknown): boolean =>
-  typeof value === 'number' && Number.isInteger(value) && value >= MIN_INT && value <= MAX_INT;
+/** An integer of canonical JSON, ±(2^53−1): the reference's power level. */
+const isInteger = (value: unknown): boolean => Number.isSafeInteger(value);
 /** Python's len() of a str: code points, not UTF-16 units. */
 const codePoints = (s: string): number => [...s].length;
 /** Python's truthiness, for the reference's `if value:` tests. */
 const truthy = (value: unknown): boolean =>
   Array.isArray(value)
     ? value.length > 0
-    : isObject(value)
+    : isJsonObject(value)
       ? Object.keys(value).length > 0
       : value !== undefined && value !== null && value !== false && value !== 0 && value !== '';
 
@@ -89,14 +84,14 @@ function checkBuilder({ roomId, type, content }: LocalEvent): void {
 function checkNew({ type, content }: LocalEvent, serverName: string): void {
   if (type === 'm.room.aliases' && Object.hasOwn(content, 'aliases')) {
     const aliases = content.aliases;
-    const items: unknown[] = Array.isArray(aliases) ? aliases : isObject(aliases) ? Object.keys(aliases) : [];
+    const items: unknown[] = Array.isArray(aliases) ? aliases : isJsonObject(aliases) ? Object.keys(aliases) : [];
     for (const alias of items) {
       const length =
         typeof alias === 'string'
           ? codePoints(alias)
           : Array.isArray(alias)
             ? alias.length
-            : isObject(alias)
+            : isJsonObject(alias)
               ? Object.keys(alias).length
               : 0;
       if (length > MAX_ALIAS_LENGTH)
@@ -124,7 +119,7 @@ function checkPowerLevels(content: JsonObject): void {
   for (const key of POWER_LEVEL_MAPS) {
     if (!Object.hasOwn(content, key)) continue;
     const map = content[key];
-    if (!isObject(map)) throw badJson(`"${key}": not of type 'object'`);
+    if (!isJsonObject(map)) throw badJson(`"${key}": not of type 'object'`);
     for (const [name, level] of Object.entries(map)) {
       if (!isInteger(level)) throw badJson(`"${key}"."${name}": not of type 'integer'`);
     }
@@ -136,7 +131,7 @@ function checkPowerLevels(content: JsonObject): void {
  * and whose `room` is a boolean. Messages name the field, never the value (content stays out of the logs).
  */
 function checkMentions(mentions: unknown): void {
-  if (!isObject(mentions)) throw badJson(`"m.mentions": not of type 'object'`);
+  if (!isJsonObject(mentions)) throw badJson(`"m.mentions": not of type 'object'`);
   if (Object.hasOwn(mentions, 'user_ids')) {
     const userIds = mentions.user_ids;
     if (!Array.isArray(userIds)) throw badJson(`"user_ids": not of type 'array'`);
@@ -153,7 +148,7 @@ function checkMentions(mentions: unknown): void {
  */
 function checkRelation(content: JsonObject): void {
   const relation = content['m.relates_to'];
-  if (!isObject(relation) || relation.rel_type !== 'm.annotation' || typeof relation.event_id !== 'string') return;
+  if (!isJsonObject(relation) || relation.rel_type !== 'm.annotation' || typeof relation.event_id !== 'string') return;
   const key = relation.key;
   if (typeof key !== 'string') throw rejected('Missing aggregation key');
   if (codePoints(key) > MAX_ANNOTATION_KEY_LENGTH) throw rejected('Aggregation key is too long');

@@ -1,4 +1,4 @@
-import { JsonObject } from './canonical-json';
+import { isJsonObject, JsonObject } from './canonical-json';
 import { shortHash } from './hash';
 
 /** An annotation (spec: "Event annotations and reactions"): a relation of rel_type m.annotation with a key. */
@@ -7,12 +7,9 @@ export interface Annotation {
   key: string;
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
-
 export function annotationOf(content: JsonObject): Annotation | null {
   const relation = content['m.relates_to'];
-  if (!isObject(relation) || relation.rel_type !== 'm.annotation') return null;
+  if (!isJsonObject(relation) || relation.rel_type !== 'm.annotation') return null;
   const { event_id: target, key } = relation;
   return typeof target === 'string' && typeof key === 'string' ? { target, key } : null;
 }
