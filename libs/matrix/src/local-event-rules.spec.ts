@@ -125,6 +125,10 @@ describe('the reference homeserver rules for a locally sent event', () => {
       '400 M_INVALID_PARAM: The alt_aliases property must be a list.',
     );
     assert.equal(
+      judge('m.room.canonical_alias', { alt_aliases: null }),
+      '400 M_INVALID_PARAM: The alt_aliases property must be a list.',
+    );
+    assert.equal(
       judge('m.room.canonical_alias', { alt_aliases: ['#b:x', {}] }),
       '400 M_INVALID_PARAM: Each alt_alias must be of type string.',
     );

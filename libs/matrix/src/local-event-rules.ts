@@ -158,7 +158,8 @@ function checkRelation(content: JsonObject): void {
 function checkCanonicalAlias(content: JsonObject): void {
   if (truthy(content.alias) && typeof content.alias !== 'string')
     throw invalidParam('The alias must be of type string.');
-  const altAliases = content.alt_aliases ?? [];
+  // Only a missing key defaults to []: the reference's `content.get("alt_aliases", [])` keeps an explicit null.
+  const altAliases = Object.hasOwn(content, 'alt_aliases') ? content.alt_aliases : [];
   if (!Array.isArray(altAliases)) throw invalidParam('The alt_aliases property must be a list.');
   if (!altAliases.every((alias) => typeof alias === 'string'))
     throw invalidParam('Each alt_alias must be of type string.');
