@@ -77,6 +77,8 @@ export class AppConfig {
    */
   @IsOptional() @IsString() @MinLength(32, { message: 'at least 32 characters' }) SCOPE_HASH_SECRET?: string;
   @IsOptional() @IsString() @IsNotEmpty() SCOPE_HASH_SECRET_FILE?: string;
+  /** Heap a gateway spends remembering recent senders' scope hashes, in bytes (estimated; oldest forgotten first). */
+  @Transform(toInt) @IsInt() @Min(65_536) @Max(4_294_967_296) SCOPE_CACHE_MAX_BYTES = 33_554_432;
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_TOKENS_FILE?: string;
   /** Comma-separated application service registration files (YAML). */
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_APPSERVICE_FILES?: string;

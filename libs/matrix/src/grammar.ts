@@ -57,3 +57,15 @@ export const MAX_TXN_ID_BYTES = 255;
 export function isTxnId(value: string): boolean {
   return value.length > 0 && byteLength(value) <= MAX_TXN_ID_BYTES;
 }
+
+/** Device IDs: at most 255 bytes, as Synapse's delegated auth (MAS) bounds them. */
+export const MAX_DEVICE_ID_BYTES = 255;
+
+/**
+ * Device IDs are opaque and the spec gives them no grammar (its Opaque Identifier Grammar is only for the
+ * identifiers that name it); Synapse takes any string at login. So only what cannot name a device is refused:
+ * the empty string, more than 255 bytes, control characters (C0, DEL, C1) and lone surrogates.
+ */
+export function isDeviceId(value: string): boolean {
+  return value.length > 0 && byteLength(value) <= MAX_DEVICE_ID_BYTES && !/[\p{Cc}\p{Cs}]/u.test(value);
+}
