@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer, connect, Server } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import '@app/kafka';
@@ -11,7 +12,15 @@ import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { readTopic } from './support/event-log';
 import { sendEvent } from './support/matrix-client';
-import { AppProcess, freePort, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
+import {
+  AppProcess,
+  freePort,
+  isolatedEnv,
+  Pipeline,
+  startPipeline,
+  TEST_SCOPE_HASH_SECRET,
+  TEST_USERS,
+} from './support/pipeline';
 
 const run = promisify(execFile);
 const DIST = resolve(__dirname, '..');
@@ -510,6 +519,75 @@ describe('start-up', () => {
       /^gateway: invalid configuration: SCOPE_HASH_SECRET=\(hidden\): expected at least 32 characters/,
     );
     assert.doesNotMatch(result.stderr, new RegExp(secret));
+  });
+
+  it('refuses to start a gateway without a configured scope-hash key, in one line that says why', async () => {
+    const env = { ...isolatedEnv() } as NodeJS.ProcessEnv;
+    delete env.SCOPE_HASH_SECRET;
+    delete env.SCOPE_HASH_SECRET_FILE;
+    const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
+      env: { ...process.env, ...env, SCOPE_HASH_SECRET: '', SCOPE_HASH_SECRET_FILE: '' },
+      timeout: 30_000,
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (error: { code: number; stderr: string }) => error,
+    );
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^gateway: invalid configuration: SCOPE_HASH_SECRET or SCOPE_HASH_SECRET_FILE: expected one of them, .*the same for every gateway of a deployment/,
+    );
+    assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
+  });
+
+  it('starts a gateway on SCOPE_HASH_SECRET_FILE and says at start which key it uses', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'scope-secret-')), 'secret');
+    writeFileSync(file, `${TEST_SCOPE_HASH_SECRET}\n`, { mode: 0o600 });
+    const gateway = await AppProcess.start(
+      'gateway',
+      isolatedEnv({ SCOPE_HASH_SECRET: '', SCOPE_HASH_SECRET_FILE: file, LOG_LEVEL: 'info' }),
+    );
+    try {
+      assert.match(gateway.output.join(''), /scope hashes keyed with SCOPE_HASH_SECRET_FILE/);
+      assert.doesNotMatch(gateway.output.join(''), new RegExp(TEST_SCOPE_HASH_SECRET));
+    } finally {
+      await gateway.stop();
+    }
+  });
+
+  it('npm start runs the pipeline with no setup: a development token and scope-hash key of its own', async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...isolatedEnv(), LOG_FORMAT: 'json' };
+    for (const name of ['SCOPE_HASH_SECRET', 'SCOPE_HASH_SECRET_FILE', 'MATRIX_TOKENS_FILE']) delete env[name];
+    env.GATEWAY_PORT = String(await freePort());
+    env.CONSUMER_PORT = String(await freePort());
+    const dev = spawn(process.execPath, [join(DIST, 'tools', 'dev.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const output: string[] = [];
+    dev.stdout.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+    dev.stderr.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+    const exited = new Promise((done) => dev.once('exit', done));
+    try {
+      await until(
+        () => output.join('').includes('Matrix send pipeline is up') || dev.exitCode !== null,
+        'npm start',
+        90_000,
+      );
+      const text = output.join('');
+      assert.match(text, /scope hashes keyed with the development secret in \.cache\/scope-hash-secret/);
+      const token = /token: +(\S+)/.exec(text)?.[1];
+      assert.ok(token, text);
+      const sent = await sendEvent(
+        `http://127.0.0.1:${env.GATEWAY_PORT}`,
+        token,
+        '!dev:localhost',
+        'm.room.message',
+        randomUUID(),
+        { body: 'hi' },
+      );
+      assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    } finally {
+      dev.kill('SIGTERM');
+      await exited;
+    }
   });
 
   it('is live but not ready until Kafka is reachable, then ready without a restart', async () => {

@@ -5,18 +5,24 @@ import { AppConfig, ConfigError, describeKafkaSecurity, loadConfig, loadKafkaSec
 import { createLogger } from './logging';
 import { serveMetricsApart } from './metrics.controller';
 
+/** An app to start: its name, and what it needs beyond the shared settings (a check that throws a ConfigError). */
+export type BootedApp = string | { name: string; requires: (config: AppConfig) => unknown };
+
 /**
- * Starts an app: validates the configuration first (a bad value exits 1 with one line naming the variable),
- * then runs `start`, which creates the Nest app; its logs go through pino from then on. Any start failure exits 1.
+ * Starts an app: validates the configuration first, with what the app `requires` (a bad value exits 1 with one
+ * line naming the variable), then runs `start`, which creates the Nest app; its logs go through pino from then on.
+ * Any start failure exits 1.
  */
 export function bootOrExit(
-  name: string,
+  app: BootedApp,
   start: (config: AppConfig, logger: Logger) => Promise<{ ready: string }>,
 ): void {
+  const { name, requires } = typeof app === 'string' ? { name: app, requires: () => undefined } : app;
   let config: AppConfig;
   try {
     config = loadConfig();
     loadKafkaSecurity(config); // the files it names must be readable now, not at the first connection
+    requires(config);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${name}: ${error.message}\n`);

@@ -67,12 +67,7 @@ export const scopeHasherProvider: Provider = {
   inject: [AppConfig],
   useFactory: (config: AppConfig) => {
     const { key, source } = loadScopeHashSecret(config);
-    const logger = new Logger(ScopeHasher.name);
-    if (source === 'generated for development') {
-      logger.warn(
-        'SCOPE_HASH_SECRET is not set: using a development secret from .cache/; every gateway of a deployment needs the same secret',
-      );
-    }
+    new Logger(ScopeHasher.name).log(`scope hashes keyed with ${source}`);
     return new ScopeHasher(key, config.SCOPE_CACHE_MAX_BYTES);
   },
 };
