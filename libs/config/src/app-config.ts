@@ -189,6 +189,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   return config;
 }
 
+const TOPIC_SETTINGS = [
+  'KAFKA_TOPIC_COMMANDS',
+  'KAFKA_TOPIC_TXNS',
+  'KAFKA_TOPIC_EVENTS',
+  'KAFKA_TOPIC_DEAD_LETTERS',
+  'KAFKA_TOPIC_ANNOTATIONS',
+  'KAFKA_TOPIC_ANNOTATION_STATE',
+] as const;
+
 /** Settings each valid alone, wrong together: each line names the variables. */
 function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   const lines: string[] = [];
@@ -197,6 +206,11 @@ function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   }
   if ((config.KAFKA_SSL_CERT_FILE === undefined) !== (config.KAFKA_SSL_KEY_FILE === undefined)) {
     lines.push('KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither');
+  }
+  const covered = TOPIC_SETTINGS.filter((name) => config[name].startsWith(config.KAFKA_REPLY_TOPIC_PREFIX));
+  if (covered.length > 0) {
+    // The consumer replies to any topic under the prefix: it must hold the gateways' reply topics and nothing else.
+    lines.push(`KAFKA_REPLY_TOPIC_PREFIX: expected a prefix of reply topics only, not of ${covered.join(', ')}`);
   }
   if (config.KAFKA_SASL_MECHANISM !== undefined) {
     if (config.KAFKA_SASL_USERNAME === undefined) lines.push('KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM');
