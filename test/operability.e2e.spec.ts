@@ -17,6 +17,7 @@ import {
   freePort,
   isolatedEnv,
   Pipeline,
+  runToExit,
   startPipeline,
   TEST_SCOPE_HASH_SECRET,
   TEST_USERS,
@@ -522,16 +523,7 @@ describe('start-up', () => {
   });
 
   it('refuses to start a gateway without a configured scope-hash key, in one line that says why', async () => {
-    const env = { ...isolatedEnv() } as NodeJS.ProcessEnv;
-    delete env.SCOPE_HASH_SECRET;
-    delete env.SCOPE_HASH_SECRET_FILE;
-    const result = await run(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
-      env: { ...process.env, ...env, SCOPE_HASH_SECRET: '', SCOPE_HASH_SECRET_FILE: '' },
-      timeout: 30_000,
-    }).then(
-      () => ({ code: 0, stderr: '' }),
-      (error: { code: number; stderr: string }) => error,
-    );
+    const result = await runToExit('gateway', isolatedEnv({ SCOPE_HASH_SECRET: '', SCOPE_HASH_SECRET_FILE: '' }));
     assert.equal(result.code, 1, result.stderr);
     assert.match(
       result.stderr,

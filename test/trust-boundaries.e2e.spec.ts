@@ -1,17 +1,11 @@
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel, Producer } from 'kafkajs';
 import { AnnotationStageRecord, SEND_COMMAND_VERSION, SendCommand } from '@app/contracts';
 import { readTopic } from './support/event-log';
-import { isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
-
-const run = promisify(execFile);
-const DIST = resolve(__dirname, '..');
+import { isolatedEnv, Pipeline, runToExit, startPipeline, TEST_USERS } from './support/pipeline';
 
 /** What anything with write access to the commands or annotations topic can put there. */
 describe('trust boundaries: records the consumer does not trust', () => {
@@ -134,13 +128,7 @@ describe('trust boundaries: records the consumer does not trust', () => {
   it('refuses to start with a reply topic prefix that other topics of the pipeline start with', async () => {
     const env = isolatedEnv();
     const prefix = env.KAFKA_TOPIC_COMMANDS.slice(0, env.KAFKA_TOPIC_COMMANDS.indexOf('.') + 1);
-    const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], {
-      env: { ...process.env, ...env, KAFKA_REPLY_TOPIC_PREFIX: prefix },
-      timeout: 30_000,
-    }).then(
-      () => ({ code: 0, stderr: '' }),
-      (error: { code: number; stderr: string }) => error,
-    );
+    const result = await runToExit('consumer', { ...env, KAFKA_REPLY_TOPIC_PREFIX: prefix });
     assert.equal(result.code, 1, result.stderr);
     assert.match(
       result.stderr,
