@@ -3,7 +3,7 @@ import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer, connect, Server } from 'node:net';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import '@app/kafka';
@@ -27,8 +27,8 @@ const run = promisify(execFile);
 const DIST = resolve(__dirname, '..');
 const REPO = resolve(DIST, '..');
 
-async function scrape(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+async function scrape(metricsUrl: string): Promise<Map<string, number>> {
+  const text = await (await fetch(metricsUrl)).text();
   const series = new Map<string, number>();
   for (const line of text.split('\n')) {
     const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
@@ -57,8 +57,8 @@ describe('operability', () => {
   });
 
   it('exposes the named metrics on /metrics of both apps, and they move when sends happen', async () => {
-    const beforeGateway = await scrape(pipeline.gateway.url);
-    const beforeConsumer = await scrape(pipeline.consumer.url);
+    const beforeGateway = await scrape(pipeline.gateway.metricsUrl);
+    const beforeConsumer = await scrape(pipeline.consumer.metricsUrl);
     const room = `!metrics-${randomUUID()}:test.local`;
     for (let i = 0; i < 3; i++)
       await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, {
@@ -68,8 +68,8 @@ describe('operability', () => {
       body: 'retry',
     });
     await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-bad', '{"a":1.5}');
-    const gateway = await scrape(pipeline.gateway.url);
-    const consumer = await scrape(pipeline.consumer.url);
+    const gateway = await scrape(pipeline.gateway.metricsUrl);
+    const consumer = await scrape(pipeline.consumer.metricsUrl);
 
     assert.equal(
       sum(gateway, 'matrix_gateway_requests_total{route="send",status="200"') -
@@ -107,8 +107,8 @@ describe('operability', () => {
 
   it('serves every series that the shipped Grafana dashboard and Prometheus alert rules query', async () => {
     const exposed = new Set<string>(['up']); // recorded by Prometheus itself, for every target
-    for (const url of [pipeline.gateway.url, pipeline.consumer.url]) {
-      for (const [, name, type] of (await (await fetch(`${url}/metrics`)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    for (const url of [pipeline.gateway.metricsUrl, pipeline.consumer.metricsUrl]) {
+      for (const [, name, type] of (await (await fetch(url)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
         exposed.add(name);
         if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exposed.add(name + suffix);
       }
@@ -151,8 +151,8 @@ describe('operability', () => {
   });
 
   it('shows the readiness of each component as matrix_ready', async () => {
-    const gateway = await scrape(pipeline.gateway.url);
-    const consumer = await scrape(pipeline.consumer.url);
+    const gateway = await scrape(pipeline.gateway.metricsUrl);
+    const consumer = await scrape(pipeline.consumer.metricsUrl);
     assert.equal(gateway.get('matrix_ready{component="gateway"}'), 1);
     assert.equal(consumer.get('matrix_ready{component="send"}'), 1);
     assert.equal(consumer.get('matrix_ready{component="annotation"}'), 1);
@@ -286,20 +286,28 @@ describe('operability', () => {
     );
   });
 
-  it('serves /metrics on METRICS_PORT alone when it is set', async () => {
-    const metricsPort = await freePort();
-    const gateway = await AppProcess.start('gateway', {
-      ...pipeline.env,
-      METRICS_PORT: String(metricsPort),
-      METRICS_HOST: '127.0.0.1',
-    });
+  it('serves /metrics on a port of its own, on loopback unless METRICS_HOST opens it, and not on the API port', async () => {
+    const outside = Object.values(networkInterfaces())
+      .flat()
+      .find((address) => address?.family === 'IPv4' && !address.internal)?.address;
+    assert.ok(outside, 'premise: this machine has an address other than loopback');
+    const gateway = await AppProcess.start('gateway', { ...pipeline.env, HTTP_HOST: '0.0.0.0', LOG_LEVEL: 'info' });
+    const metricsPort = new URL(gateway.metricsUrl).port;
     try {
-      const apart = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      const apart = await fetch(gateway.metricsUrl);
       assert.equal(apart.status, 200);
       assert.match(await apart.text(), /^# HELP matrix_gateway_requests_total/m);
-      assert.equal((await fetch(`${gateway.url}/metrics`)).status, 404, 'not on the API port');
+      assert.match(gateway.output.join(''), new RegExp(`metrics on http://127\\.0\\.0\\.1:${metricsPort}/metrics`));
       assert.equal(
-        (await fetch(`http://127.0.0.1:${metricsPort}/health/ready`)).status,
+        (await fetch(`http://${outside}:${new URL(gateway.url).port}/health/live`)).status,
+        200,
+        'premise: the API answers on the outside address',
+      );
+      await assert.rejects(fetch(`http://${outside}:${metricsPort}/metrics`), 'metrics do not answer there');
+      assert.equal((await fetch(`${gateway.url}/metrics`)).status, 404, 'not on the API port');
+      assert.equal((await fetch(`${pipeline.consumer.url}/metrics`)).status, 404, "not on the consumer's port");
+      assert.equal(
+        (await fetch(gateway.metricsUrl.replace('/metrics', '/health/ready'))).status,
         404,
         'nothing else on the metrics port',
       );
@@ -490,7 +498,7 @@ describe('start-up', () => {
     await admin.disconnect();
     const warned = await AppProcess.start('gateway', handMade);
     try {
-      const metrics = await (await fetch(`${warned.url}/metrics`)).text();
+      const metrics = await (await fetch(warned.metricsUrl)).text();
       assert.ok(
         metrics.includes(
           `matrix_kafka_topic_warnings{topic="${handMade.KAFKA_TOPIC_EVENTS}",problem="finite_retention"} 1`,
@@ -532,6 +540,15 @@ describe('start-up', () => {
     assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
   });
 
+  it('refuses METRICS_PORT, naming the settings that replaced it', async () => {
+    const result = await runToExit('consumer', isolatedEnv({ METRICS_PORT: '9100' }));
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^consumer: invalid configuration: METRICS_PORT: replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT/,
+    );
+  });
+
   it('starts a gateway on SCOPE_HASH_SECRET_FILE and says at start which key it uses', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'scope-secret-')), 'secret');
     writeFileSync(file, `${TEST_SCOPE_HASH_SECRET}\n`, { mode: 0o600 });
@@ -552,6 +569,8 @@ describe('start-up', () => {
     for (const name of ['SCOPE_HASH_SECRET', 'SCOPE_HASH_SECRET_FILE', 'MATRIX_TOKENS_FILE']) delete env[name];
     env.GATEWAY_PORT = String(await freePort());
     env.CONSUMER_PORT = String(await freePort());
+    env.GATEWAY_METRICS_PORT = String(await freePort());
+    env.CONSUMER_METRICS_PORT = String(await freePort());
     const dev = spawn(process.execPath, [join(DIST, 'tools', 'dev.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const output: string[] = [];
     dev.stdout.on('data', (chunk: Buffer) => output.push(chunk.toString()));
@@ -588,7 +607,12 @@ describe('start-up', () => {
     const [brokerHost, brokerPort] = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',')[0].split(':');
     const gatewayPort = await freePort();
     const gateway = spawn(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
-      env: { ...process.env, ...env, GATEWAY_PORT: String(gatewayPort) },
+      env: {
+        ...process.env,
+        ...env,
+        GATEWAY_PORT: String(gatewayPort),
+        GATEWAY_METRICS_PORT: String(await freePort()),
+      },
       stdio: 'ignore',
     });
     const url = `http://127.0.0.1:${gatewayPort}`;

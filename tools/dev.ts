@@ -118,6 +118,7 @@ async function main(): Promise<void> {
   console.log(`
   Matrix send pipeline is up.
     gateway:   ${url}
+    metrics:   http://${config.METRICS_HOST}:${config.GATEWAY_METRICS_PORT}/metrics (gateway), :${config.CONSUMER_METRICS_PORT} (consumer)
     Kafka:     ${env.KAFKA_BROKERS}${startedBroker ? ' (local broker, stopped on Ctrl-C)' : ''}
     token:     ${token}
 

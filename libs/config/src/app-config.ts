@@ -99,10 +99,13 @@ export class AppConfig {
   @IsString() @IsNotEmpty() HTTP_HOST = '0.0.0.0';
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) GATEWAY_PORT = 8008;
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) CONSUMER_PORT = 8009;
-  /** A listener of its own for `/metrics` (then not served on the app's port), e.g. on an internal interface. */
-  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(65535) METRICS_PORT?: number;
-  /** The interface for METRICS_PORT; HTTP_HOST when unset. */
-  @IsOptional() @IsString() @IsNotEmpty() METRICS_HOST?: string;
+  /** `/metrics` of each app, on a listener of its own: never on the port a load balancer or the internet reaches. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(65535) GATEWAY_METRICS_PORT = 9008;
+  @Transform(toInt) @IsInt() @Min(1) @Max(65535) CONSUMER_METRICS_PORT = 9009;
+  /** The interface of the metrics listeners: loopback unless the operator opens it (a Prometheus on another host). */
+  @IsString() @IsNotEmpty() METRICS_HOST = '127.0.0.1';
+  /** Replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT; a start with it set says so and stops. */
+  @IsOptional() @IsString() METRICS_PORT?: string;
 
   /** How long a request waits for the consumer's reply before a retryable 503. */
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
@@ -154,7 +157,6 @@ const OPTIONAL_SETTINGS = [
   'MATRIX_APPSERVICE_FILES',
   'MATRIX_HOMESERVER_URL',
   'METRICS_PORT',
-  'METRICS_HOST',
   'SCOPE_HASH_SECRET',
   'SCOPE_HASH_SECRET_FILE',
   'KAFKA_REPLICATION_FACTOR',
@@ -206,6 +208,11 @@ function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   }
   if ((config.KAFKA_SSL_CERT_FILE === undefined) !== (config.KAFKA_SSL_KEY_FILE === undefined)) {
     lines.push('KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither');
+  }
+  if (config.METRICS_PORT !== undefined) {
+    lines.push(
+      'METRICS_PORT: replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT (metrics have a port of their own)',
+    );
   }
   const covered = TOPIC_SETTINGS.filter((name) => config[name].startsWith(config.KAFKA_REPLY_TOPIC_PREFIX));
   if (covered.length > 0) {
