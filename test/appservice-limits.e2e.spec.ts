@@ -63,7 +63,7 @@ describe('what one application service token can make a gateway do', () => {
       ['over 255 bytes', `device_id=${'D'.repeat(256)}`],
       ['of 12,000 bytes (under the header limit)', `device_id=${'D'.repeat(12_000)}`],
       ['over 255 bytes of two-byte characters', `device_id=${encodeURIComponent('é'.repeat(128))}`],
-      ['with a newline', 'device_id=DEV%0A'],
+      ['with a NUL', 'device_id=DEV%00'],
       ['empty', 'device_id='],
       ['given twice', 'device_id=ONE&device_id=TWO'],
       ['over 255 bytes in the older org.matrix.msc3202.device_id', `org.matrix.msc3202.device_id=${'D'.repeat(256)}`],

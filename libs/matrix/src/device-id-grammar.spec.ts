@@ -3,12 +3,14 @@ import { describe, it } from 'node:test';
 import { isDeviceId, MAX_DEVICE_ID_BYTES } from './grammar';
 
 describe('device ID grammar', () => {
-  it('accepts the device IDs clients and bridges use, up to 255 bytes', () => {
+  it('accepts any device ID a homeserver can have stored, up to 255 bytes', () => {
     for (const ok of [
       'ABCDEFGHIJ',
       'mautrix-whatsapp_1',
       'Element (Firefox)',
       'appareil-é',
+      'tab\there',
+      '😀',
       'x'.repeat(255),
       'é'.repeat(127),
     ])
@@ -16,19 +18,8 @@ describe('device ID grammar', () => {
     assert.equal(Buffer.byteLength('é'.repeat(127)), 254, 'premise: two bytes a character');
   });
 
-  it(`refuses the empty string, more than ${MAX_DEVICE_ID_BYTES} bytes, control characters and lone surrogates`, () => {
-    for (const bad of [
-      '',
-      'x'.repeat(256),
-      'é'.repeat(128),
-      'x'.repeat(16_000),
-      'DEV\n',
-      'DEV\u0000',
-      'DEV\u007f',
-      'DEV\u0085',
-      '\ud800DEV',
-      'DEV\udfff',
-    ])
+  it(`refuses the empty string, more than ${MAX_DEVICE_ID_BYTES} bytes, NUL and lone surrogates`, () => {
+    for (const bad of ['', 'x'.repeat(256), 'é'.repeat(128), 'x'.repeat(16_000), 'DEV\u0000', '\ud800DEV', 'DEV\udfff'])
       assert.ok(!isDeviceId(bad), JSON.stringify(bad.slice(0, 20)));
   });
 });

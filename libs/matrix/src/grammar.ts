@@ -63,9 +63,10 @@ export const MAX_DEVICE_ID_BYTES = 255;
 
 /**
  * Device IDs are opaque and the spec gives them no grammar (its Opaque Identifier Grammar is only for the
- * identifiers that name it); Synapse takes any string at login. So only what cannot name a device is refused:
- * the empty string, more than 255 bytes, control characters (C0, DEL, C1) and lone surrogates.
+ * identifiers that name it); Synapse takes any string at login (up to 512 characters). So only what no stored
+ * device can be is refused: the empty string, more than 255 bytes, NUL and lone surrogates (which neither UTF-8
+ * nor Synapse's database can hold).
  */
 export function isDeviceId(value: string): boolean {
-  return value.length > 0 && byteLength(value) <= MAX_DEVICE_ID_BYTES && !/[\p{Cc}\p{Cs}]/u.test(value);
+  return value.length > 0 && byteLength(value) <= MAX_DEVICE_ID_BYTES && !/[\u0000\p{Cs}]/u.test(value);
 }

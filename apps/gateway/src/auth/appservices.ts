@@ -85,7 +85,7 @@ export class Appservices {
 function deviceIdOf(value: unknown): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || !isDeviceId(value)) {
-    throw invalidParam('device_id must be one device ID of 1 to 255 bytes, without control characters');
+    throw invalidParam('device_id must be one device ID of 1 to 255 bytes');
   }
   return value;
 }

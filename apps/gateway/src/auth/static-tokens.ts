@@ -48,7 +48,7 @@ function checkEntry(entry: unknown, where: string): StaticTokenEntry {
   if (typeof e.user_id !== 'string' || !isUserId(e.user_id))
     throw new TokenFileError(`${where}: user_id must be a Matrix user ID`);
   if (e.device_id !== undefined && (typeof e.device_id !== 'string' || !isDeviceId(e.device_id))) {
-    throw new TokenFileError(`${where}: device_id must be a string of 1 to 255 bytes without control characters`);
+    throw new TokenFileError(`${where}: device_id must be a string of 1 to 255 bytes (no NUL)`);
   }
   return { token: e.token, user_id: e.user_id, device_id: e.device_id };
 }
