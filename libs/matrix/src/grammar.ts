@@ -68,5 +68,7 @@ export const MAX_DEVICE_ID_BYTES = 255;
  * nor Synapse's database can hold).
  */
 export function isDeviceId(value: string): boolean {
-  return value.length > 0 && byteLength(value) <= MAX_DEVICE_ID_BYTES && !/[\u0000\p{Cs}]/u.test(value);
+  return (
+    value.length > 0 && byteLength(value) <= MAX_DEVICE_ID_BYTES && !value.includes('\u0000') && !/\p{Cs}/u.test(value)
+  );
 }
