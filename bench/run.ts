@@ -158,8 +158,8 @@ async function pipelineScenario(
     console.log(`  ${name}: ${instances} gateway(s) + ${instances} consumer(s) ready; measuring ${MEASURE_S}s`);
     const processes: MeasuredProcess[] = [
       { role: 'broker', pid: broker.pid },
-      ...gateways.map((g): MeasuredProcess => ({ role: 'gateway', pid: g.pid, metricsUrl: `${g.url}/metrics` })),
-      ...consumers.map((c): MeasuredProcess => ({ role: 'consumer', pid: c.pid, metricsUrl: `${c.url}/metrics` })),
+      ...gateways.map((g): MeasuredProcess => ({ role: 'gateway', pid: g.pid, metricsUrl: g.metricsUrl })),
+      ...consumers.map((c): MeasuredProcess => ({ role: 'consumer', pid: c.pid, metricsUrl: c.metricsUrl })),
       { role: 'load', pid: process.pid },
     ];
     const { result, cost } = await measure(

@@ -357,7 +357,7 @@ describe('the state budget (STATE_MAX_ENTRIES)', () => {
       sendEvent(url, bob.token, room, 'm.room.message', 'budget-3', message('again')),
     );
     assert.deepEqual(afterRestart.body, first[3].body);
-    const metrics = await (await fetch(`${pipeline.consumer.url}/metrics`)).text();
+    const metrics = await (await fetch(pipeline.consumer.metricsUrl)).text();
     assert.match(metrics, /^matrix_consumer_state_entries\{stage="send"\} 4$/m);
     assert.match(metrics, /^matrix_consumer_state_bytes_estimate\{stage="send"\} 800$/m);
     assert.match(metrics, /^matrix_consumer_state_budget_entries 2$/m);

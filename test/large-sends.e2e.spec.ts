@@ -148,7 +148,7 @@ describe('large sends', () => {
         'and each is in the log',
       );
       assert.equal(log.length, after.length);
-      const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+      const metrics = await (await fetch(gateway.metricsUrl)).text();
       assert.match(metrics, /^matrix_kafka_producer_replacements_total\{client="gateway"\} [1-9]/m);
     } finally {
       await Promise.all([gateway.stop(), consumer.stop()]);

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer, connect, Server } from 'node:net';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import '@app/kafka';
@@ -11,14 +12,23 @@ import { after, before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { readTopic } from './support/event-log';
 import { sendEvent } from './support/matrix-client';
-import { AppProcess, freePort, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
+import {
+  AppProcess,
+  freePort,
+  isolatedEnv,
+  Pipeline,
+  runToExit,
+  startPipeline,
+  TEST_SCOPE_HASH_SECRET,
+  TEST_USERS,
+} from './support/pipeline';
 
 const run = promisify(execFile);
 const DIST = resolve(__dirname, '..');
 const REPO = resolve(DIST, '..');
 
-async function scrape(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
+async function scrape(metricsUrl: string): Promise<Map<string, number>> {
+  const text = await (await fetch(metricsUrl)).text();
   const series = new Map<string, number>();
   for (const line of text.split('\n')) {
     const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
@@ -47,8 +57,8 @@ describe('operability', () => {
   });
 
   it('exposes the named metrics on /metrics of both apps, and they move when sends happen', async () => {
-    const beforeGateway = await scrape(pipeline.gateway.url);
-    const beforeConsumer = await scrape(pipeline.consumer.url);
+    const beforeGateway = await scrape(pipeline.gateway.metricsUrl);
+    const beforeConsumer = await scrape(pipeline.consumer.metricsUrl);
     const room = `!metrics-${randomUUID()}:test.local`;
     for (let i = 0; i < 3; i++)
       await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, {
@@ -60,8 +70,8 @@ describe('operability', () => {
       body: 'retry',
     });
     await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-bad', '{"a":1.5}');
-    const gateway = await scrape(pipeline.gateway.url);
-    const consumer = await scrape(pipeline.consumer.url);
+    const gateway = await scrape(pipeline.gateway.metricsUrl);
+    const consumer = await scrape(pipeline.consumer.metricsUrl);
 
     assert.equal(
       sum(gateway, 'matrix_gateway_requests_total{route="send",status="200"') -
@@ -99,8 +109,8 @@ describe('operability', () => {
 
   it('serves every series that the shipped Grafana dashboard and Prometheus alert rules query', async () => {
     const exposed = new Set<string>(['up']); // recorded by Prometheus itself, for every target
-    for (const url of [pipeline.gateway.url, pipeline.consumer.url]) {
-      for (const [, name, type] of (await (await fetch(`${url}/metrics`)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    for (const url of [pipeline.gateway.metricsUrl, pipeline.consumer.metricsUrl]) {
+      for (const [, name, type] of (await (await fetch(url)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
         exposed.add(name);
         if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exposed.add(name + suffix);
       }
@@ -143,8 +153,8 @@ describe('operability', () => {
   });
 
   it('shows the readiness of each component as matrix_ready', async () => {
-    const gateway = await scrape(pipeline.gateway.url);
-    const consumer = await scrape(pipeline.consumer.url);
+    const gateway = await scrape(pipeline.gateway.metricsUrl);
+    const consumer = await scrape(pipeline.consumer.metricsUrl);
     assert.equal(gateway.get('matrix_ready{component="gateway"}'), 1);
     assert.equal(consumer.get('matrix_ready{component="send"}'), 1);
     assert.equal(consumer.get('matrix_ready{component="annotation"}'), 1);
@@ -293,20 +303,28 @@ describe('operability', () => {
     );
   });
 
-  it('serves /metrics on METRICS_PORT alone when it is set', async () => {
-    const metricsPort = await freePort();
-    const gateway = await AppProcess.start('gateway', {
-      ...pipeline.env,
-      METRICS_PORT: String(metricsPort),
-      METRICS_HOST: '127.0.0.1',
-    });
+  it('serves /metrics on a port of its own, on loopback unless METRICS_HOST opens it, and not on the API port', async () => {
+    const outside = Object.values(networkInterfaces())
+      .flat()
+      .find((address) => address?.family === 'IPv4' && !address.internal)?.address;
+    assert.ok(outside, 'premise: this machine has an address other than loopback');
+    const gateway = await AppProcess.start('gateway', { ...pipeline.env, HTTP_HOST: '0.0.0.0', LOG_LEVEL: 'info' });
+    const metricsPort = new URL(gateway.metricsUrl).port;
     try {
-      const apart = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+      const apart = await fetch(gateway.metricsUrl);
       assert.equal(apart.status, 200);
       assert.match(await apart.text(), /^# HELP matrix_gateway_requests_total/m);
-      assert.equal((await fetch(`${gateway.url}/metrics`)).status, 404, 'not on the API port');
+      assert.match(gateway.output.join(''), new RegExp(`metrics on http://127\\.0\\.0\\.1:${metricsPort}/metrics`));
       assert.equal(
-        (await fetch(`http://127.0.0.1:${metricsPort}/health/ready`)).status,
+        (await fetch(`http://${outside}:${new URL(gateway.url).port}/health/live`)).status,
+        200,
+        'premise: the API answers on the outside address',
+      );
+      await assert.rejects(fetch(`http://${outside}:${metricsPort}/metrics`), 'metrics do not answer there');
+      assert.equal((await fetch(`${gateway.url}/metrics`)).status, 404, 'not on the API port');
+      assert.equal((await fetch(`${pipeline.consumer.url}/metrics`)).status, 404, "not on the consumer's port");
+      assert.equal(
+        (await fetch(gateway.metricsUrl.replace('/metrics', '/health/ready'))).status,
         404,
         'nothing else on the metrics port',
       );
@@ -498,7 +516,7 @@ describe('start-up', () => {
     await admin.disconnect();
     const warned = await AppProcess.start('gateway', handMade);
     try {
-      const metrics = await (await fetch(`${warned.url}/metrics`)).text();
+      const metrics = await (await fetch(warned.metricsUrl)).text();
       assert.ok(
         metrics.includes(
           `matrix_kafka_topic_warnings{topic="${handMade.KAFKA_TOPIC_EVENTS}",problem="finite_retention"} 1`,
@@ -530,13 +548,89 @@ describe('start-up', () => {
     assert.doesNotMatch(result.stderr, new RegExp(secret));
   });
 
+  it('refuses to start a gateway without a configured scope-hash key, in one line that says why', async () => {
+    const result = await runToExit('gateway', isolatedEnv({ SCOPE_HASH_SECRET: '', SCOPE_HASH_SECRET_FILE: '' }));
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^gateway: invalid configuration: SCOPE_HASH_SECRET or SCOPE_HASH_SECRET_FILE: expected one of them, .*the same for every gateway of a deployment/,
+    );
+    assert.equal(result.stderr.trim().split('\n').length, 1, 'one line');
+  });
+
+  it('refuses METRICS_PORT, naming the settings that replaced it', async () => {
+    const result = await runToExit('consumer', isolatedEnv({ METRICS_PORT: '9100' }));
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(
+      result.stderr,
+      /^consumer: invalid configuration: METRICS_PORT: replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT/,
+    );
+  });
+
+  it('starts a gateway on SCOPE_HASH_SECRET_FILE and says at start which key it uses', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'scope-secret-')), 'secret');
+    writeFileSync(file, `${TEST_SCOPE_HASH_SECRET}\n`, { mode: 0o600 });
+    const gateway = await AppProcess.start(
+      'gateway',
+      isolatedEnv({ SCOPE_HASH_SECRET: '', SCOPE_HASH_SECRET_FILE: file, LOG_LEVEL: 'info' }),
+    );
+    try {
+      assert.match(gateway.output.join(''), /scope hashes keyed with SCOPE_HASH_SECRET_FILE/);
+      assert.doesNotMatch(gateway.output.join(''), new RegExp(TEST_SCOPE_HASH_SECRET));
+    } finally {
+      await gateway.stop();
+    }
+  });
+
+  it('npm start runs the pipeline with no setup: a development token and scope-hash key of its own', async () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...isolatedEnv(), LOG_FORMAT: 'json' };
+    for (const name of ['SCOPE_HASH_SECRET', 'SCOPE_HASH_SECRET_FILE', 'MATRIX_TOKENS_FILE']) delete env[name];
+    env.GATEWAY_PORT = String(await freePort());
+    env.CONSUMER_PORT = String(await freePort());
+    env.GATEWAY_METRICS_PORT = String(await freePort());
+    env.CONSUMER_METRICS_PORT = String(await freePort());
+    const dev = spawn(process.execPath, [join(DIST, 'tools', 'dev.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const output: string[] = [];
+    dev.stdout.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+    dev.stderr.on('data', (chunk: Buffer) => output.push(chunk.toString()));
+    const exited = new Promise((done) => dev.once('exit', done));
+    try {
+      await until(
+        () => output.join('').includes('Matrix send pipeline is up') || dev.exitCode !== null,
+        'npm start',
+        90_000,
+      );
+      const text = output.join('');
+      assert.match(text, /scope hashes keyed with the development secret in \.cache\/scope-hash-secret/);
+      const token = /token: +(\S+)/.exec(text)?.[1];
+      assert.ok(token, text);
+      const sent = await sendEvent(
+        `http://127.0.0.1:${env.GATEWAY_PORT}`,
+        token,
+        '!dev:localhost',
+        'm.room.message',
+        randomUUID(),
+        { body: 'hi' },
+      );
+      assert.equal(sent.status, 200, JSON.stringify(sent.body));
+    } finally {
+      dev.kill('SIGTERM');
+      await exited;
+    }
+  });
+
   it('is live but not ready until Kafka is reachable, then ready without a restart', async () => {
     const port = await freePort();
     const env = isolatedEnv({ KAFKA_BROKERS: `127.0.0.1:${port}` });
     const [brokerHost, brokerPort] = (process.env.KAFKA_BROKERS ?? '127.0.0.1:9092').split(',')[0].split(':');
     const gatewayPort = await freePort();
     const gateway = spawn(process.execPath, [join(DIST, 'apps', 'gateway', 'src', 'main.js')], {
-      env: { ...process.env, ...env, GATEWAY_PORT: String(gatewayPort) },
+      env: {
+        ...process.env,
+        ...env,
+        GATEWAY_PORT: String(gatewayPort),
+        GATEWAY_METRICS_PORT: String(await freePort()),
+      },
       stdio: 'ignore',
     });
     const url = `http://127.0.0.1:${gatewayPort}`;

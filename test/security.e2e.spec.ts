@@ -100,7 +100,12 @@ describe('a cluster that requires TLS and SASL (SASL_SSL), as a managed service 
       KAFKA_SASL_PASSWORD_FILE: '',
       KAFKA_SASL_PASSWORD: 'not-the-password',
     });
-    const ports = { GATEWAY_PORT: String(await freePort()), CONSUMER_PORT: String(await freePort()) };
+    const ports = {
+      GATEWAY_PORT: String(await freePort()),
+      CONSUMER_PORT: String(await freePort()),
+      GATEWAY_METRICS_PORT: String(await freePort()),
+      CONSUMER_METRICS_PORT: String(await freePort()),
+    };
     const apps = [
       {
         name: 'gateway',

@@ -1,14 +1,15 @@
 /**
  * `npm start`: the whole pipeline on one machine for development. Starts a local Kafka broker unless
- * KAFKA_BROKERS is set, creates a development access token unless MATRIX_TOKENS_FILE is set, runs the consumer
- * and the gateway, and prints how to send a message. Ctrl-C stops everything it started.
+ * KAFKA_BROKERS is set, creates a development access token unless MATRIX_TOKENS_FILE is set and a development
+ * scope-hash secret unless SCOPE_HASH_SECRET or SCOPE_HASH_SECRET_FILE is, runs the consumer and the gateway, and
+ * prints how to send a message. Ctrl-C stops everything it started.
  */
 /* eslint-disable no-console -- this is a terminal program */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { loadConfig } from '@app/config';
+import { DEV_SCOPE_HASH_SECRET_FILE, developmentScopeHashSecretFile, loadConfig } from '@app/config';
 
 const root = resolve(__dirname, '../..');
 const launcher = join(root, 'tools/kafka-local/kafka-local.sh');
@@ -100,6 +101,10 @@ async function main(): Promise<void> {
     env.MATRIX_TOKENS_FILE = dev.file;
     token = dev.token;
   }
+  if (!env.SCOPE_HASH_SECRET && !env.SCOPE_HASH_SECRET_FILE) {
+    env.SCOPE_HASH_SECRET_FILE = developmentScopeHashSecretFile(join(root, DEV_SCOPE_HASH_SECRET_FILE));
+    console.log(`npm start: scope hashes keyed with the development secret in ${DEV_SCOPE_HASH_SECRET_FILE}`);
+  }
   const config = loadConfig(env); // a bad setting stops here, before anything starts
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
@@ -113,6 +118,7 @@ async function main(): Promise<void> {
   console.log(`
   Matrix send pipeline is up.
     gateway:   ${url}
+    metrics:   http://${config.METRICS_HOST}:${config.GATEWAY_METRICS_PORT}/metrics (gateway), :${config.CONSUMER_METRICS_PORT} (consumer)
     Kafka:     ${env.KAFKA_BROKERS}${startedBroker ? ' (local broker, stopped on Ctrl-C)' : ''}
     token:     ${token}
 

@@ -1,7 +1,8 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { AppProcess, isolatedTopics } from '../../tools/harness/app-process';
+import { join, resolve } from 'node:path';
+import { AppName, AppProcess, isolatedTopics } from '../../tools/harness/app-process';
 
 export { AppName, AppProcess, freePort } from '../../tools/harness/app-process';
 
@@ -60,4 +61,20 @@ export async function startPipeline(extraEnv: Record<string, string> = {}): Prom
     },
   };
   return pipeline;
+}
+
+/** Runs an app that should not start (a refused configuration) to its exit: the exit code and its stderr. */
+export function runToExit(
+  name: Exclude<AppName, 'ceiling'>,
+  env: Record<string, string>,
+): Promise<{ code: number | null; stderr: string }> {
+  const entry = resolve(__dirname, '../../apps', name, 'src', 'main.js');
+  return new Promise((done) => {
+    const child = execFile(
+      process.execPath,
+      [entry],
+      { env: { ...process.env, ...env }, timeout: 30_000 },
+      (_e, _o, stderr) => done({ code: child.exitCode, stderr }),
+    );
+  });
 }

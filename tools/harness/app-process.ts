@@ -37,10 +37,22 @@ export function isolatedTopics(): Record<string, string> {
 }
 
 const APPS = {
-  gateway: { entry: join(DIST, 'apps', 'gateway', 'src', 'main.js'), portVar: 'GATEWAY_PORT' },
-  consumer: { entry: join(DIST, 'apps', 'consumer', 'src', 'main.js'), portVar: 'CONSUMER_PORT' },
-  /** The benchmark's HTTP ceiling: the same route, a constant answer, no Kafka. */
-  ceiling: { entry: join(DIST, 'bench', 'ceiling-app.js'), portVar: 'GATEWAY_PORT' },
+  gateway: {
+    entry: join(DIST, 'apps', 'gateway', 'src', 'main.js'),
+    portVar: 'GATEWAY_PORT',
+    metricsPortVar: 'GATEWAY_METRICS_PORT',
+  },
+  consumer: {
+    entry: join(DIST, 'apps', 'consumer', 'src', 'main.js'),
+    portVar: 'CONSUMER_PORT',
+    metricsPortVar: 'CONSUMER_METRICS_PORT',
+  },
+  /** The benchmark's HTTP ceiling: the same route, a constant answer, no Kafka (and no metrics). */
+  ceiling: {
+    entry: join(DIST, 'bench', 'ceiling-app.js'),
+    portVar: 'GATEWAY_PORT',
+    metricsPortVar: 'GATEWAY_METRICS_PORT',
+  },
 };
 export type AppName = keyof typeof APPS;
 
@@ -51,6 +63,8 @@ export class AppProcess {
   constructor(
     readonly name: AppName,
     readonly url: string,
+    /** Where the app serves `/metrics`: a port of its own, on loopback. */
+    readonly metricsUrl: string,
     private readonly child: ChildProcess,
   ) {
     this.exited = new Promise((done) => child.once('exit', (code) => done(code)));
@@ -64,14 +78,15 @@ export class AppProcess {
 
   static async start(name: AppName, env: Record<string, string>): Promise<AppProcess> {
     const port = await freePort();
-    const { entry, portVar } = APPS[name];
+    const { entry, portVar, metricsPortVar } = APPS[name];
+    const metricsPort = env[metricsPortVar] ?? String(await freePort());
     // APP_NODE_ARGS: options for the apps' Node (say `--cpu-prof --cpu-prof-dir=/tmp/prof`); NODE_OPTIONS refuses some.
     const nodeArgs = process.env.APP_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
     const child = spawn(process.execPath, [...nodeArgs, entry], {
-      env: { ...process.env, ...env, [portVar]: String(port) },
+      env: { ...process.env, ...env, [portVar]: String(port), [metricsPortVar]: metricsPort },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const app = new AppProcess(name, `http://127.0.0.1:${port}`, child);
+    const app = new AppProcess(name, `http://127.0.0.1:${port}`, `http://127.0.0.1:${metricsPort}/metrics`, child);
     await app.waitReady();
     return app;
   }

@@ -3,13 +3,7 @@ import { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule, kafkaConnection } from '@app/config';
 import { createKafka } from '@app/kafka';
-import {
-  HealthController,
-  loggingModule,
-  metricsControllers,
-  observeKafkaRequests,
-  Readiness,
-} from '@app/observability';
+import { HealthController, loggingModule, observeKafkaRequests, Readiness } from '@app/observability';
 import { AnnotationStage } from './annotations/annotation-stage';
 import { PipelineService } from './pipeline.service';
 import { SendStage } from './send/send-stage';
@@ -22,7 +16,7 @@ export class ConsumerModule {
     return {
       module: ConsumerModule,
       imports: [ConfigModule.forRoot(config), loggingModule(logger)],
-      controllers: [HealthController, ...metricsControllers(config)],
+      controllers: [HealthController],
       providers: [
         {
           provide: Kafka,

@@ -1,11 +1,12 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
+import { AppConfig } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
 import { bootOrExit, usePino } from '@app/observability';
 import { ConsumerModule } from './consumer.module';
 
 silenceKafkajsTimerWarnings();
-bootOrExit('consumer', async (config, logger) => {
+bootOrExit({ name: 'consumer', metricsPort: (c: AppConfig) => c.CONSUMER_METRICS_PORT }, async (config, logger) => {
   const app = await NestFactory.create(ConsumerModule.forRoot(config, logger), { bufferLogs: true });
   usePino(app);
   app.enableShutdownHooks();

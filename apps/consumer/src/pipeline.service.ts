@@ -116,6 +116,7 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
       partitions,
       windowMs: config.TXN_WINDOW_MS,
       deadLetterTopic: config.KAFKA_TOPIC_DEAD_LETTERS,
+      replyTopicPrefix: config.KAFKA_REPLY_TOPIC_PREFIX,
       budget: this.budget,
       sendReply: this.replies.send,
     };

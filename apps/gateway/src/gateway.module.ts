@@ -2,7 +2,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule } from '@app/config';
-import { HealthController, loggingModule, metricsControllers, Readiness } from '@app/observability';
+import { HealthController, loggingModule, Readiness } from '@app/observability';
 import { MatrixExceptionFilter } from './http/matrix-exception.filter';
 import { SendModule } from './send/send.module';
 import { SendService } from './send/send.service';
@@ -13,7 +13,7 @@ export class GatewayModule {
     return {
       module: GatewayModule,
       imports: [ConfigModule.forRoot(config), loggingModule(logger), SendModule],
-      controllers: [HealthController, ...metricsControllers(config)],
+      controllers: [HealthController],
       providers: [
         { provide: Readiness, useExisting: SendService },
         { provide: APP_FILTER, useClass: MatrixExceptionFilter },

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
+import { AppConfig, loadScopeHashSecret } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
 import { assignRequestIds, bootOrExit, usePino } from '@app/observability';
 import { GatewayModule } from './gateway.module';
@@ -9,7 +10,13 @@ import { matrixCors } from './http/cors.middleware';
 import { countRequests } from './http/request-metrics.middleware';
 
 silenceKafkajsTimerWarnings();
-bootOrExit('gateway', async (config, logger) => {
+const gateway = {
+  name: 'gateway',
+  metricsPort: (c: AppConfig) => c.GATEWAY_METRICS_PORT,
+  // Without the deployment's scope-hash key a gateway would hash scopes apart from the others: no key, no start.
+  requires: loadScopeHashSecret,
+};
+bootOrExit(gateway, async (config, logger) => {
   const app = await NestFactory.create<NestExpressApplication>(GatewayModule.forRoot(config, logger), {
     bodyParser: false, // the send route reads its body raw, with Matrix' JSON rules
     bufferLogs: true,

@@ -77,6 +77,8 @@ export class AppConfig {
    */
   @IsOptional() @IsString() @MinLength(32, { message: 'at least 32 characters' }) SCOPE_HASH_SECRET?: string;
   @IsOptional() @IsString() @IsNotEmpty() SCOPE_HASH_SECRET_FILE?: string;
+  /** Heap a gateway spends remembering recent senders' scope hashes, in bytes (estimated; oldest forgotten first). */
+  @Transform(toInt) @IsInt() @Min(65_536) @Max(4_294_967_296) SCOPE_CACHE_MAX_BYTES = 33_554_432;
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_TOKENS_FILE?: string;
   /** Comma-separated application service registration files (YAML). */
   @IsOptional() @IsString() @IsNotEmpty() MATRIX_APPSERVICE_FILES?: string;
@@ -97,10 +99,13 @@ export class AppConfig {
   @IsString() @IsNotEmpty() HTTP_HOST = '0.0.0.0';
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) GATEWAY_PORT = 8008;
   @Transform(toInt) @IsInt() @Min(0) @Max(65535) CONSUMER_PORT = 8009;
-  /** A listener of its own for `/metrics` (then not served on the app's port), e.g. on an internal interface. */
-  @IsOptional() @Transform(toInt) @IsInt() @Min(1) @Max(65535) METRICS_PORT?: number;
-  /** The interface for METRICS_PORT; HTTP_HOST when unset. */
-  @IsOptional() @IsString() @IsNotEmpty() METRICS_HOST?: string;
+  /** `/metrics` of each app, on a listener of its own: never on the port a load balancer or the internet reaches. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(65535) GATEWAY_METRICS_PORT = 9008;
+  @Transform(toInt) @IsInt() @Min(1) @Max(65535) CONSUMER_METRICS_PORT = 9009;
+  /** The interface of the metrics listeners: loopback unless the operator opens it (a Prometheus on another host). */
+  @IsString() @IsNotEmpty() METRICS_HOST = '127.0.0.1';
+  /** Replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT; a start with it set says so and stops. */
+  @IsOptional() @IsString() METRICS_PORT?: string;
 
   /** How long a request waits for the consumer's reply before a retryable 503. */
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
@@ -152,7 +157,6 @@ const OPTIONAL_SETTINGS = [
   'MATRIX_APPSERVICE_FILES',
   'MATRIX_HOMESERVER_URL',
   'METRICS_PORT',
-  'METRICS_HOST',
   'SCOPE_HASH_SECRET',
   'SCOPE_HASH_SECRET_FILE',
   'KAFKA_REPLICATION_FACTOR',
@@ -187,6 +191,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   return config;
 }
 
+const TOPIC_SETTINGS = [
+  'KAFKA_TOPIC_COMMANDS',
+  'KAFKA_TOPIC_TXNS',
+  'KAFKA_TOPIC_EVENTS',
+  'KAFKA_TOPIC_DEAD_LETTERS',
+  'KAFKA_TOPIC_ANNOTATIONS',
+  'KAFKA_TOPIC_ANNOTATION_STATE',
+] as const;
+
 /** Settings each valid alone, wrong together: each line names the variables. */
 function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   const lines: string[] = [];
@@ -195,6 +208,16 @@ function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   }
   if ((config.KAFKA_SSL_CERT_FILE === undefined) !== (config.KAFKA_SSL_KEY_FILE === undefined)) {
     lines.push('KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither');
+  }
+  if (config.METRICS_PORT !== undefined) {
+    lines.push(
+      'METRICS_PORT: replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT (metrics have a port of their own)',
+    );
+  }
+  const covered = TOPIC_SETTINGS.filter((name) => config[name].startsWith(config.KAFKA_REPLY_TOPIC_PREFIX));
+  if (covered.length > 0) {
+    // The consumer replies to any topic under the prefix: it must hold the gateways' reply topics and nothing else.
+    lines.push(`KAFKA_REPLY_TOPIC_PREFIX: expected a prefix of reply topics only, not of ${covered.join(', ')}`);
   }
   if (config.KAFKA_SASL_MECHANISM !== undefined) {
     if (config.KAFKA_SASL_USERNAME === undefined) lines.push('KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM');

@@ -1,4 +1,4 @@
-import { SendCommand } from './send-command';
+import { checkSendCommand, SendCommand, UndecodableCommand } from './send-command';
 import { decodeTxnRecord, TxnRecord } from './txn-record';
 
 /**
@@ -40,19 +40,36 @@ export interface AnnotationHolder {
 
 export type AnnotationStateValue = TxnRecord | AnnotationHolder;
 
-export function decodeAnnotationStageRecord(value: Buffer | null): AnnotationStageRecord {
-  const parsed = JSON.parse(value?.toString('utf8') ?? 'null') as AnnotationStageRecord | null;
-  if (
-    parsed?.kind === 'annotation' &&
-    typeof parsed.annotation_id === 'string' &&
-    typeof parsed.txn_identity === 'string' &&
-    parsed.command
-  ) {
-    return parsed;
+/**
+ * Decodes a record of the annotation stage as strictly as a command (its command is checked as decodeSendCommand
+ * checks one): a record it cannot trust throws an UndecodableCommand, whose message is the dead letter's reason.
+ */
+export function decodeAnnotationStageRecord(value: Buffer | null, replyTopicPrefix: string): AnnotationStageRecord {
+  if (value === null) throw new UndecodableCommand('empty record');
+  let parsed: Record<string, unknown> | null;
+  try {
+    parsed = JSON.parse(value.toString('utf8')) as Record<string, unknown> | null;
+  } catch {
+    throw new UndecodableCommand('not JSON');
   }
-  if (parsed?.kind === 'redaction' && typeof parsed.room_id === 'string' && typeof parsed.redacts === 'string')
-    return parsed;
-  throw new Error('not an annotation stage record');
+  const nonEmpty = (field: string): string => {
+    const text = parsed?.[field];
+    if (typeof text !== 'string' || text === '') throw new UndecodableCommand(`missing ${field}`);
+    return text;
+  };
+  if (parsed?.kind === 'annotation') {
+    const [annotation_id, txn_identity] = [nonEmpty('annotation_id'), nonEmpty('txn_identity')];
+    let command: SendCommand;
+    try {
+      command = checkSendCommand(parsed.command, replyTopicPrefix);
+    } catch (error) {
+      throw new UndecodableCommand(`command: ${(error as Error).message}`);
+    }
+    return { kind: 'annotation', annotation_id, txn_identity, command };
+  }
+  if (parsed?.kind === 'redaction')
+    return { kind: 'redaction', room_id: nonEmpty('room_id'), redacts: nonEmpty('redacts') };
+  throw new UndecodableCommand('not an annotation stage record');
 }
 
 /** A changelog record of the annotation stage as the stage keeps it; null for a tombstone or anything else. */

@@ -87,3 +87,21 @@ export const MAX_TXN_ID_BYTES = 255;
 export function isTxnId(value: string): boolean {
   return value.length > 0 && byteLength(value) <= MAX_TXN_ID_BYTES && isWellFormedUnicode(value);
 }
+
+/** Device IDs: at most 255 bytes, as Synapse's delegated auth (MAS) bounds them. */
+export const MAX_DEVICE_ID_BYTES = 255;
+
+/**
+ * Device IDs are opaque and the spec gives them no grammar (its Opaque Identifier Grammar is only for the
+ * identifiers that name it); Synapse takes any string at login (up to 512 characters). So only what no stored
+ * device can be is refused: the empty string, more than 255 bytes, NUL and lone surrogates (which neither UTF-8
+ * nor Synapse's database can hold).
+ */
+export function isDeviceId(value: string): boolean {
+  return (
+    value.length > 0 &&
+    byteLength(value) <= MAX_DEVICE_ID_BYTES &&
+    !value.includes('\u0000') &&
+    isWellFormedUnicode(value)
+  );
+}

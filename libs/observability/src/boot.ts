@@ -3,20 +3,33 @@ import { Logger as NestPinoLogger } from 'nestjs-pino';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigError, describeKafkaSecurity, loadConfig, loadKafkaSecurity } from '@app/config';
 import { createLogger } from './logging';
-import { serveMetricsApart } from './metrics.controller';
+import { serveMetrics } from './metrics-listener';
 
 /**
- * Starts an app: validates the configuration first (a bad value exits 1 with one line naming the variable),
- * then runs `start`, which creates the Nest app; its logs go through pino from then on. Any start failure exits 1.
+ * An app to start: its name, the port of its `/metrics`, and what it needs beyond the shared settings (a check that
+ * throws a ConfigError).
+ */
+export interface BootedApp {
+  name: string;
+  metricsPort: (config: AppConfig) => number;
+  requires?: (config: AppConfig) => unknown;
+}
+
+/**
+ * Starts an app: validates the configuration first, with what the app `requires` (a bad value exits 1 with one
+ * line naming the variable), then runs `start`, which creates the Nest app; its logs go through pino from then on.
+ * Any start failure exits 1.
  */
 export function bootOrExit(
-  name: string,
+  app: BootedApp,
   start: (config: AppConfig, logger: Logger) => Promise<{ ready: string }>,
 ): void {
+  const { name, metricsPort, requires = () => undefined } = app;
   let config: AppConfig;
   try {
     config = loadConfig();
     loadKafkaSecurity(config); // the files it names must be readable now, not at the first connection
+    requires(config);
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`${name}: ${error.message}\n`);
@@ -28,8 +41,8 @@ export function bootOrExit(
   logger.info(`Kafka at ${config.KAFKA_BROKERS}: ${describeKafkaSecurity(config)}`);
   start(config, logger)
     .then(async ({ ready }) => {
-      if (await serveMetricsApart(config))
-        logger.info(`metrics on http://${config.METRICS_HOST ?? config.HTTP_HOST}:${config.METRICS_PORT}/metrics`);
+      await serveMetrics(config.METRICS_HOST, metricsPort(config));
+      logger.info(`metrics on http://${config.METRICS_HOST}:${metricsPort(config)}/metrics`);
       return ready;
     })
     .then(

@@ -1,5 +1,5 @@
 export * from './logging';
 export * from './metrics';
-export * from './metrics.controller';
+export * from './metrics-listener';
 export * from './health.controller';
 export * from './boot';

@@ -7,11 +7,13 @@ import { StageHandler } from '../stage/stage-handler';
 import { StateBudget } from '../store/state-budget';
 import { AnnotationStage } from './annotation-stage';
 
+const REPLY_PREFIX = 'replies.';
 const annotationStage = (windowMs: number, sendReply: ReplySender = () => undefined) =>
-  new StageHandler(new AnnotationStage({ events: 'events', state: 'state' }, windowMs), {
+  new StageHandler(new AnnotationStage({ events: 'events', state: 'state' }, windowMs, REPLY_PREFIX), {
     partitions: 1,
     windowMs,
     deadLetterTopic: 'dlq',
+    replyTopicPrefix: REPLY_PREFIX,
     budget: new StateBudget(100),
     sendReply,
   });
@@ -27,7 +29,7 @@ const command = (txn_id: string, correlation_id: string): SendCommand => ({
   content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$t', key: 'k' } },
   origin_server_ts: 1,
   correlation_id,
-  reply_to: 'replies',
+  reply_to: `${REPLY_PREFIX}gateway-1`,
 });
 const annotation = (txn: string, correlation: string): AnnotationStageRecord => ({
   kind: 'annotation',
@@ -114,5 +116,35 @@ describe('the annotation stage', () => {
     );
     next.afterCommit();
     assert.deepEqual(state.expiredKeys(), [], 'written once');
+  });
+  it('dead-letters a record as strictly as a command: a command with a field missing, or replies outside the prefix', () => {
+    const sentTo: string[] = [];
+    const handler = annotationStage(60_000, (to) => sentTo.push(to));
+    const state = handler.createState();
+    const typeless: Partial<SendCommand> = command('t-typeless', 'c-typeless');
+    delete typeless.type;
+    const records = [
+      { ...annotation('t-typeless', 'c-typeless'), command: typeless },
+      { ...annotation('t-hijack', 'c-hijack'), command: { ...command('t-hijack', 'c-hijack'), reply_to: 'events' } },
+      { ...annotation('t-content', 'c-content'), command: { ...command('t-content', 'c-content'), content: 'x' } },
+      { kind: 'redaction', room_id: '', redacts: '$e' },
+      annotation('t-fine', 'c-fine'),
+    ] as AnnotationStageRecord[];
+    const result = handler.processBatch(state, batchOf(...records));
+    result.afterCommit();
+    const events = result.records.find((r) => r.topic === 'events')?.messages ?? [];
+    assert.equal(events.length, 1, 'only the sound annotation is appended');
+    assert.match(String(events[0].value), /"type":"m.reaction"/);
+    const dead = result.records.find((r) => r.topic === 'dlq')?.messages ?? [];
+    assert.deepEqual(
+      dead.map((m) => (m.headers as Record<string, string>).reason),
+      [
+        'command: missing type',
+        'command: reply_to outside KAFKA_REPLY_TOPIC_PREFIX',
+        'command: content is not an object',
+        'missing room_id',
+      ],
+    );
+    assert.deepEqual(sentTo, [`${REPLY_PREFIX}gateway-1`], 'no reply outside the prefix');
   });
 });

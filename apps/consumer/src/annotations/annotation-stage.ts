@@ -34,6 +34,8 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
   constructor(
     private readonly topics: AnnotationTopics,
     private readonly windowMs: number,
+    /** Where replies may go (KAFKA_REPLY_TOPIC_PREFIX): a record whose command names another topic is dead-lettered. */
+    private readonly replyTopicPrefix: string,
   ) {
     this.changelogTopic = topics.state;
   }
@@ -42,6 +44,7 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
     return new AnnotationStage(
       { events: config.KAFKA_TOPIC_EVENTS, state: config.KAFKA_TOPIC_ANNOTATION_STATE },
       config.TXN_WINDOW_MS,
+      config.KAFKA_REPLY_TOPIC_PREFIX,
     );
   }
 
@@ -54,7 +57,7 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
   }
 
   decode(value: Buffer | null): AnnotationStageRecord {
-    return decodeAnnotationStageRecord(value);
+    return decodeAnnotationStageRecord(value, this.replyTopicPrefix);
   }
 
   /** Transactions past the window leave the changelog too (it is compacted, never expired by time). */

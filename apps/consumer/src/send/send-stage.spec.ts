@@ -6,6 +6,7 @@ import { StageHandler } from '../stage/stage-handler';
 import { StateBudget } from '../store/state-budget';
 import { SendStage } from './send-stage';
 
+const REPLY_PREFIX = 'replies.';
 const TOPICS = { events: 'events', txns: 'txns', annotations: 'annotations' };
 const WINDOW_MS = 60_000;
 
@@ -20,7 +21,7 @@ const command = (txn_id: string, correlation_id = `c-${txn_id}`): SendCommand =>
   content: { body: txn_id },
   origin_server_ts: 1,
   correlation_id,
-  reply_to: 'replies',
+  reply_to: `${REPLY_PREFIX}gateway-1`,
 });
 
 let offset = 0;
@@ -39,13 +40,18 @@ const batchOf = (...commands: { command: SendCommand; publishedAt?: number }[]):
 
 function stage(maxEntries = 100) {
   const replies: SendReply[] = [];
+  const sentTo: string[] = [];
   const budget = new StateBudget(maxEntries);
-  const handler = new StageHandler(new SendStage(TOPICS, WINDOW_MS), {
+  const handler = new StageHandler(new SendStage(TOPICS, WINDOW_MS, REPLY_PREFIX), {
     partitions: 4,
     windowMs: WINDOW_MS,
     deadLetterTopic: 'dlq',
+    replyTopicPrefix: REPLY_PREFIX,
     budget,
-    sendReply: (_to, reply) => replies.push(reply),
+    sendReply: (to, reply) => {
+      replies.push(reply);
+      sentTo.push(to);
+    },
   });
   const state = handler.createState();
   const run = (...commands: { command: SendCommand; publishedAt?: number }[]) => {
@@ -53,7 +59,7 @@ function stage(maxEntries = 100) {
     result.afterCommit();
     return result;
   };
-  return { replies, budget, handler, state, run };
+  return { replies, sentTo, budget, handler, state, run };
 }
 
 describe('the send stage', () => {
@@ -101,5 +107,23 @@ describe('the send stage', () => {
       replies.map((r) => r.status),
       [500, 200],
     );
+  });
+  it('dead-letters a command whose reply_to is outside KAFKA_REPLY_TOPIC_PREFIX, and writes nothing there', () => {
+    const { sentTo, run } = stage();
+    const result = run(
+      { command: { ...command('into-the-log'), reply_to: 'events' } },
+      { command: { ...command('prefix-alone'), reply_to: REPLY_PREFIX } },
+      { command: { ...command('not-a-topic'), reply_to: `${REPLY_PREFIX}a/b` } },
+      { command: command('fine') },
+    );
+    const events = result.records.find((r) => r.topic === 'events')?.messages ?? [];
+    assert.equal(events.length, 1);
+    assert.match(String(events[0].value), /"body":"fine"/);
+    const dead = result.records.find((r) => r.topic === 'dlq')?.messages ?? [];
+    assert.deepEqual(
+      dead.map((m) => (m.headers as Record<string, string>).reason),
+      Array(3).fill('reply_to outside KAFKA_REPLY_TOPIC_PREFIX'),
+    );
+    assert.deepEqual(sentTo, [`${REPLY_PREFIX}gateway-1`], 'the one reply goes to a reply topic');
   });
 });

@@ -30,6 +30,8 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
   constructor(
     private readonly topics: SendTopics,
     private readonly windowMs: number,
+    /** Where replies may go (KAFKA_REPLY_TOPIC_PREFIX): a command naming another topic is dead-lettered. */
+    private readonly replyTopicPrefix: string,
   ) {
     this.changelogTopic = topics.txns;
   }
@@ -40,7 +42,7 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
       txns: config.KAFKA_TOPIC_TXNS,
       annotations: config.KAFKA_TOPIC_ANNOTATIONS,
     };
-    return new SendStage(topics, config.TXN_WINDOW_MS);
+    return new SendStage(topics, config.TXN_WINDOW_MS, config.KAFKA_REPLY_TOPIC_PREFIX);
   }
 
   createStore(): TxnStore {
@@ -52,7 +54,7 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
   }
 
   decode(value: Buffer | null): SendCommand {
-    return decodeSendCommand(value);
+    return decodeSendCommand(value, this.replyTopicPrefix);
   }
 
   process(

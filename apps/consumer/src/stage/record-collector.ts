@@ -12,7 +12,11 @@ export class RecordCollector {
   private readonly byTopic = new Map<string, Message[]>();
   private readonly replies: { to: string; reply: SendReply }[] = [];
 
-  constructor(private readonly deadLetterTopic: string) {}
+  constructor(
+    private readonly deadLetterTopic: string,
+    /** Where replies may go: a dead record naming another topic gets no reply. */
+    private readonly replyTopicPrefix: string,
+  ) {}
 
   add(topic: string, ...messages: Message[]): void {
     const list = this.byTopic.get(topic);
@@ -43,7 +47,7 @@ export class RecordCollector {
    */
   deadLetter(message: KafkaMessage, source: string, reason: string): void {
     this.add(this.deadLetterTopic, { key: message.key, value: message.value, headers: { reason, source } });
-    const address = peekReplyAddress(message.value);
+    const address = peekReplyAddress(message.value, this.replyTopicPrefix);
     if (address) {
       this.reply(address.reply_to, unprocessableReply(address.correlation_id));
     }

@@ -57,6 +57,8 @@ export interface StageOptions {
   partitions: number;
   windowMs: number;
   deadLetterTopic: string;
+  /** KAFKA_REPLY_TOPIC_PREFIX: replies go to no topic outside it. */
+  replyTopicPrefix: string;
   budget: StateBudget;
   sendReply: ReplySender;
   observe?: (counts: OutcomeCounts) => void;
@@ -93,7 +95,7 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
   processBatch(store: S, batch: InputBatch): BatchResult {
     const now = Date.now();
     const staged = new WriteBuffer<V>((key) => store.get(key));
-    const out = new RecordCollector(this.options.deadLetterTopic);
+    const out = new RecordCollector(this.options.deadLetterTopic, this.options.replyTopicPrefix);
     const counts: OutcomeCounts = { accepted: 0, duplicates: 0, rejected: 0, refused: 0, expired: 0, deadLetters: 0 };
     let room = this.options.budget.remaining();
     const reserve = (entries: number): boolean => (room -= entries) >= 0;

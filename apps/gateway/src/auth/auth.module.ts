@@ -1,4 +1,4 @@
-import { Module } from '@nestjs/common';
+import { Logger, Module } from '@nestjs/common';
 import { AppConfig } from '@app/config';
 import { Appservices } from './appservices';
 import { AuthGuard } from './auth.guard';
@@ -23,8 +23,11 @@ const list = (value: string | undefined): string[] =>
     {
       provide: Appservices,
       inject: [AppConfig],
-      useFactory: (config: AppConfig) =>
-        Appservices.fromFiles(list(config.MATRIX_APPSERVICE_FILES), config.MATRIX_SERVER_NAME),
+      useFactory: (config: AppConfig) => {
+        const appservices = Appservices.fromFiles(list(config.MATRIX_APPSERVICE_FILES), config.MATRIX_SERVER_NAME);
+        for (const warning of appservices.warnings) new Logger(Appservices.name).warn(warning);
+        return appservices;
+      },
     },
     {
       provide: HomeserverTokens,

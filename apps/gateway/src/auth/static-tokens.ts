@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { isUserId, Sender, sha256Base64Url } from '@app/matrix';
+import { isDeviceId, isUserId, Sender, sha256Base64Url } from '@app/matrix';
 
 export interface StaticTokenEntry {
   token: string;
@@ -47,8 +47,8 @@ function checkEntry(entry: unknown, where: string): StaticTokenEntry {
     throw new TokenFileError(`${where}: token must be a string of 8+ characters`);
   if (typeof e.user_id !== 'string' || !isUserId(e.user_id))
     throw new TokenFileError(`${where}: user_id must be a Matrix user ID`);
-  if (e.device_id !== undefined && (typeof e.device_id !== 'string' || e.device_id === '')) {
-    throw new TokenFileError(`${where}: device_id must be a non-empty string`);
+  if (e.device_id !== undefined && (typeof e.device_id !== 'string' || !isDeviceId(e.device_id))) {
+    throw new TokenFileError(`${where}: device_id must be a string of 1 to 255 bytes (no NUL)`);
   }
   return { token: e.token, user_id: e.user_id, device_id: e.device_id };
 }

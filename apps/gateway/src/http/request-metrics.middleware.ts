@@ -5,7 +5,6 @@ import { gatewayMetrics } from '@app/observability';
 function routeOf(path: string): string {
   if (/^\/_matrix\/client\/(v3|r0)\/rooms\/[^/]+\/send\/[^/]+\/[^/]+$/.test(path)) return 'send';
   if (path.startsWith('/health/')) return 'health';
-  if (path === '/metrics') return 'metrics';
   return 'other';
 }
 
