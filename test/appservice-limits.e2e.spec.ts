@@ -65,6 +65,7 @@ describe('what one application service token can make a gateway do', () => {
       ['over 255 bytes of two-byte characters', `device_id=${encodeURIComponent('é'.repeat(128))}`],
       ['with a NUL', 'device_id=DEV%00'],
       ['empty', 'device_id='],
+      ['that is not UTF-8', 'device_id=%ED%A0%80'],
       ['given twice', 'device_id=ONE&device_id=TWO'],
       ['over 255 bytes in the older org.matrix.msc3202.device_id', `org.matrix.msc3202.device_id=${'D'.repeat(256)}`],
     ]) {
@@ -87,6 +88,19 @@ describe('what one application service token can make a gateway do', () => {
       });
       assert.equal(logged.headers[EVENT_HEADERS.deviceId], device);
     });
+  });
+
+  it('answers 400 M_INVALID_PARAM to a user_id whose percent-encoding is not UTF-8, instead of naming another user', async () => {
+    // Decoded leniently, `%ED%A0%80` becomes U+FFFD and `@a\ufffd…:test.local` a user in this catch-all namespace.
+    const path = `/_matrix/client/v3/rooms/${encodeURIComponent(ROOM)}/send/m.room.message/${randomUUID()}`;
+    const res = await fetch(`${url}${path}?user_id=%40a%ED%A0%80%3Atest.local`, {
+      method: 'PUT',
+      headers: { authorization: 'Bearer as-token-limits-everyone' },
+      body: '{"msgtype":"m.text","body":"hi"}',
+    });
+    const body = (await res.json()) as Record<string, unknown>;
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.errcode, 'M_INVALID_PARAM');
   });
 
   describe('namespace regexes', () => {

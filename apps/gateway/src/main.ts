@@ -7,6 +7,7 @@ import { assignRequestIds, bootOrExit, usePino } from '@app/observability';
 import { GatewayModule } from './gateway.module';
 import { answerClientErrorsWithJson } from './http/client-error';
 import { matrixCors } from './http/cors.middleware';
+import { parseQueryStrictly } from './http/query-parser';
 import { countRequests } from './http/request-metrics.middleware';
 
 silenceKafkajsTimerWarnings();
@@ -23,6 +24,7 @@ bootOrExit(gateway, async (config, logger) => {
   });
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.set('query parser', parseQueryStrictly);
   app.use(assignRequestIds, countRequests, matrixCors);
   usePino(app);
   app.enableShutdownHooks();
