@@ -168,6 +168,20 @@ describe('operability', () => {
         `logs-bad-${randomUUID()}`,
         `{"body":"${marker}", "n": 1.5}`,
       );
+      // An oversized integer is content too: the error quotes a few of its digits, the log none.
+      const digits = `9${Array.from(randomUUID().replace(/-/g, ''))
+        .map((c) => parseInt(c, 16) % 10)
+        .join('')}`;
+      const outOfRange = await sendEvent(
+        pipeline.gateway.url,
+        secretToken,
+        room,
+        'm.room.message',
+        `logs-int-${randomUUID()}`,
+        `{"n": ${digits.repeat(2000)}}`,
+      );
+      assert.equal(outOfRange.body.errcode, 'M_BAD_JSON');
+      assert.ok(String(outOfRange.body.error).length < 200, 'the error quotes a bounded part of the value');
       await sendEvent(pipeline.gateway.url, 'not-a-token-' + marker, room, 'm.room.message', 'logs-unknown', {
         body: marker,
       });
@@ -190,6 +204,8 @@ describe('operability', () => {
       const logs = apps.map((app, i) => app.output.slice(outputBefore[i]).join('')).join('');
       assert.ok(!logs.includes(secretToken), 'no access token in the logs');
       assert.ok(!logs.includes(marker), 'no message content in the logs');
+      assert.ok(logs.includes('integer out of range'), 'the premise: the out-of-range integer was logged at debug');
+      assert.ok(!logs.includes(digits.slice(0, 12)), 'no digits of the integer in the logs');
       assert.equal(failureLines().length, 1, 'one line for the failure');
       const [line] = failureLines();
       assert.doesNotThrow(() => JSON.parse(line), 'structured JSON');

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MAX_JSON_DEPTH } from './canonical-json';
-import { MatrixError } from './errors';
+import { MatrixError, MAX_QUOTED_CHARS } from './errors';
 import { deriveEventId } from './event-id';
 import { parseEventContent } from './event-content';
 
@@ -97,6 +97,26 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
           `${name} at depth ${depth}`,
         );
       }
+    }
+  });
+  it('quotes at most MAX_QUOTED_CHARS of a bad number in the error, and logs none of it', () => {
+    const digits = '9'.repeat(128 * 1024 - 20);
+    for (const [body, value] of [
+      [`{"n": ${digits}}`, digits],
+      [`{"n": -${digits}}`, `-${digits}`],
+      [`{"n": ${digits}.5}`, `${digits}.5`],
+    ]) {
+      assert.throws(
+        () => parse(body),
+        (error: unknown) => {
+          assert.ok(error instanceof MatrixError);
+          assert.equal(error.errcode, 'M_BAD_JSON');
+          assert.ok(error.message.includes(value.slice(0, MAX_QUOTED_CHARS)), 'the client sees which value it was');
+          assert.ok(error.message.length < 200, `an error of ${error.message.length} characters`);
+          assert.ok(error.logText !== undefined && !/\d{5}/.test(error.logText), 'the log text quotes nothing');
+          return true;
+        },
+      );
     }
   });
 });

@@ -1,5 +1,5 @@
 import { JsonObject, MAX_JSON_DEPTH } from './canonical-json';
-import { badJson, notJson } from './errors';
+import { badJson, badJsonValue, notJson } from './errors';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -52,9 +52,11 @@ function checkNumbersAndDepth(text: string): void {
       let end = i + 1;
       while (end < text.length && /[0-9.eE+-]/.test(text[end])) end++;
       const token = text.slice(i, end);
-      if (/[.eE]/.test(token)) throw badJson(`Bad JSON value: float values are not allowed (${token})`);
-      const magnitude = BigInt(token.startsWith('-') ? token.slice(1) : token);
-      if (magnitude > MAX_SAFE) throw badJson(`Bad JSON value: integer out of range (${token})`);
+      if (/[.eE]/.test(token)) throw badJsonValue('Bad JSON value: float values are not allowed', token);
+      const digits = token.startsWith('-') ? token.slice(1) : token;
+      // JSON has no leading zeros: more than 16 digits is out of range, with no BigInt of 100,000 digits to build
+      if (digits.length > 16 || BigInt(digits) > MAX_SAFE)
+        throw badJsonValue('Bad JSON value: integer out of range', token);
       i = end - 1;
     }
   }

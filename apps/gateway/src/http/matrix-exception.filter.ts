@@ -16,7 +16,7 @@ export class MatrixExceptionFilter implements ExceptionFilter {
     const error = this.toMatrixError(exception);
     res.locals.errcode = error.errcode;
     // One line per failure, with the request's correlation id; never the request itself (tokens, content).
-    const line = `${req.method} answered ${error.status} ${error.errcode}: ${error.message} (correlation id ${typeof req.id === 'string' ? req.id : 'none'})`;
+    const line = `${req.method} answered ${error.status} ${error.errcode}: ${error.logText ?? error.message} (correlation id ${typeof req.id === 'string' ? req.id : 'none'})`;
     if (req.path.startsWith('/health/')) {
       // a probe's answer, not a failure
     } else if (error.status >= 500) this.logger.warn(line);
