@@ -69,4 +69,28 @@ describe('homeserver token look-ups', () => {
     homeserver.releaseAll();
     assert.equal((await c).userId, '@c:x', 'a slot is free again');
   });
+  it('lets a cached answer expire after its TTL even when the wall clock is stepped back an hour', async () => {
+    const wallClock = Date.now;
+    let step = 0;
+    Date.now = () => wallClock() + step;
+    try {
+      const homeserver = fakeHomeserver({ good: '@good:x' });
+      const tokens = new HomeserverTokens({
+        baseUrl: 'http://hs',
+        positiveTtlMs: 100,
+        negativeTtlMs: 100,
+        timeoutMs: 1000,
+        fetch: homeserver.fetch,
+      });
+      await tokens.lookup('good');
+      await tokens.lookup('good');
+      assert.equal(homeserver.calls.length, 1, 'the premise: the answer is cached');
+      step = -3_600_000;
+      await new Promise((done) => setTimeout(done, 150));
+      await tokens.lookup('good');
+      assert.equal(homeserver.calls.length, 2, 'asked again after the TTL, not an hour later');
+    } finally {
+      Date.now = wallClock;
+    }
+  });
 });

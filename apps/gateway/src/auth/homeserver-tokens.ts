@@ -36,7 +36,7 @@ export class HomeserverTokens {
 
   constructor(private readonly options: HomeserverTokensOptions) {
     this.fetch = options.fetch ?? fetch;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => performance.now());
   }
 
   async lookup(token: string): Promise<Sender> {

@@ -54,14 +54,14 @@ export class SendService implements BeforeApplicationShutdown {
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.draining = true;
-    const deadline = Date.now() + this.config.SEND_TIMEOUT_MS + 2000;
+    const deadline = performance.now() + this.config.SEND_TIMEOUT_MS + 2000;
     let seen = this.received;
-    let quietSince = Date.now();
-    while (Date.now() < deadline) {
+    let quietSince = performance.now();
+    while (performance.now() < deadline) {
       if (this.inFlight > 0 || this.received !== seen) {
         seen = this.received;
-        quietSince = Date.now();
-      } else if (Date.now() - quietSince >= DRAIN_QUIET_MS) {
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince >= DRAIN_QUIET_MS) {
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 25));
