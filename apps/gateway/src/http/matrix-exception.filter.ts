@@ -1,6 +1,8 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { AppConfig } from '@app/config';
 import { MatrixError, unrecognized } from '@app/matrix';
+import { closeIfBodyWouldBeCostly } from './request-body';
 
 /**
  * Every error leaves as a Matrix standard error in JSON: never an HTML page or a stack trace. Unexpected errors
@@ -9,6 +11,8 @@ import { MatrixError, unrecognized } from '@app/matrix';
 @Catch()
 export class MatrixExceptionFilter implements ExceptionFilter {
   private readonly logger = new Logger('http');
+
+  constructor(private readonly config: AppConfig) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
@@ -22,6 +26,7 @@ export class MatrixExceptionFilter implements ExceptionFilter {
     } else if (error.status >= 500) this.logger.warn(line);
     else this.logger.debug(line);
     if (res.headersSent) return;
+    closeIfBodyWouldBeCostly(req, res, this.config.MAX_BODY_BYTES);
     if (error.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(error.retryAfterSeconds));
     res.status(error.status).json(error.toBody());
   }
