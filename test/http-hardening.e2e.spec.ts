@@ -102,3 +102,65 @@ describe('work done before anyone is known', () => {
     }
   });
 });
+
+describe('memory held by waiting requests', () => {
+  let gateway: AppProcess;
+  const SEND_TIMEOUT_MS = 4000;
+  before(async () => {
+    // No consumer: every accepted send waits SEND_TIMEOUT_MS, holding its content.
+    gateway = await AppProcess.start(
+      'gateway',
+      isolatedEnv({
+        MAX_BODY_BYTES: '131072',
+        MAX_IN_FLIGHT_BYTES: String(32 * 131072),
+        SEND_TIMEOUT_MS: String(SEND_TIMEOUT_MS),
+      }),
+    );
+  });
+  after(async () => {
+    await gateway?.stop();
+  });
+
+  /** `{"a":[[],[],…]}` of about 60 KB: an event of legal size that is about 1.4 MB of heap once parsed. */
+  const arraysBody = `{"a":[${Array(20_000).fill('[]').join(',')}]}`;
+  const send = (body: string) =>
+    fetch(`${gateway.url}${sendPath()}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${alice.token}` },
+      body,
+    }).then(async (res) => ({
+      status: res.status,
+      retryAfter: res.headers.get('retry-after'),
+      body: (await res.json()) as { errcode: string; error: string },
+    }));
+  const heldBytes = async (): Promise<number> => {
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    return Number(/^matrix_gateway_in_flight_bytes_estimate (\S+)$/m.exec(metrics)?.[1]);
+  };
+
+  it('answers 503 + Retry-After at once past MAX_IN_FLIGHT_BYTES, counts parsed content, and frees it when answered', async () => {
+    const waiting = [send(arraysBody), send(arraysBody)];
+    const deadline = performance.now() + 3000;
+    while ((await heldBytes()) < 2 * 1_000_000 && performance.now() < deadline) await sleep(50);
+    const held = await heldBytes();
+    assert.ok(held > 2 * 1_000_000, `the premise: two 60 KB sends wait holding over 1 MB each (${held})`);
+
+    const started = performance.now();
+    const refused = await send(arraysBody);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.body.errcode, 'M_UNKNOWN');
+    assert.match(refused.body.error, /in flight/);
+    assert.ok(Number(refused.retryAfter) >= 1, 'with Retry-After');
+    assert.ok(performance.now() - started < SEND_TIMEOUT_MS, 'refused at once, not after waiting');
+
+    const small = await send('{"msgtype":"m.text","body":"small"}');
+    assert.match(small.body.error, /Timed out/, 'a small send still fits beside them, and waits for the consumer');
+
+    for (const res of await Promise.all(waiting)) assert.match(res.body.error, /Timed out/);
+    assert.equal(await heldBytes(), 0, 'nothing held once they are answered');
+    const again = await send(arraysBody);
+    assert.match(again.body.error, /Timed out/, 'room again for a large send');
+  });
+});
+
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));

@@ -106,6 +106,12 @@ export class AppConfig {
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
   /** Requests a gateway instance holds at once; more are turned away with 503 + Retry-After. */
   @Transform(toInt) @IsInt() @Min(1) @Max(1000000) MAX_IN_FLIGHT = 10000;
+  /**
+   * Bytes of heap the requests a gateway holds may take at once, estimated per request from its parsed content and
+   * raw size (a 64 KB body can take a megabyte parsed); more get 503 + Retry-After. At least 32 x MAX_BODY_BYTES, so
+   * that a body of the costliest shape fits.
+   */
+  @Transform(toInt) @IsInt() @Min(1_048_576) @Max(68_719_476_736) MAX_IN_FLIGHT_BYTES = 268_435_456;
   /** Hard cap on the raw request body; the canonical event limit (65536 bytes) applies on top. */
   @Transform(toInt) @IsInt() @Min(1024) @Max(16777216) MAX_BODY_BYTES = 131072;
 
@@ -195,6 +201,11 @@ function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   }
   if ((config.KAFKA_SSL_CERT_FILE === undefined) !== (config.KAFKA_SSL_KEY_FILE === undefined)) {
     lines.push('KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither');
+  }
+  if (config.MAX_IN_FLIGHT_BYTES < 32 * config.MAX_BODY_BYTES) {
+    lines.push(
+      `MAX_IN_FLIGHT_BYTES, MAX_BODY_BYTES: expected MAX_IN_FLIGHT_BYTES at least 32 x MAX_BODY_BYTES (${32 * config.MAX_BODY_BYTES}), the heap one body may take parsed`,
+    );
   }
   if (config.KAFKA_SASL_MECHANISM !== undefined) {
     if (config.KAFKA_SASL_USERNAME === undefined) lines.push('KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM');

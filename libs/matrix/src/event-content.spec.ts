@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { MAX_JSON_DEPTH } from './canonical-json';
 import { MatrixError, MAX_QUOTED_CHARS } from './errors';
 import { deriveEventId } from './event-id';
-import { parseEventContent } from './event-content';
+import { parseEventContent, parseEventContentMeasured } from './event-content';
 
 const parse = (text: string | Buffer) => parseEventContent(typeof text === 'string' ? Buffer.from(text) : text);
 
@@ -117,6 +119,36 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
           return true;
         },
       );
+    }
+  });
+  it('estimates at least the heap that parsed content takes, within a few times of it, whatever its shape', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const n = 8000;
+    const shapes: Record<string, string> = {
+      'empty arrays': `{"a":[${Array(n).fill('[]').join(',')}]}`,
+      'empty objects': `{"a":[${Array(n).fill('{}').join(',')}]}`,
+      'arrays of one zero': `{"a":[${Array(n).fill('[0]').join(',')}]}`,
+      'distinct keys': `{${Array.from({ length: n }, (_, i) => `"k${i}":${i}`).join(',')}}`,
+      'distinct strings': `{"a":[${Array.from({ length: n }, (_, i) => `"${(i * 7919).toString(36)}é"`).join(',')}]}`,
+      literals: `{"a":[${Array(n).fill('true,false,null').join(',')}]}`,
+      'a long text': JSON.stringify({ body: 'x'.repeat(60_000) }),
+    };
+    // One call per shape: its content is garbage once the call returns, before the next shape is measured.
+    const measure = (text: string) => {
+      const body = Buffer.from(text);
+      gc();
+      const before = process.memoryUsage().heapUsed;
+      const parsed = parseEventContentMeasured(body);
+      gc();
+      const held = process.memoryUsage().heapUsed - before;
+      return { held, estimate: parsed.heapBytes, keys: Object.keys(parsed.content).length };
+    };
+    for (const [shape, text] of Object.entries(shapes)) {
+      const { held, estimate, keys } = measure(text);
+      assert.ok(held > 0 && keys > 0, `the premise: ${shape} holds heap`);
+      assert.ok(estimate >= held, `${shape}: estimated ${estimate}, holds ${held}`);
+      assert.ok(estimate <= 4 * held + 4096, `${shape}: estimated ${estimate}, holds only ${held}`);
     }
   });
 });

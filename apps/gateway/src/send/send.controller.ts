@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { All, Controller, HttpCode, Param, Put, Req, UseGuards } from '@nestjs/common';
 import { AppConfig } from '@app/config';
-import { parseEventContent, unrecognized } from '@app/matrix';
+import { JsonObject, parseEventContent, parseEventContentMeasured, unrecognized } from '@app/matrix';
 import { AuthenticatedRequest, AuthGuard } from '../auth/auth.guard';
 import { AuthService } from '../auth/auth.service';
 import { RateLimitGuard } from '../http/rate-limit.guard';
@@ -34,7 +34,8 @@ export class SendController {
     @Req() req: AuthenticatedRequest,
     @Param(MatrixValidationPipe) params: SendParams,
   ): Promise<{ event_id: string }> {
-    const content = parseEventContent(await readBody(req, this.config.MAX_BODY_BYTES));
+    this.sends.refuseIfFull(Number(req.headers['content-length'] ?? 0) || 0);
+    const { content, heldBytes } = await this.readContent(req);
     const { sender, originServerTs } = req.auth;
     return this.sends.send(
       sender,
@@ -42,7 +43,18 @@ export class SendController {
       content,
       originServerTs ?? Date.now(),
       typeof req.id === 'string' ? req.id : randomUUID(),
+      heldBytes,
     );
+  }
+
+  /**
+   * The body parsed; the raw bytes are garbage once this returns (nothing keeps them while the request waits), but
+   * are counted in `heldBytes`, for the serialized command the producer holds until it is sent.
+   */
+  private async readContent(req: AuthenticatedRequest): Promise<{ content: JsonObject; heldBytes: number }> {
+    const body = await readBody(req, this.config.MAX_BODY_BYTES);
+    const { content, heapBytes } = parseEventContentMeasured(body);
+    return { content, heldBytes: heapBytes + body.length };
   }
 
   /**

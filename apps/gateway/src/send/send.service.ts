@@ -28,6 +28,8 @@ const DRAIN_QUIET_MS = 300;
 @Injectable()
 export class SendService implements BeforeApplicationShutdown {
   private inFlight = 0;
+  /** Estimated heap held by the requests in flight (see ParsedContent.heapBytes), bounded by MAX_IN_FLIGHT_BYTES. */
+  private inFlightBytes = 0;
   private received = 0;
   private draining = false;
 
@@ -68,13 +70,29 @@ export class SendService implements BeforeApplicationShutdown {
     }
   }
 
-  /** `correlationId` is the request's id in the logs; the command carries it to the consumer and back. */
+  /**
+   * Refuses (503 + Retry-After) a request that would take the gateway past MAX_IN_FLIGHT requests or
+   * MAX_IN_FLIGHT_BYTES: called with the declared body size before the body is read, and by `send` with the estimate.
+   */
+  refuseIfFull(bytes: number): void {
+    if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
+    if (this.inFlightBytes + bytes > this.config.MAX_IN_FLIGHT_BYTES) {
+      throw unavailable('Too much content in flight; retry shortly', 1);
+    }
+  }
+
+  /**
+   * `correlationId` is the request's id in the logs; the command carries it to the consumer and back. `heldBytes`
+   * is the request's estimated heap (parsed content and raw size), counted against MAX_IN_FLIGHT_BYTES until it is
+   * answered.
+   */
   async send(
     sender: Sender,
     params: SendParams,
     content: JsonObject,
     originServerTs: number,
     correlationId: string,
+    heldBytes: number,
   ): Promise<{ event_id: string }> {
     this.received++;
     const eventSize = canonicalJsonByteLength({
@@ -88,7 +106,7 @@ export class SendService implements BeforeApplicationShutdown {
     if (eventSize > MAX_EVENT_BYTES)
       throw tooLarge(`Event is ${eventSize} bytes as canonical JSON; the limit is ${MAX_EVENT_BYTES}`);
     if (!this.kafka.isReady) throw unavailable('The server is not ready to accept events yet', 2);
-    if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
+    this.refuseIfFull(heldBytes);
 
     const hash = this.scopes.hash(sender);
     const command: SendCommand = {
@@ -105,7 +123,9 @@ export class SendService implements BeforeApplicationShutdown {
       reply_to: this.kafka.replyTopic,
     };
     this.inFlight++;
+    this.inFlightBytes += heldBytes;
     gatewayMetrics.inFlight.inc();
+    gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
     try {
       const reply = await this.kafka.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
@@ -123,7 +143,9 @@ export class SendService implements BeforeApplicationShutdown {
       throw unavailable('The event store is unavailable; retry with the same transaction ID', 2);
     } finally {
       this.inFlight--;
+      this.inFlightBytes -= heldBytes;
       gatewayMetrics.inFlight.dec();
+      gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
     }
   }
 }
