@@ -164,3 +164,113 @@ describe('memory held by waiting requests', () => {
 });
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+describe('slow clients and connection limits', () => {
+  let gateway: AppProcess;
+  const HEADERS_TIMEOUT_MS = 1000;
+  const REQUEST_TIMEOUT_MS = 2000;
+  /** Node checks deadlines once a second (DEADLINE_CHECK_MS); the rest is margin for a loaded machine. */
+  const slack = 1000 + 2000;
+  before(async () => {
+    gateway = await AppProcess.start(
+      'gateway',
+      isolatedEnv({
+        HTTP_HEADERS_TIMEOUT_MS: String(HEADERS_TIMEOUT_MS),
+        HTTP_REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
+      }),
+    );
+  });
+  after(async () => {
+    await gateway?.stop();
+  });
+
+  it('answers 408 and closes a connection whose headers trickle in past HTTP_HEADERS_TIMEOUT_MS', async () => {
+    const connection = await RawConnection.open(gateway.url);
+    const started = performance.now();
+    connection.write(`PUT ${sendPath()} HTTP/1.1\r\nhost: gateway\r\n`);
+    const trickle = setInterval(() => connection.write(`x-slow-${Math.random()}: 1\r\n`), 200);
+    try {
+      const res = await connection.response(HEADERS_TIMEOUT_MS + slack);
+      assert.equal(res?.status, 408);
+      assert.equal((JSON.parse(res.body) as { errcode: string }).errcode, 'M_UNKNOWN');
+      assert.ok(await connection.closesWithin(1000), 'and closes the connection');
+      assert.ok(performance.now() - started < HEADERS_TIMEOUT_MS + slack);
+    } finally {
+      clearInterval(trickle);
+      connection.destroy();
+    }
+  });
+
+  it('stops waiting for a body that trickles in past HTTP_REQUEST_TIMEOUT_MS', async () => {
+    const connection = await RawConnection.open(gateway.url);
+    const started = performance.now();
+    connection.write(
+      requestHead('PUT', sendPath(), { authorization: `Bearer ${alice.token}`, 'content-length': 1000 }),
+    );
+    connection.write('{"body":"');
+    const trickle = setInterval(() => connection.write('x'), 200); // the body would take 200 s
+    try {
+      assert.ok(await connection.closesWithin(REQUEST_TIMEOUT_MS + slack), 'the connection is closed');
+      assert.ok(performance.now() - started >= REQUEST_TIMEOUT_MS - 100, 'not before the deadline');
+    } finally {
+      clearInterval(trickle);
+      connection.destroy();
+    }
+  });
+
+  it('keeps an idle connection open past a load balancer’s 60 s (HTTP_KEEP_ALIVE_TIMEOUT_MS, 75 s by default)', async () => {
+    const connection = await RawConnection.open(gateway.url);
+    try {
+      connection.write(requestHead('GET', '/health/live'));
+      const res = await connection.response(5000);
+      assert.equal(res?.status, 200);
+      assert.equal(
+        res.headers['keep-alive'],
+        'timeout=75',
+        'the server tells clients how long it keeps the connection',
+      );
+      // Node's default closed an idle connection after 5 s.
+      assert.equal(await connection.closesWithin(6000), false, 'still open after 6 s idle');
+      connection.write(requestHead('GET', '/health/live'));
+      assert.equal((await connection.response(5000))?.status, 200, 'and serves the next request');
+    } finally {
+      connection.destroy();
+    }
+  });
+
+  it('accepts at most HTTP_MAX_CONNECTIONS connections at once, and more once some close', async () => {
+    const cap = 4;
+    const capped = await AppProcess.start('gateway', isolatedEnv({ HTTP_MAX_CONNECTIONS: String(cap) }));
+    const connections: RawConnection[] = [];
+    try {
+      const answered: boolean[] = [];
+      for (let i = 0; i < cap + 2; i++) {
+        const connection = await RawConnection.open(capped.url);
+        connections.push(connection);
+        connection.write(requestHead('GET', '/health/live'));
+        answered.push((await connection.response(3000))?.status === 200);
+      }
+      // The readiness probe's fetch may still hold a pooled connection (undici keeps it as long as the server's
+      // keep-alive), which counts too: one slot fewer for the raw connections.
+      const accepted = answered.indexOf(false);
+      assert.ok(accepted === cap || accepted === cap - 1, `${accepted} connections answered with a cap of ${cap}`);
+      assert.ok(
+        answered.slice(accepted).every((ok) => !ok),
+        `the connections past the cap are dropped: ${answered.join(', ')}`,
+      );
+      assert.ok(
+        connections.slice(accepted).every((connection) => connection.closed),
+        'closed by the server',
+      );
+      connections.shift()!.destroy();
+      await sleep(200);
+      const next = await RawConnection.open(capped.url);
+      connections.push(next);
+      next.write(requestHead('GET', '/health/live'));
+      assert.equal((await next.response(3000))?.status, 200, 'a connection closed makes room for a new one');
+    } finally {
+      connections.forEach((connection) => connection.destroy());
+      await capped.stop();
+    }
+  });
+});

@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
-import { assignRequestIds, bootOrExit, usePino } from '@app/observability';
+import { AppExpressAdapter, assignRequestIds, bootOrExit, usePino } from '@app/observability';
 import { GatewayModule } from './gateway.module';
 import { answerClientErrorsWithJson } from './http/client-error';
 import { matrixCors } from './http/cors.middleware';
@@ -10,10 +10,14 @@ import { countRequests } from './http/request-metrics.middleware';
 
 silenceKafkajsTimerWarnings();
 bootOrExit('gateway', async (config, logger) => {
-  const app = await NestFactory.create<NestExpressApplication>(GatewayModule.forRoot(config, logger), {
-    bodyParser: false, // the send route reads its body raw, with Matrix' JSON rules
-    bufferLogs: true,
-  });
+  const app = await NestFactory.create<NestExpressApplication>(
+    GatewayModule.forRoot(config, logger),
+    new AppExpressAdapter(config),
+    {
+      bodyParser: false, // the send route reads its body raw, with Matrix' JSON rules
+      bufferLogs: true,
+    },
+  );
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(assignRequestIds, countRequests, matrixCors);

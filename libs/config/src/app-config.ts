@@ -102,6 +102,18 @@ export class AppConfig {
   /** The interface for METRICS_PORT; HTTP_HOST when unset. */
   @IsOptional() @IsString() @IsNotEmpty() METRICS_HOST?: string;
 
+  /**
+   * The HTTP servers (gateway, consumer health, metrics). An idle keep-alive connection is kept this long: above the
+   * idle timeout of the load balancer in front (60 s for most), or it reuses a connection being closed and answers 502.
+   */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(3_600_000) HTTP_KEEP_ALIVE_TIMEOUT_MS = 75_000;
+  /** Longest time from a request's first byte to the end of its headers; past it, 408 and the connection closes. */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(600_000) HTTP_HEADERS_TIMEOUT_MS = 10_000;
+  /** Longest time from a request's first byte to the end of its body; past it, 408 (or a close) and no more waiting. */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(600_000) HTTP_REQUEST_TIMEOUT_MS = 30_000;
+  /** Connections one server accepts at once, idle keep-alive ones included; more are closed at once. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000) HTTP_MAX_CONNECTIONS = 10_000;
+
   /** How long a request waits for the consumer's reply before a retryable 503. */
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
   /** Requests a gateway instance holds at once; more are turned away with 503 + Retry-After. */
@@ -201,6 +213,11 @@ function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   }
   if ((config.KAFKA_SSL_CERT_FILE === undefined) !== (config.KAFKA_SSL_KEY_FILE === undefined)) {
     lines.push('KAFKA_SSL_CERT_FILE, KAFKA_SSL_KEY_FILE: expected both or neither');
+  }
+  if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
+    lines.push(
+      'HTTP_HEADERS_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS: expected the headers timeout at most the request timeout',
+    );
   }
   if (config.MAX_IN_FLIGHT_BYTES < 32 * config.MAX_BODY_BYTES) {
     lines.push(

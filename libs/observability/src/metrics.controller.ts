@@ -1,6 +1,7 @@
 import { Controller, Get, Header, Type } from '@nestjs/common';
-import { createServer, Server } from 'node:http';
+import type { Server } from 'node:http';
 import { AppConfig } from '@app/config';
+import { createAppHttpServer } from './http-server';
 import { registry } from './metrics';
 
 @Controller('metrics')
@@ -23,7 +24,7 @@ export function metricsControllers(config: AppConfig): Type[] {
  */
 export async function serveMetricsApart(config: AppConfig): Promise<Server | null> {
   if (config.METRICS_PORT === undefined) return null;
-  const server = createServer((req, res) => {
+  const server = createAppHttpServer(config, (req, res) => {
     if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
       res
         .writeHead(404, { 'content-type': 'application/json' })
