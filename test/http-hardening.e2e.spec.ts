@@ -218,6 +218,17 @@ describe('slow clients and connection limits', () => {
     }
   });
 
+  it('counts only receiving the request against HTTP_REQUEST_TIMEOUT_MS, not waiting for the outcome', async () => {
+    // No consumer: the send waits SEND_TIMEOUT_MS (5 s), longer than the request deadline, and gets its 503.
+    const res = await fetch(`${gateway.url}${sendPath()}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${alice.token}` },
+      body: '{"msgtype":"m.text","body":"waits"}',
+    });
+    assert.equal(res.status, 503);
+    assert.match(((await res.json()) as { error: string }).error, /Timed out/);
+  });
+
   it('keeps an idle connection open past a load balancer’s 60 s (HTTP_KEEP_ALIVE_TIMEOUT_MS, 75 s by default)', async () => {
     const connection = await RawConnection.open(gateway.url);
     try {
