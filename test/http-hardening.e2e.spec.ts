@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { AppProcess, isolatedEnv, TEST_USERS } from './support/pipeline';
+import { FakeHomeserver } from './support/fake-homeserver';
+import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
 import { RawConnection, requestHead } from './support/raw-http';
 
 const { alice } = TEST_USERS;
@@ -160,6 +161,67 @@ describe('memory held by waiting requests', () => {
     assert.equal(await heldBytes(), 0, 'nothing held once they are answered');
     const again = await send(arraysBody);
     assert.match(again.body.error, /Timed out/, 'room again for a large send');
+  });
+});
+
+describe('homeserver token checks under a flood of unknown tokens', () => {
+  let pipeline: Pipeline;
+  let homeserver: FakeHomeserver;
+  const PER_CLIENT = 2;
+  before(async () => {
+    // Unknown tokens take 2.5 s to be refused: a flood keeps its look-ups in flight.
+    homeserver = new FakeHomeserver(
+      { 'hs-carol': { status: 200, body: { user_id: '@carol:test.local', device_id: 'CAROLDEV' } } },
+      2500,
+    );
+    pipeline = await startPipeline({
+      MATRIX_HOMESERVER_URL: await homeserver.start(),
+      WHOAMI_TIMEOUT_MS: '5000',
+      WHOAMI_MAX_CONCURRENT: '4',
+      WHOAMI_MAX_CONCURRENT_PER_CLIENT: String(PER_CLIENT),
+      TRUSTED_PROXIES: 'loopback',
+    });
+  });
+  after(async () => {
+    await pipeline?.stop();
+    await homeserver?.stop();
+  });
+
+  const send = (url: string, token: string, forwardedFor: string) =>
+    fetch(`${url}${sendPath()}`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwardedFor },
+      body: '{"msgtype":"m.text","body":"hello"}',
+    }).then(async (res) => ({ status: res.status, body: (await res.json()) as { errcode?: string } }));
+
+  it("lets a known user's first send through while one client address floods unknown tokens", async () => {
+    const callsBefore = homeserver.whoamiCalls;
+    const flood = Array.from({ length: 12 }, () => send(pipeline.gateway.url, `random-${randomUUID()}`, '203.0.113.9'));
+    await sleep(500); // the flood's look-ups are in flight
+    const carol = await send(pipeline.gateway.url, 'hs-carol', '198.51.100.7');
+    assert.equal(carol.status, 200, JSON.stringify(carol.body));
+    const answers = await Promise.all(flood);
+    assert.equal(
+      answers.filter((res) => res.status === 503).length,
+      12 - PER_CLIENT,
+      'the flood is refused past its share',
+    );
+    assert.equal(answers.filter((res) => res.body.errcode === 'M_UNKNOWN_TOKEN').length, PER_CLIENT);
+    assert.equal(homeserver.whoamiCalls - callsBefore, PER_CLIENT + 1, 'the homeserver saw the flood’s share only');
+  });
+
+  it('ignores X-Forwarded-For unless TRUSTED_PROXIES names the proxy: forged addresses share one client’s share', async () => {
+    const direct = await AppProcess.start('gateway', { ...pipeline.env, TRUSTED_PROXIES: '' });
+    try {
+      const callsBefore = homeserver.whoamiCalls;
+      const answers = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => send(direct.url, `random-${randomUUID()}`, `203.0.113.${i + 1}`)),
+      );
+      assert.equal(answers.filter((res) => res.status === 503).length, 8 - PER_CLIENT);
+      assert.equal(homeserver.whoamiCalls - callsBefore, PER_CLIENT, 'one share for the connection’s address');
+    } finally {
+      await direct.stop();
+    }
   });
 });
 

@@ -20,6 +20,8 @@ bootOrExit('gateway', async (config, logger) => {
   );
   app.disable('x-powered-by');
   app.set('etag', false);
+  // req.ip: the connection's address, or X-Forwarded-For's through the proxies the operator trusts (TRUSTED_PROXIES)
+  app.set('trust proxy', config.TRUSTED_PROXIES?.split(',').map((entry) => entry.trim()) ?? false);
   app.use(assignRequestIds, countRequests, matrixCors);
   usePino(app);
   app.enableShutdownHooks();

@@ -12,8 +12,12 @@ import {
   Max,
   Min,
   MinLength,
+  Validate,
   validateSync,
+  ValidatorConstraint,
+  ValidatorConstraintInterface,
 } from 'class-validator';
+import { isIP } from 'node:net';
 
 const toFloat = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value.trim()) : value;
@@ -23,6 +27,28 @@ const toLower = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' ? value.trim().toLowerCase() : value;
 const toInt = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : value;
+
+/** Names Express' `trust proxy` knows for ranges of addresses. */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** A comma-separated list of addresses, CIDR subnets or range names, as Express' `trust proxy` takes it. */
+@ValidatorConstraint({ name: 'trustedProxies' })
+class TrustedProxies implements ValidatorConstraintInterface {
+  validate(value: unknown): boolean {
+    if (typeof value !== 'string') return false;
+    return value.split(',').every((entry) => {
+      const [address, prefix, ...rest] = entry.trim().split('/');
+      if (PROXY_RANGE_NAMES.has(address) && prefix === undefined) return true;
+      const family = isIP(address);
+      if (family === 0 || rest.length > 0) return false;
+      return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+    });
+  }
+
+  defaultMessage(): string {
+    return 'comma-separated IP addresses, CIDR subnets, or loopback, linklocal, uniquelocal';
+  }
+}
 
 /**
  * Every setting of both apps, read from the environment once at startup and validated here. Property names are
@@ -89,6 +115,20 @@ export class AppConfig {
   @Transform(toInt) @IsInt() @Min(100) @Max(60_000) WHOAMI_TIMEOUT_MS = 3_000;
   /** whoami calls a gateway makes at once; a new token beyond that gets a retryable 503. */
   @Transform(toInt) @IsInt() @Min(1) @Max(10_000) WHOAMI_MAX_CONCURRENT = 64;
+
+  /**
+   * whoami calls for one client address at once (an IPv6 client: its /64), so that one client sending unknown tokens
+   * cannot hold every WHOAMI_MAX_CONCURRENT slot; its further new tokens get a retryable 503.
+   */
+  @Transform(toInt) @IsInt() @Min(1) @Max(10_000) WHOAMI_MAX_CONCURRENT_PER_CLIENT = 8;
+  /**
+   * Proxies whose X-Forwarded-For names the client (comma-separated addresses or CIDR subnets, or `loopback`,
+   * `linklocal`, `uniquelocal`): only behind these is the client address taken from the header. Unset: the
+   * connection's address, and the header is ignored.
+   */
+  @IsOptional()
+  @Validate(TrustedProxies)
+  TRUSTED_PROXIES?: string;
 
   /** Per-sender token bucket, per gateway instance: sustained sends a second (0 turns limiting off) and burst. */
   @Transform(toFloat) @IsNumber({}, { message: 'a number' }) @Min(0) RATE_LIMIT_PER_SECOND = 10;
@@ -166,6 +206,7 @@ export class ConfigError extends Error {}
 
 /** Settings without a default, which Object.keys(new AppConfig()) does not list. */
 const OPTIONAL_SETTINGS = [
+  'TRUSTED_PROXIES',
   'MATRIX_TOKENS_FILE',
   'MATRIX_APPSERVICE_FILES',
   'MATRIX_HOMESERVER_URL',
