@@ -188,6 +188,20 @@ describe('operability', () => {
         'm.mentions': { user_ids: marker },
       });
       assert.equal(badMentions.status, 400, 'a rule refused it, and its error names no content');
+      // An oversized integer is content too: the error quotes a few of its digits, the log none.
+      const digits = `9${Array.from(randomUUID().replace(/-/g, ''))
+        .map((c) => parseInt(c, 16) % 10)
+        .join('')}`;
+      const outOfRange = await sendEvent(
+        pipeline.gateway.url,
+        secretToken,
+        room,
+        'm.room.message',
+        `logs-int-${randomUUID()}`,
+        `{"n": ${digits.repeat(2000)}}`,
+      );
+      assert.equal(outOfRange.body.errcode, 'M_BAD_JSON');
+      assert.ok(String(outOfRange.body.error).length < 200, 'the error quotes a bounded part of the value');
       await sendEvent(pipeline.gateway.url, 'not-a-token-' + marker, room, 'm.room.message', 'logs-unknown', {
         msgtype: 'm.text',
         body: marker,
@@ -216,6 +230,8 @@ describe('operability', () => {
       assert.ok(!logs.includes(marker), 'no message content in the logs');
       // eslint-disable-next-line no-control-regex -- control characters are what must not be there
       assert.ok(!/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/.test(logs), 'no raw control character');
+      assert.ok(logs.includes('integer out of range'), 'the premise: the out-of-range integer was logged at debug');
+      assert.ok(!logs.includes(digits.slice(0, 12)), 'no digits of the integer in the logs');
       assert.equal(failureLines().length, 1, 'one line for the failure');
       const [line] = failureLines();
       assert.doesNotThrow(() => JSON.parse(line), 'structured JSON');

@@ -5,7 +5,11 @@ export class FakeHomeserver {
   whoamiCalls = 0;
   private readonly server: Server;
 
-  constructor(private readonly tokens: Record<string, { status: number; body: unknown; delayMs?: number }>) {
+  /** `unknownDelayMs`: how long an unknown token waits for its 401 (a slow homeserver, for flood tests). */
+  constructor(
+    private readonly tokens: Record<string, { status: number; body: unknown; delayMs?: number }>,
+    unknownDelayMs = 0,
+  ) {
     this.server = createServer((req, res) => {
       if (!req.url?.startsWith('/_matrix/client/v3/account/whoami')) {
         res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"nope"}');
@@ -16,6 +20,7 @@ export class FakeHomeserver {
       const answer = this.tokens[token] ?? {
         status: 401,
         body: { errcode: 'M_UNKNOWN_TOKEN', error: 'Unknown token' },
+        delayMs: unknownDelayMs,
       };
       setTimeout(
         () => res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body)),

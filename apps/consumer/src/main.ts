@@ -2,12 +2,14 @@ import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { AppConfig } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
-import { bootOrExit, usePino } from '@app/observability';
+import { AppExpressAdapter, bootOrExit, usePino } from '@app/observability';
 import { ConsumerModule } from './consumer.module';
 
 silenceKafkajsTimerWarnings();
 bootOrExit({ name: 'consumer', metricsPort: (c: AppConfig) => c.CONSUMER_METRICS_PORT }, async (config, logger) => {
-  const app = await NestFactory.create(ConsumerModule.forRoot(config, logger), { bufferLogs: true });
+  const app = await NestFactory.create(ConsumerModule.forRoot(config, logger), new AppExpressAdapter(config), {
+    bufferLogs: true,
+  });
   usePino(app);
   app.enableShutdownHooks();
   await app.listen(config.CONSUMER_PORT, config.HTTP_HOST);

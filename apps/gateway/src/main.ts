@@ -3,7 +3,7 @@ import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { AppConfig, loadScopeHashSecret } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
-import { assignRequestIds, bootOrExit, usePino } from '@app/observability';
+import { AppExpressAdapter, assignRequestIds, bootOrExit, usePino } from '@app/observability';
 import { GatewayModule } from './gateway.module';
 import { answerClientErrorsWithJson } from './http/client-error';
 import { matrixCors } from './http/cors.middleware';
@@ -18,13 +18,19 @@ const gateway = {
   requires: loadScopeHashSecret,
 };
 bootOrExit(gateway, async (config, logger) => {
-  const app = await NestFactory.create<NestExpressApplication>(GatewayModule.forRoot(config, logger), {
-    bodyParser: false, // the send route reads its body raw, with Matrix' JSON rules
-    bufferLogs: true,
-  });
+  const app = await NestFactory.create<NestExpressApplication>(
+    GatewayModule.forRoot(config, logger),
+    new AppExpressAdapter(config),
+    {
+      bodyParser: false, // the send route reads its body raw, with Matrix' JSON rules
+      bufferLogs: true,
+    },
+  );
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', parseQueryStrictly);
+  // req.ip: the connection's address, or X-Forwarded-For's through the proxies the operator trusts (TRUSTED_PROXIES)
+  app.set('trust proxy', config.TRUSTED_PROXIES?.split(',').map((entry) => entry.trim()) ?? false);
   app.use(assignRequestIds, countRequests, matrixCors);
   usePino(app);
   app.enableShutdownHooks();

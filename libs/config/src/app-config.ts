@@ -12,8 +12,12 @@ import {
   Max,
   Min,
   MinLength,
+  Validate,
   validateSync,
+  ValidatorConstraint,
+  ValidatorConstraintInterface,
 } from 'class-validator';
+import { isIP } from 'node:net';
 
 const toFloat = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value.trim()) : value;
@@ -23,6 +27,28 @@ const toLower = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' ? value.trim().toLowerCase() : value;
 const toInt = ({ value }: { value: unknown }): unknown =>
   typeof value === 'string' && /^-?\d+$/.test(value.trim()) ? Number(value.trim()) : value;
+
+/** Names Express' `trust proxy` knows for ranges of addresses. */
+const PROXY_RANGE_NAMES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+/** A comma-separated list of addresses, CIDR subnets or range names, as Express' `trust proxy` takes it. */
+@ValidatorConstraint({ name: 'trustedProxies' })
+class TrustedProxies implements ValidatorConstraintInterface {
+  validate(value: unknown): boolean {
+    if (typeof value !== 'string') return false;
+    return value.split(',').every((entry) => {
+      const [address, prefix, ...rest] = entry.trim().split('/');
+      if (PROXY_RANGE_NAMES.has(address) && prefix === undefined) return true;
+      const family = isIP(address);
+      if (family === 0 || rest.length > 0) return false;
+      return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128));
+    });
+  }
+
+  defaultMessage(): string {
+    return 'comma-separated IP addresses, CIDR subnets, or loopback, linklocal, uniquelocal';
+  }
+}
 
 /**
  * Every setting of both apps, read from the environment once at startup and validated here. Property names are
@@ -92,6 +118,20 @@ export class AppConfig {
   /** whoami calls a gateway makes at once; a new token beyond that gets a retryable 503. */
   @Transform(toInt) @IsInt() @Min(1) @Max(10_000) WHOAMI_MAX_CONCURRENT = 64;
 
+  /**
+   * whoami calls for one client address at once (an IPv6 client: its /64), so that one client sending unknown tokens
+   * cannot hold every WHOAMI_MAX_CONCURRENT slot; its further new tokens get a retryable 503.
+   */
+  @Transform(toInt) @IsInt() @Min(1) @Max(10_000) WHOAMI_MAX_CONCURRENT_PER_CLIENT = 8;
+  /**
+   * Proxies whose X-Forwarded-For names the client (comma-separated addresses or CIDR subnets, or `loopback`,
+   * `linklocal`, `uniquelocal`): only behind these is the client address taken from the header. Unset: the
+   * connection's address, and the header is ignored.
+   */
+  @IsOptional()
+  @Validate(TrustedProxies)
+  TRUSTED_PROXIES?: string;
+
   /** Per-sender token bucket, per gateway instance: sustained sends a second (0 turns limiting off) and burst. */
   @Transform(toFloat) @IsNumber({}, { message: 'a number' }) @Min(0) RATE_LIMIT_PER_SECOND = 10;
   @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000) RATE_LIMIT_BURST = 50;
@@ -107,10 +147,28 @@ export class AppConfig {
   /** Replaced by GATEWAY_METRICS_PORT and CONSUMER_METRICS_PORT; a start with it set says so and stops. */
   @IsOptional() @IsString() METRICS_PORT?: string;
 
+  /**
+   * The HTTP servers (gateway, consumer health, metrics). An idle keep-alive connection is kept this long: above the
+   * idle timeout of the load balancer in front (60 s for most), or it reuses a connection being closed and answers 502.
+   */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(3_600_000) HTTP_KEEP_ALIVE_TIMEOUT_MS = 75_000;
+  /** Longest time from a request's first byte to the end of its headers; past it, 408 and the connection closes. */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(600_000) HTTP_HEADERS_TIMEOUT_MS = 10_000;
+  /** Longest time from a request's first byte to the end of its body; past it, 408 (or a close) and no more waiting. */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(600_000) HTTP_REQUEST_TIMEOUT_MS = 30_000;
+  /** Connections one server accepts at once, idle keep-alive ones included; more are closed at once. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000) HTTP_MAX_CONNECTIONS = 10_000;
+
   /** How long a request waits for the consumer's reply before a retryable 503. */
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
   /** Requests a gateway instance holds at once; more are turned away with 503 + Retry-After. */
   @Transform(toInt) @IsInt() @Min(1) @Max(1000000) MAX_IN_FLIGHT = 10000;
+  /**
+   * Bytes of heap the requests a gateway holds may take at once, estimated per request from its parsed content and
+   * raw size (a 64 KB body can take a megabyte parsed); more get 503 + Retry-After. At least 32 x MAX_BODY_BYTES, so
+   * that a body of the costliest shape fits.
+   */
+  @Transform(toInt) @IsInt() @Min(1_048_576) @Max(68_719_476_736) MAX_IN_FLIGHT_BYTES = 268_435_456;
   /** Hard cap on the raw request body; the canonical event limit (65536 bytes) applies on top. */
   @Transform(toInt) @IsInt() @Min(1024) @Max(16777216) MAX_BODY_BYTES = 131072;
 
@@ -153,6 +211,7 @@ export class ConfigError extends Error {}
 
 /** Settings without a default, which Object.keys(new AppConfig()) does not list. */
 const OPTIONAL_SETTINGS = [
+  'TRUSTED_PROXIES',
   'MATRIX_TOKENS_FILE',
   'MATRIX_APPSERVICE_FILES',
   'MATRIX_HOMESERVER_URL',
@@ -218,6 +277,16 @@ function settingsThatDoNotGoTogether(config: AppConfig): string[] {
   if (covered.length > 0) {
     // The consumer replies to any topic under the prefix: it must hold the gateways' reply topics and nothing else.
     lines.push(`KAFKA_REPLY_TOPIC_PREFIX: expected a prefix of reply topics only, not of ${covered.join(', ')}`);
+  }
+  if (config.HTTP_HEADERS_TIMEOUT_MS > config.HTTP_REQUEST_TIMEOUT_MS) {
+    lines.push(
+      'HTTP_HEADERS_TIMEOUT_MS, HTTP_REQUEST_TIMEOUT_MS: expected the headers timeout at most the request timeout',
+    );
+  }
+  if (config.MAX_IN_FLIGHT_BYTES < 32 * config.MAX_BODY_BYTES) {
+    lines.push(
+      `MAX_IN_FLIGHT_BYTES, MAX_BODY_BYTES: expected MAX_IN_FLIGHT_BYTES at least 32 x MAX_BODY_BYTES (${32 * config.MAX_BODY_BYTES}), the heap one body may take parsed`,
+    );
   }
   if (config.KAFKA_SASL_MECHANISM !== undefined) {
     if (config.KAFKA_SASL_USERNAME === undefined) lines.push('KAFKA_SASL_USERNAME: expected with KAFKA_SASL_MECHANISM');

@@ -132,10 +132,10 @@ export class BatchingProducer {
     if (!entry) {
       const producer = this.open();
       producer.catch(() => undefined); // the sends that await it see the error
-      entry = { producer, lastUsed: Date.now() };
+      entry = { producer, lastUsed: performance.now() };
       this.producers.set(topic, entry);
     }
-    entry.lastUsed = Date.now();
+    entry.lastUsed = performance.now();
     return entry.producer;
   }
 
@@ -231,7 +231,7 @@ export class BatchingProducer {
 
   private closeIdle(): void {
     for (const [topic, { producer, lastUsed }] of this.producers) {
-      if (Date.now() - lastUsed < IDLE_PRODUCER_MS) continue;
+      if (performance.now() - lastUsed < IDLE_PRODUCER_MS) continue;
       this.producers.delete(topic);
       void producer
         .then(

@@ -45,7 +45,7 @@ export async function restoreChangelog(
   nonces: Map<number, string>,
   keepAlive: () => Promise<void> = async () => undefined,
 ): Promise<RestoreStats> {
-  const started = Date.now();
+  const started = performance.now();
   const groupId = `${topic}.restore.${randomUUID()}`;
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, maxBytesPerPartition: 4 << 20 });
   const pending = new Map(targets.map((target) => [target.partition, target]));
@@ -82,5 +82,5 @@ export async function restoreChangelog(
     // The group committed no offsets, so the broker forgets it on its own once it is empty.
     await consumer.disconnect().catch(() => undefined);
   }
-  return { records, millis: Date.now() - started };
+  return { records, millis: Math.round(performance.now() - started) };
 }

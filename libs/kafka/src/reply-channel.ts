@@ -23,7 +23,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   private readonly consumer: Consumer;
   private readonly revival: ConsumerRevival;
   private ready = false;
-  private lastHeartbeat = 0;
+  private lastHeartbeat = -Infinity; // performance.now() of the last heartbeat
 
   constructor(
     private readonly kafka: Kafka,
@@ -48,10 +48,10 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     );
     this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
       this.ready = true;
-      this.lastHeartbeat = Date.now();
+      this.lastHeartbeat = performance.now();
       this.revival.joined();
     });
-    this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = Date.now()));
+    this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = performance.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.ready = false;
       if (!payload.restart) this.revival.stopped(payload.error);
@@ -60,7 +60,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
 
   /** True once replies addressed to this channel will be seen, and while Kafka still hears from it. */
   get isReady(): boolean {
-    return this.ready && Date.now() - this.lastHeartbeat < REPLY_SESSION_TIMEOUT_MS;
+    return this.ready && performance.now() - this.lastHeartbeat < REPLY_SESSION_TIMEOUT_MS;
   }
 
   /** Creates this channel's topic (replicated like the pipeline's topics) and starts reading it. */

@@ -92,7 +92,7 @@ export class TransactionalProcessor<S> {
   private restoring = 0;
   private failed = false;
   private stopped = false;
-  private lastHeartbeat = 0;
+  private lastHeartbeat = -Infinity; // performance.now() of the last heartbeat
   /** Consecutive failed take-overs per partition, for the back-off and the give-up. */
   private readonly takeOverFailures = new Map<number, number>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
@@ -119,11 +119,11 @@ export class TransactionalProcessor<S> {
       (error) => this.fail(new Error(`consumer stopped for good: ${error.message}`)),
     );
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
-      this.lastHeartbeat = Date.now();
+      this.lastHeartbeat = performance.now();
       this.revival.joined();
       this.onAssignment(payload.memberAssignment);
     });
-    this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = Date.now()));
+    this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = performance.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
       this.joined = false;
       this.logger.error(`consumer crashed (${payload.error.message}); restart=${String(payload.restart)}`);
@@ -146,7 +146,7 @@ export class TransactionalProcessor<S> {
   get isReady(): boolean {
     return (
       this.joined &&
-      Date.now() - this.lastHeartbeat < this.options.sessionTimeoutMs &&
+      performance.now() - this.lastHeartbeat < this.options.sessionTimeoutMs &&
       this.restoring === 0 &&
       [...this.assigned].every((partition) => this.owned.has(partition))
     );

@@ -35,6 +35,12 @@ export class MatrixError extends Error {
     this.name = 'MatrixError';
   }
 
+  /**
+   * What a log line may say of this error: the message, unless the message quotes the client's input (content
+   * is never logged), in which case the text without the quote.
+   */
+  logText?: string;
+
   toBody(): MatrixErrorBody {
     return { errcode: this.errcode, error: this.message, ...this.extra };
   }
@@ -45,6 +51,21 @@ export const unknownToken = (softLogout = false): MatrixError =>
   new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unrecognised access token', softLogout ? { soft_logout: true } : {});
 export const notJson = (why: string): MatrixError => new MatrixError(400, 'M_NOT_JSON', why);
 export const badJson = (why: string): MatrixError => new MatrixError(400, 'M_BAD_JSON', why);
+
+/** Most characters of the client's input an error text quotes (an integer of 100,000 digits is not echoed whole). */
+export const MAX_QUOTED_CHARS = 40;
+
+/**
+ * A 400 M_BAD_JSON that shows the client which value was wrong, quoting at most MAX_QUOTED_CHARS of it; logs get
+ * `why` alone.
+ */
+export function badJsonValue(why: string, value: string): MatrixError {
+  const shown =
+    value.length > MAX_QUOTED_CHARS ? `${value.slice(0, MAX_QUOTED_CHARS)}… (${value.length} characters)` : value;
+  const error = badJson(`${why} (${shown})`);
+  error.logText = why;
+  return error;
+}
 export const invalidParam = (why: string): MatrixError => new MatrixError(400, 'M_INVALID_PARAM', why);
 export const tooLarge = (why: string): MatrixError => new MatrixError(413, 'M_TOO_LARGE', why);
 export const forbidden = (why: string): MatrixError => new MatrixError(403, 'M_FORBIDDEN', why);

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { MAX_JSON_DEPTH } from './canonical-json';
-import { MatrixError } from './errors';
+import { MatrixError, MAX_QUOTED_CHARS } from './errors';
 import { deriveEventId } from './event-id';
-import { parseEventContent } from './event-content';
+import { parseEventContent, parseEventContentMeasured } from './event-content';
 
 const parse = (text: string | Buffer) => parseEventContent(typeof text === 'string' ? Buffer.from(text) : text);
 
@@ -112,6 +114,56 @@ describe('event content parsing (room v6+ canonical JSON rules)', () => {
           `${name} at depth ${depth}`,
         );
       }
+    }
+  });
+  it('quotes at most MAX_QUOTED_CHARS of a bad number in the error, and logs none of it', () => {
+    const digits = '9'.repeat(128 * 1024 - 20);
+    for (const [body, value] of [
+      [`{"n": ${digits}}`, digits],
+      [`{"n": -${digits}}`, `-${digits}`],
+      [`{"n": ${digits}.5}`, `${digits}.5`],
+    ]) {
+      assert.throws(
+        () => parse(body),
+        (error: unknown) => {
+          assert.ok(error instanceof MatrixError);
+          assert.equal(error.errcode, 'M_BAD_JSON');
+          assert.ok(error.message.includes(value.slice(0, MAX_QUOTED_CHARS)), 'the client sees which value it was');
+          assert.ok(error.message.length < 200, `an error of ${error.message.length} characters`);
+          assert.ok(error.logText !== undefined && !/\d{5}/.test(error.logText), 'the log text quotes nothing');
+          return true;
+        },
+      );
+    }
+  });
+  it('estimates at least the heap that parsed content takes, within a few times of it, whatever its shape', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const n = 8000;
+    const shapes: Record<string, string> = {
+      'empty arrays': `{"a":[${Array(n).fill('[]').join(',')}]}`,
+      'empty objects': `{"a":[${Array(n).fill('{}').join(',')}]}`,
+      'arrays of one zero': `{"a":[${Array(n).fill('[0]').join(',')}]}`,
+      'distinct keys': `{${Array.from({ length: n }, (_, i) => `"k${i}":${i}`).join(',')}}`,
+      'distinct strings': `{"a":[${Array.from({ length: n }, (_, i) => `"${(i * 7919).toString(36)}é"`).join(',')}]}`,
+      literals: `{"a":[${Array(n).fill('true,false,null').join(',')}]}`,
+      'a long text': JSON.stringify({ body: 'x'.repeat(60_000) }),
+    };
+    // One call per shape: its content is garbage once the call returns, before the next shape is measured.
+    const measure = (text: string) => {
+      const body = Buffer.from(text);
+      gc();
+      const before = process.memoryUsage().heapUsed;
+      const parsed = parseEventContentMeasured(body);
+      gc();
+      const held = process.memoryUsage().heapUsed - before;
+      return { held, estimate: parsed.heapBytes, keys: Object.keys(parsed.content).length };
+    };
+    for (const [shape, text] of Object.entries(shapes)) {
+      const { held, estimate, keys } = measure(text);
+      assert.ok(held > 0 && keys > 0, `the premise: ${shape} holds heap`);
+      assert.ok(estimate >= held, `${shape}: estimated ${estimate}, holds ${held}`);
+      assert.ok(estimate <= 4 * held + 4096, `${shape}: estimated ${estimate}, holds only ${held}`);
     }
   });
 });

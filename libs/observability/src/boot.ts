@@ -41,7 +41,7 @@ export function bootOrExit(
   logger.info(`Kafka at ${config.KAFKA_BROKERS}: ${describeKafkaSecurity(config)}`);
   start(config, logger)
     .then(async ({ ready }) => {
-      await serveMetrics(config.METRICS_HOST, metricsPort(config));
+      await serveMetrics(config, metricsPort(config));
       logger.info(`metrics on http://${config.METRICS_HOST}:${metricsPort(config)}/metrics`);
       return ready;
     })

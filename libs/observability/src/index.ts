@@ -3,3 +3,4 @@ export * from './metrics';
 export * from './metrics-listener';
 export * from './health.controller';
 export * from './boot';
+export * from './http-server';

@@ -1,4 +1,6 @@
-import { createServer, Server } from 'node:http';
+import type { Server } from 'node:http';
+import { AppConfig } from '@app/config';
+import { createAppHttpServer } from './http-server';
 import { registry } from './metrics';
 
 /**
@@ -6,8 +8,9 @@ import { registry } from './metrics';
  * by default), never beside the API: what a deployment publishes (a load balancer, compose's nginx) never shows
  * it. Resolves once listening; rejects if the port cannot be bound.
  */
-export async function serveMetrics(host: string, port: number): Promise<Server> {
-  const server = createServer((req, res) => {
+export async function serveMetrics(config: AppConfig, port: number): Promise<Server> {
+  const host = config.METRICS_HOST;
+  const server = createAppHttpServer(config, (req, res) => {
     if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
       res
         .writeHead(404, { 'content-type': 'application/json' })

@@ -28,6 +28,11 @@ export const gatewayMetrics = {
     help: 'Send requests waiting for their outcome',
     registers: [registry],
   }),
+  inFlightBytes: new Gauge({
+    name: 'matrix_gateway_in_flight_bytes_estimate',
+    help: 'Estimated heap held by send requests waiting for their outcome (parsed content and raw bytes); bounded by MAX_IN_FLIGHT_BYTES',
+    registers: [registry],
+  }),
   replyTimeouts: new Counter({
     name: 'matrix_gateway_reply_timeouts_total',
     help: 'Send requests answered 503 because no reply came within SEND_TIMEOUT_MS',

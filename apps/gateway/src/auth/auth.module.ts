@@ -40,6 +40,7 @@ const list = (value: string | undefined): string[] =>
               negativeTtlMs: config.WHOAMI_NEGATIVE_CACHE_TTL_MS,
               timeoutMs: config.WHOAMI_TIMEOUT_MS,
               maxConcurrent: config.WHOAMI_MAX_CONCURRENT,
+              maxConcurrentPerClient: config.WHOAMI_MAX_CONCURRENT_PER_CLIENT,
             })
           : null,
     },

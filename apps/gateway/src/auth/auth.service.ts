@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Request } from 'express';
 import { invalidParam, missingToken, Sender, unknownToken } from '@app/matrix';
+import { clientKey } from '../http/client-address';
 import { accessTokenOf } from './access-token';
 import { Appservices } from './appservices';
 import { HomeserverTokens } from './homeserver-tokens';
@@ -34,7 +35,7 @@ export class AuthService {
       return { sender, rateLimited, originServerTs: timestampOf(req.query.ts) };
     }
     if (!this.homeserver) throw unknownToken();
-    return { sender: await this.homeserver.lookup(token), rateLimited: true };
+    return { sender: await this.homeserver.lookup(token, clientKey(req.ip)), rateLimited: true };
   }
 }
 

@@ -69,4 +69,50 @@ describe('homeserver token look-ups', () => {
     homeserver.releaseAll();
     assert.equal((await c).userId, '@c:x', 'a slot is free again');
   });
+  it('lets one client start at most maxConcurrentPerClient look-ups, leaving the other slots to other clients', async () => {
+    const homeserver = fakeHomeserver({ good: '@good:x' }, { hold: true });
+    const tokens = new HomeserverTokens({
+      baseUrl: 'http://hs',
+      positiveTtlMs: 60_000,
+      negativeTtlMs: 1000,
+      timeoutMs: 5000,
+      maxConcurrent: 4,
+      maxConcurrentPerClient: 2,
+      fetch: homeserver.fetch,
+    });
+    const flood = Array.from({ length: 10 }, (_, i) => errcodeOf(tokens.lookup(`random-${i}`, '203.0.113.9')));
+    const good = tokens.lookup('good', '198.51.100.7');
+    await new Promise((done) => setImmediate(done));
+    assert.equal(homeserver.calls.length, 3, 'two calls for the flooding client, one for the other');
+    homeserver.releaseAll();
+    assert.equal((await good).userId, '@good:x');
+    const answers = await Promise.all(flood);
+    assert.equal(answers.filter((answer) => answer === '503 M_UNKNOWN').length, 8);
+    assert.equal(answers.filter((answer) => answer === '401 M_UNKNOWN_TOKEN').length, 2);
+  });
+
+  it('lets a cached answer expire after its TTL even when the wall clock is stepped back an hour', async () => {
+    const wallClock = Date.now;
+    let step = 0;
+    Date.now = () => wallClock() + step;
+    try {
+      const homeserver = fakeHomeserver({ good: '@good:x' });
+      const tokens = new HomeserverTokens({
+        baseUrl: 'http://hs',
+        positiveTtlMs: 100,
+        negativeTtlMs: 100,
+        timeoutMs: 1000,
+        fetch: homeserver.fetch,
+      });
+      await tokens.lookup('good');
+      await tokens.lookup('good');
+      assert.equal(homeserver.calls.length, 1, 'the premise: the answer is cached');
+      step = -3_600_000;
+      await new Promise((done) => setTimeout(done, 150));
+      await tokens.lookup('good');
+      assert.equal(homeserver.calls.length, 2, 'asked again after the TTL, not an hour later');
+    } finally {
+      Date.now = wallClock;
+    }
+  });
 });

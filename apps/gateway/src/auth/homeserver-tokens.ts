@@ -16,6 +16,8 @@ export interface HomeserverTokensOptions {
   maxUnknownEntries?: number;
   /** Look-ups waiting for the homeserver at once; a token beyond that gets a retryable 503. */
   maxConcurrent?: number;
+  /** Of those, the most one client (see `lookup`) may start; its further new tokens get a retryable 503. */
+  maxConcurrentPerClient?: number;
   fetch?: typeof fetch;
   now?: () => number;
 }
@@ -31,15 +33,21 @@ export class HomeserverTokens {
   private readonly known = new Map<string, Cached>();
   private readonly unknown = new Map<string, Cached>();
   private readonly inFlight = new Map<string, Promise<Sender>>();
+  /** Look-ups in flight by the client that started them. */
+  private readonly inFlightByClient = new Map<string, number>();
   private readonly fetch: typeof fetch;
   private readonly now: () => number;
 
   constructor(private readonly options: HomeserverTokensOptions) {
     this.fetch = options.fetch ?? fetch;
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => performance.now());
   }
 
-  async lookup(token: string): Promise<Sender> {
+  /**
+   * Who `token` belongs to. `client` names where the request came from (an address): one client starts at most
+   * `maxConcurrentPerClient` look-ups at once, so a client trying many tokens cannot hold every slot.
+   */
+  async lookup(token: string, client = 'unknown'): Promise<Sender> {
     const tokenHash = sha256Base64Url(token);
     const cached = this.known.get(tokenHash) ?? this.unknown.get(tokenHash);
     if (cached && cached.expires > this.now()) {
@@ -48,10 +56,20 @@ export class HomeserverTokens {
     }
     let pending = this.inFlight.get(tokenHash);
     if (!pending) {
-      if (this.inFlight.size >= (this.options.maxConcurrent ?? 64)) {
+      const byClient = this.inFlightByClient.get(client) ?? 0;
+      if (
+        this.inFlight.size >= (this.options.maxConcurrent ?? 64) ||
+        byClient >= (this.options.maxConcurrentPerClient ?? 8)
+      ) {
         throw unavailable('Too many access tokens are being checked with the homeserver; retry shortly', 1);
       }
-      pending = this.ask(token, tokenHash).finally(() => this.inFlight.delete(tokenHash));
+      this.inFlightByClient.set(client, byClient + 1);
+      pending = this.ask(token, tokenHash).finally(() => {
+        this.inFlight.delete(tokenHash);
+        const left = (this.inFlightByClient.get(client) ?? 1) - 1;
+        if (left > 0) this.inFlightByClient.set(client, left);
+        else this.inFlightByClient.delete(client);
+      });
       this.inFlight.set(tokenHash, pending);
     }
     return pending;

@@ -11,13 +11,13 @@ export function answerClientErrorsWithJson(server: Server): void {
       socket.destroy();
       return;
     }
-    const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-    const status = tooLarge ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    const body = JSON.stringify(
-      tooLarge
-        ? { errcode: 'M_TOO_LARGE', error: 'Request headers too large' }
-        : { errcode: 'M_UNKNOWN', error: 'Malformed HTTP request' },
-    );
+    const [status, answer] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? ['431 Request Header Fields Too Large', { errcode: 'M_TOO_LARGE', error: 'Request headers too large' }]
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? ['408 Request Timeout', { errcode: 'M_UNKNOWN', error: 'Request not received in time' }]
+          : ['400 Bad Request', { errcode: 'M_UNKNOWN', error: 'Malformed HTTP request' }];
+    const body = JSON.stringify(answer);
     socket.end(
       `HTTP/1.1 ${status}\r\nContent-Type: application/json\r\nAccess-Control-Allow-Origin: *\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

@@ -1,6 +1,8 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { AppConfig } from '@app/config';
 import { MatrixError, unrecognized } from '@app/matrix';
+import { closeIfBodyWouldBeCostly } from './request-body';
 
 /**
  * Every error leaves as a Matrix standard error in JSON: never an HTML page or a stack trace. Unexpected errors
@@ -10,18 +12,21 @@ import { MatrixError, unrecognized } from '@app/matrix';
 export class MatrixExceptionFilter implements ExceptionFilter {
   private readonly logger = new Logger('http');
 
+  constructor(private readonly config: AppConfig) {}
+
   catch(exception: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
     const req = host.switchToHttp().getRequest<Request & { id?: unknown }>();
     const error = this.toMatrixError(exception);
     res.locals.errcode = error.errcode;
     // One line per failure, with the request's correlation id; never the request itself (tokens, content).
-    const line = `${req.method} answered ${error.status} ${error.errcode}: ${error.message} (correlation id ${typeof req.id === 'string' ? req.id : 'none'})`;
+    const line = `${req.method} answered ${error.status} ${error.errcode}: ${error.logText ?? error.message} (correlation id ${typeof req.id === 'string' ? req.id : 'none'})`;
     if (req.path.startsWith('/health/')) {
       // a probe's answer, not a failure
     } else if (error.status >= 500) this.logger.warn(line);
     else this.logger.debug(line);
     if (res.headersSent) return;
+    closeIfBodyWouldBeCostly(req, res, this.config.MAX_BODY_BYTES);
     if (error.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(error.retryAfterSeconds));
     res.status(error.status).json(error.toBody());
   }

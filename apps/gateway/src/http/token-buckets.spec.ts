@@ -24,4 +24,19 @@ describe('per-sender token buckets', () => {
     assert.equal(buckets.take('c'), 1000);
     now = 1;
   });
+  it('refills on time when the wall clock is stepped back an hour (durations come from a monotonic clock)', async () => {
+    const wallClock = Date.now;
+    let step = 0;
+    Date.now = () => wallClock() + step;
+    try {
+      const buckets = new TokenBuckets(20, 1);
+      assert.equal(buckets.take('a'), 0);
+      assert.ok(buckets.take('a') > 0, 'the premise: the bucket is empty');
+      step = -3_600_000; // NTP steps the clock back
+      await new Promise((done) => setTimeout(done, 150));
+      assert.equal(buckets.take('a'), 0, 'one token back after 1/20 s, not in an hour');
+    } finally {
+      Date.now = wallClock;
+    }
+  });
 });

@@ -9,7 +9,7 @@ export class TokenBuckets {
     private readonly ratePerSecond: number,
     private readonly burst: number,
     private readonly maxKeys = 100_000,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
   /** Takes a token for `key`: 0 if there was one, else how many ms until there will be. */

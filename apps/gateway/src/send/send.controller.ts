@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { All, Controller, HttpCode, Param, Put, Req, UseGuards } from '@nestjs/common';
-import { parseEventContent, unrecognized } from '@app/matrix';
+import { AppConfig } from '@app/config';
+import { JsonObject, parseEventContent, parseEventContentMeasured, unrecognized } from '@app/matrix';
 import { AuthenticatedRequest, AuthGuard } from '../auth/auth.guard';
+import { AuthService } from '../auth/auth.service';
 import { RateLimitGuard } from '../http/rate-limit.guard';
-import { RequestWithBody } from '../http/raw-body.middleware';
+import { hasBody, readBody } from '../http/request-body';
 import { MatrixValidationPipe } from './matrix-validation.pipe';
 import { SendParams } from './send-params.dto';
 import { SendService } from './send.service';
@@ -13,18 +15,27 @@ export const SEND_PATHS = [
   '_matrix/client/r0/rooms/:roomId/send/:eventType/:txnId',
 ];
 
+/**
+ * The send route. Method, credentials, rate limit and path are decided on the headers alone; only then is the
+ * body read (it is never read for a request that is refused).
+ */
 @Controller()
 export class SendController {
-  constructor(private readonly sends: SendService) {}
+  constructor(
+    private readonly sends: SendService,
+    private readonly auth: AuthService,
+    private readonly config: AppConfig,
+  ) {}
 
   @Put(SEND_PATHS)
   @HttpCode(200)
   @UseGuards(AuthGuard, RateLimitGuard)
   async send(
-    @Req() req: AuthenticatedRequest & RequestWithBody,
+    @Req() req: AuthenticatedRequest,
     @Param(MatrixValidationPipe) params: SendParams,
   ): Promise<{ event_id: string }> {
-    const content = parseEventContent(req.rawBody ?? Buffer.alloc(0));
+    this.sends.refuseIfFull(Number(req.headers['content-length'] ?? 0) || 0);
+    const { content, heldBytes } = await this.readContent(req);
     const { sender, originServerTs } = req.auth;
     return this.sends.send(
       sender,
@@ -32,16 +43,38 @@ export class SendController {
       content,
       originServerTs ?? Date.now(),
       typeof req.id === 'string' ? req.id : randomUUID(),
+      heldBytes,
     );
   }
 
   /**
-   * A known path with another method than PUT: 405, unless the request carries a body that is not an event's
-   * content, which is the first thing wrong with it (Complement's TestJson POSTs such bodies and expects 400).
+   * The body parsed; the raw bytes are garbage once this returns (nothing keeps them while the request waits), but
+   * are counted in `heldBytes`, for the serialized command the producer holds until it is sent.
+   */
+  private async readContent(req: AuthenticatedRequest): Promise<{ content: JsonObject; heldBytes: number }> {
+    const body = await readBody(req, this.config.MAX_BODY_BYTES);
+    const { content, heapBytes } = parseEventContentMeasured(body);
+    return { content, heldBytes: heapBytes + body.length };
+  }
+
+  /**
+   * A known path with another method than PUT: 405. A request with valid credentials and a body that is not an
+   * event's content gets 400 instead, the first thing wrong with it (Complement's TestJson POSTs such bodies and
+   * expects 400); without valid credentials the body is not read.
    */
   @All(SEND_PATHS)
-  wrongMethod(@Req() req: RequestWithBody): never {
-    if (req.rawBody && req.rawBody.length > 0) parseEventContent(req.rawBody);
+  async wrongMethod(@Req() req: AuthenticatedRequest): Promise<never> {
+    if (hasBody(req) && (await this.isAuthenticated(req))) {
+      const body = await readBody(req, this.config.MAX_BODY_BYTES);
+      if (body.length > 0) parseEventContent(body);
+    }
     throw unrecognized(405);
+  }
+
+  private isAuthenticated(req: AuthenticatedRequest): Promise<boolean> {
+    return this.auth.authenticate(req).then(
+      () => true,
+      () => false,
+    );
   }
 }

@@ -29,6 +29,8 @@ const DRAIN_QUIET_MS = 300;
 @Injectable()
 export class SendService implements BeforeApplicationShutdown {
   private inFlight = 0;
+  /** Estimated heap held by the requests in flight (see ParsedContent.heapBytes), bounded by MAX_IN_FLIGHT_BYTES. */
+  private inFlightBytes = 0;
   private received = 0;
   private draining = false;
 
@@ -55,27 +57,43 @@ export class SendService implements BeforeApplicationShutdown {
    */
   async beforeApplicationShutdown(): Promise<void> {
     this.draining = true;
-    const deadline = Date.now() + this.config.SEND_TIMEOUT_MS + 2000;
+    const deadline = performance.now() + this.config.SEND_TIMEOUT_MS + 2000;
     let seen = this.received;
-    let quietSince = Date.now();
-    while (Date.now() < deadline) {
+    let quietSince = performance.now();
+    while (performance.now() < deadline) {
       if (this.inFlight > 0 || this.received !== seen) {
         seen = this.received;
-        quietSince = Date.now();
-      } else if (Date.now() - quietSince >= DRAIN_QUIET_MS) {
+        quietSince = performance.now();
+      } else if (performance.now() - quietSince >= DRAIN_QUIET_MS) {
         return;
       }
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
   }
 
-  /** `correlationId` is the request's id in the logs; the command carries it to the consumer and back. */
+  /**
+   * Refuses (503 + Retry-After) a request that would take the gateway past MAX_IN_FLIGHT requests or
+   * MAX_IN_FLIGHT_BYTES: called with the declared body size before the body is read, and by `send` with the estimate.
+   */
+  refuseIfFull(bytes: number): void {
+    if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
+    if (this.inFlightBytes + bytes > this.config.MAX_IN_FLIGHT_BYTES) {
+      throw unavailable('Too much content in flight; retry shortly', 1);
+    }
+  }
+
+  /**
+   * `correlationId` is the request's id in the logs; the command carries it to the consumer and back. `heldBytes`
+   * is the request's estimated heap (parsed content and raw size), counted against MAX_IN_FLIGHT_BYTES until it is
+   * answered.
+   */
   async send(
     sender: Sender,
     params: SendParams,
     content: JsonObject,
     originServerTs: number,
     correlationId: string,
+    heldBytes: number,
   ): Promise<{ event_id: string }> {
     this.received++;
     checkLocalEvent({ roomId: params.roomId, type: params.eventType, content }, this.config.MATRIX_SERVER_NAME);
@@ -90,7 +108,7 @@ export class SendService implements BeforeApplicationShutdown {
     if (eventSize > MAX_EVENT_BYTES)
       throw tooLarge(`Event is ${eventSize} bytes as canonical JSON; the limit is ${MAX_EVENT_BYTES}`);
     if (!this.kafka.isReady) throw unavailable('The server is not ready to accept events yet', 2);
-    if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
+    this.refuseIfFull(heldBytes);
 
     const hash = this.scopes.hash(sender);
     const command: SendCommand = {
@@ -107,7 +125,9 @@ export class SendService implements BeforeApplicationShutdown {
       reply_to: this.kafka.replyTopic,
     };
     this.inFlight++;
+    this.inFlightBytes += heldBytes;
     gatewayMetrics.inFlight.inc();
+    gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
     try {
       const reply = await this.kafka.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
@@ -125,7 +145,9 @@ export class SendService implements BeforeApplicationShutdown {
       throw unavailable('The event store is unavailable; retry with the same transaction ID', 2);
     } finally {
       this.inFlight--;
+      this.inFlightBytes -= heldBytes;
       gatewayMetrics.inFlight.dec();
+      gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
     }
   }
 }
