@@ -123,7 +123,7 @@ describe('memory held by waiting requests', () => {
   });
 
   /** `{"a":[[],[],…]}` of about 60 KB: an event of legal size that is about 1.4 MB of heap once parsed. */
-  const arraysBody = `{"a":[${Array(20_000).fill('[]').join(',')}]}`;
+  const arraysBody = `{"msgtype":"m.text","body":"arrays","a":[${Array(20_000).fill('[]').join(',')}]}`;
   const send = (body: string) =>
     fetch(`${gateway.url}${sendPath()}`, {
       method: 'PUT',

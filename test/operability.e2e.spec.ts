@@ -626,7 +626,7 @@ describe('start-up', () => {
         '!dev:localhost',
         'm.room.message',
         randomUUID(),
-        { body: 'hi' },
+        { msgtype: 'm.text', body: 'hi' },
       );
       assert.equal(sent.status, 200, JSON.stringify(sent.body));
     } finally {
