@@ -211,6 +211,11 @@ export const consumerMetrics = {
     labelNames: ['stage', 'partition'] as const,
     registers: [registry],
   }),
+  repliesUndeliverable: new Counter({
+    name: 'matrix_consumer_replies_undeliverable_total',
+    help: 'Replies dropped because their reply topic is gone (a gateway that stopped); its clients retry',
+    registers: [registry],
+  }),
 };
 
 /** The callbacks of a BatchingProducer that feed the produce metrics, labelled with the client. */
