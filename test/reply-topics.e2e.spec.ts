@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
+import { Kafka, logLevel } from 'kafkajs';
 import { sendEvent } from './support/matrix-client';
 import { AppProcess, isolatedEnv, TEST_USERS } from './support/pipeline';
 
@@ -10,6 +11,30 @@ async function metric(app: AppProcess, name: string): Promise<number> {
   let sum = 0;
   for (const [, value] of text.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))) sum += Number(value);
   return sum;
+}
+
+async function withAdmin<T>(env: Record<string, string>, use: (admin: ReturnType<Kafka['admin']>) => Promise<T>) {
+  const admin = new Kafka({ brokers: env.KAFKA_BROKERS.split(','), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    return await use(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+const replyTopics = (env: Record<string, string>) =>
+  withAdmin(env, async (admin) =>
+    (await admin.listTopics()).filter((topic) => topic.startsWith(env.KAFKA_REPLY_TOPIC_PREFIX)),
+  );
+
+/** Starts a gateway and finds its reply topic (the one that was not there before). */
+async function startGateway(env: Record<string, string>): Promise<{ gateway: AppProcess; topic: string }> {
+  const before = new Set(await replyTopics(env));
+  const gateway = await AppProcess.start('gateway', env);
+  const added = (await replyTopics(env)).filter((topic) => !before.has(topic));
+  assert.equal(added.length, 1, 'the gateway created one reply topic');
+  return { gateway, topic: added[0] };
 }
 
 describe('reply topics during rolling upgrades', () => {
@@ -34,19 +59,28 @@ describe('reply topics during rolling upgrades', () => {
       await leaving.stop(); // deletes its reply topic
       consumer.resume();
       // The consumer now replies to the deleted topic, and to the staying gateway's sends, interleaved.
+      // A send may be refused at once for the backlog (the gateways see it too, until their next look at the
+      // offsets): the client retries it. Every send that went through is timed.
       const latencies: number[] = [];
+      let refused = 0;
       const until = Date.now() + 6000;
       while (Date.now() < until) {
         const started = Date.now();
         const res = await send(staying, `stay-${randomUUID()}`);
+        if (res.status === 503 && typeof res.body.retry_after_ms === 'number') {
+          refused++;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          continue;
+        }
         assert.equal(res.status, 200, JSON.stringify(res.body));
         latencies.push(Date.now() - started);
       }
+      assert.ok(latencies.length >= 20, `the staying gateway answered sends meanwhile (${latencies.length})`);
       const undeliverable = await metric(consumer, 'matrix_consumer_replies_undeliverable_total');
       assert.ok(undeliverable >= 1, `the consumer did reply to the deleted topic (${undeliverable} undeliverable)`);
       const longest = Math.max(...latencies);
       process.stdout.write(
-        `# staying gateway: ${latencies.length} sends, longest ${longest} ms; ${undeliverable} replies undeliverable\n`,
+        `# staying gateway: ${latencies.length} sends, longest ${longest} ms (${refused} refused for the backlog first); ${undeliverable} replies undeliverable\n`,
       );
       assert.ok(
         longest < 1000,
@@ -55,6 +89,51 @@ describe('reply topics during rolling upgrades', () => {
     } finally {
       consumer.resume();
       await Promise.all([leaving.stop(), staying.stop(), consumer.stop()]);
+    }
+  });
+
+  it('removes the reply topic of a gateway that crashed once no one has read it for REPLY_TOPIC_ORPHAN_MS, never a living one', async () => {
+    const orphanMs = 4000;
+    const env = isolatedEnv({ REPLY_TOPIC_ORPHAN_MS: String(orphanMs) });
+    const consumer = await AppProcess.start('consumer', env);
+    const busy = await startGateway(env);
+    const idle = await startGateway(env); // a living gateway that sends nothing: its topic stays all the same
+    const crashed = await startGateway(env);
+    const send = (gateway: AppProcess) =>
+      sendEvent(gateway.url, TEST_USERS.bob.token, '!orphans:test.local', 'm.room.message', `o-${randomUUID()}`, {
+        body: 'x',
+      });
+    try {
+      assert.equal((await send(crashed.gateway)).status, 200);
+      await crashed.gateway.kill(); // no graceful stop: its topic and reader group stay behind
+      const crashedAt = Date.now();
+      assert.ok((await replyTopics(env)).includes(crashed.topic), 'the crashed gateway left its topic behind');
+      // Its reader group empties after the reader's session (10 s); then REPLY_TOPIC_ORPHAN_MS more.
+      const deadline = crashedAt + 10_000 + orphanMs + 20_000;
+      let topics = await replyTopics(env);
+      while (topics.includes(crashed.topic) && Date.now() < deadline) {
+        assert.ok(topics.includes(busy.topic) && topics.includes(idle.topic), 'living gateways keep their topics');
+        assert.equal((await send(busy.gateway)).status, 200);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        topics = await replyTopics(env);
+      }
+      const removedAfter = Date.now() - crashedAt;
+      assert.ok(!topics.includes(crashed.topic), `the orphaned topic is gone (looked for ${removedAfter} ms)`);
+      assert.ok(removedAfter >= orphanMs, `not before REPLY_TOPIC_ORPHAN_MS (${removedAfter} ms)`);
+      const { groups } = await withAdmin(env, (admin) => admin.describeGroups([`${crashed.topic}.reader`]));
+      assert.equal(groups[0].state, 'Dead', 'its reader group is gone too');
+      // The living gateways: their topics stay while they live, however long the orphan time passes.
+      await new Promise((resolve) => setTimeout(resolve, orphanMs + 2000));
+      topics = await replyTopics(env);
+      assert.ok(topics.includes(busy.topic) && topics.includes(idle.topic), 'living gateways keep their topics');
+      for (const gateway of [busy.gateway, idle.gateway]) assert.equal((await send(gateway)).status, 200);
+      const removed =
+        (await metric(busy.gateway, 'matrix_gateway_orphan_reply_topics_removed_total')) +
+        (await metric(idle.gateway, 'matrix_gateway_orphan_reply_topics_removed_total'));
+      assert.ok(removed >= 1, 'counted');
+      process.stdout.write(`# the crashed gateway's reply topic was removed ${removedAfter} ms after the crash\n`);
+    } finally {
+      await Promise.all([busy.gateway.stop(), idle.gateway.stop(), crashed.gateway.kill(), consumer.stop()]);
     }
   });
 });

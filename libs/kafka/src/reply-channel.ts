@@ -8,6 +8,9 @@ export class ReplyTimeout extends Error {}
 /** The reply reader's group session: also how long after losing Kafka the gateway stops being ready. */
 const REPLY_SESSION_TIMEOUT_MS = 10_000;
 
+/** The consumer group that reads a reply topic: it has members exactly while its gateway reads its replies. */
+export const replyReaderGroup = (topic: string): string => `${topic}.reader`;
+
 interface Waiter<T> {
   resolve: (reply: T) => void;
   timer: NodeJS.Timeout;
@@ -24,6 +27,8 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   private readonly revival: ConsumerRevival;
   private ready = false;
   private lastHeartbeat = 0;
+  /** Told each reply that finds no waiter (it came after its wait timed out, or twice). */
+  unmatched?: (reply: T) => void;
 
   constructor(
     private readonly kafka: Kafka,
@@ -35,7 +40,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     private readonly retentionMs = 3_600_000,
   ) {
     this.consumer = kafka.consumer({
-      groupId: `${topic}.reader`,
+      groupId: replyReaderGroup(topic),
       maxWaitTimeInMs: 500,
       sessionTimeout: REPLY_SESSION_TIMEOUT_MS,
       heartbeatInterval: REPLY_SESSION_TIMEOUT_MS / 5,
@@ -117,7 +122,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
 
   private settle(reply: T): void {
     const waiter = this.waiters.get(reply.correlation_id);
-    if (!waiter) return; // timed out already, or a duplicate reply
+    if (!waiter) return this.unmatched?.(reply); // timed out already, or a duplicate reply
     clearTimeout(waiter.timer);
     this.waiters.delete(reply.correlation_id);
     waiter.resolve(reply);
@@ -129,6 +134,6 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     this.revival.cancel();
     await this.consumer.disconnect();
     await this.admin.deleteTopics({ topics: [this.topic], timeout: 5000 }).catch(() => undefined);
-    await this.admin.deleteGroups([`${this.topic}.reader`]).catch(() => undefined);
+    await this.admin.deleteGroups([replyReaderGroup(this.topic)]).catch(() => undefined);
   }
 }

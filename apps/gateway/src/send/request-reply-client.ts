@@ -8,11 +8,13 @@ import {
   BatchingProducer,
   createKafka,
   ensureTopics,
+  OrphanReplyTopics,
   ReplyChannel,
+  ReplyTimeout,
   TopicLayoutError,
   untilConnected,
 } from '@app/kafka';
-import { kafkaMetrics, observeKafkaRequests, produceMetricsFor } from '@app/observability';
+import { gatewayMetrics, kafkaMetrics, observeKafkaRequests, produceMetricsFor } from '@app/observability';
 
 /**
  * A Kafka request-reply client: a command goes out on the commands topic through a batching producer, and its
@@ -26,8 +28,13 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   private readonly admin: Admin;
   private readonly producer: BatchingProducer;
   private readonly replies: ReplyChannel<SendReply>;
+  private readonly orphans?: OrphanReplyTopics;
   private connected = false;
   private stopped = false;
+  /** Requests that timed out, by correlation id: the transaction each stands for. */
+  private readonly timedOut = new Map<string, string>();
+  /** Outcomes (200) of transactions whose reply came after their request timed out, for their retries. */
+  private readonly lateOutcomes = new Map<string, { event_id: string }>();
 
   constructor(private readonly config: AppConfig) {
     const instance = `${hostname()
@@ -53,6 +60,20 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
         process.exit(1);
       },
     );
+    if (config.REPLY_TOPIC_ORPHAN_MS > 0)
+      this.orphans = new OrphanReplyTopics(this.admin, {
+        prefix: config.KAFKA_REPLY_TOPIC_PREFIX,
+        own: this.replies.topic,
+        orphanAfterMs: config.REPLY_TOPIC_ORPHAN_MS,
+        everyMs: Math.min(60_000, Math.max(1000, config.REPLY_TOPIC_ORPHAN_MS / 4)),
+        removed: () => gatewayMetrics.orphanReplyTopicsRemoved.inc(),
+      });
+    this.replies.unmatched = (reply) => {
+      const transaction = this.timedOut.get(reply.correlation_id);
+      if (transaction === undefined) return;
+      this.timedOut.delete(reply.correlation_id);
+      if (reply.status === 200) remember(this.lateOutcomes, transaction, reply.body as { event_id: string });
+    };
   }
 
   onModuleInit(): void {
@@ -76,6 +97,7 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
       () => {
         this.connected = !this.stopped;
         this.logger.log(`replies arrive on ${this.replies.topic}`);
+        if (this.connected) this.orphans?.start();
       },
       (error: unknown) => {
         this.logger.fatal(String(error));
@@ -87,6 +109,7 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     this.stopped = true;
     this.connected = false;
+    this.orphans?.stop();
     await this.producer.disconnect().catch(() => undefined);
     await this.replies.stop().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
@@ -110,10 +133,33 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
     reply.catch(() => undefined);
     try {
       await Promise.race([sent, reply]);
+      return await reply;
     } catch (error) {
       cancel();
+      if (error instanceof ReplyTimeout) remember(this.timedOut, command.correlation_id, transactionOf(key, command));
       throw error;
     }
-    return reply;
   }
+
+  /**
+   * The event of a transaction whose reply reached this gateway after its request had timed out: its retry is
+   * answered at once, whatever the backlog (the event is in the log; the reply is sent after the commit).
+   */
+  lateOutcome(key: string, command: Pick<SendCommand, 'room_id' | 'type'>): { event_id: string } | undefined {
+    return this.lateOutcomes.get(transactionOf(key, command));
+  }
+}
+
+/** Late outcomes and timed-out requests each remembered per gateway: bounded, the oldest forgotten first. */
+const REMEMBERED_LATE = 10_000;
+
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > REMEMBERED_LATE) map.delete(map.keys().next().value!);
+}
+
+/** A transaction is (scope, room, event type, txnId): the command key holds the scope and the txnId. */
+function transactionOf(key: string, { room_id, type }: Pick<SendCommand, 'room_id' | 'type'>): string {
+  return `${key}\u0000${room_id}\u0000${type}`;
 }

@@ -2,6 +2,7 @@ import { MiddlewareConsumer, Module, NestModule, RequestMethod } from '@nestjs/c
 import { AuthModule } from '../auth/auth.module';
 import { RateLimitGuard } from '../http/rate-limit.guard';
 import { RawBodyMiddleware } from '../http/raw-body.middleware';
+import { BacklogMonitor } from './backlog-monitor';
 import { RequestReplyClient } from './request-reply-client';
 import { scopeHasherProvider } from './scope-hasher';
 import { SEND_PATHS, SendController } from './send.controller';
@@ -11,7 +12,7 @@ import { SendService } from './send.service';
 @Module({
   imports: [AuthModule],
   controllers: [SendController],
-  providers: [RequestReplyClient, SendService, scopeHasherProvider, RateLimitGuard],
+  providers: [RequestReplyClient, BacklogMonitor, SendService, scopeHasherProvider, RateLimitGuard],
   exports: [SendService],
 })
 export class SendModule implements NestModule {

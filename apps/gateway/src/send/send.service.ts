@@ -12,6 +12,7 @@ import {
 } from '@app/matrix';
 import { ReplyTimeout } from '@app/kafka';
 import { gatewayMetrics, reportReadiness } from '@app/observability';
+import { BacklogMonitor } from './backlog-monitor';
 import { RequestReplyClient } from './request-reply-client';
 import { SendParams } from './send-params.dto';
 import { ScopeHasher } from './scope-hasher';
@@ -35,6 +36,7 @@ export class SendService implements BeforeApplicationShutdown {
     private readonly config: AppConfig,
     private readonly kafka: RequestReplyClient,
     private readonly scopes: ScopeHasher,
+    private readonly backlog: BacklogMonitor,
   ) {
     reportReadiness('gateway', () => this.isReady);
   }
@@ -91,6 +93,13 @@ export class SendService implements BeforeApplicationShutdown {
     if (this.inFlight >= this.config.MAX_IN_FLIGHT) throw unavailable('Too many requests in flight; retry shortly', 1);
 
     const hash = this.scopes.hash(sender);
+    const key = commandKey(hash, params.txnId);
+    const late = this.kafka.lateOutcome(key, { room_id: params.roomId, type: params.eventType });
+    if (late) {
+      gatewayMetrics.lateRepliesAnswered.inc();
+      return late;
+    }
+    this.backlog.admit();
     const command: SendCommand = {
       v: SEND_COMMAND_VERSION,
       room_id: params.roomId,
@@ -107,7 +116,7 @@ export class SendService implements BeforeApplicationShutdown {
     this.inFlight++;
     gatewayMetrics.inFlight.inc();
     try {
-      const reply = await this.kafka.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
+      const reply = await this.kafka.request(key, command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
       const body = reply.body as MatrixErrorBody;
       // The consumer's own retryable refusal (its state budget is spent): the client gets Retry-After too.
