@@ -9,6 +9,7 @@ import {
   metricsControllers,
   observeKafkaRequests,
   Readiness,
+  TracingShutdown,
 } from '@app/observability';
 import { AnnotationStage } from './annotations/annotation-stage';
 import { PipelineService } from './pipeline.service';
@@ -38,6 +39,7 @@ export class ConsumerModule {
         { provide: SendStage, inject: [AppConfig], useFactory: SendStage.fromConfig },
         { provide: AnnotationStage, inject: [AppConfig], useFactory: AnnotationStage.fromConfig },
         ReplyPublisher,
+        TracingShutdown,
         PipelineService,
         { provide: Readiness, useExisting: PipelineService },
       ],

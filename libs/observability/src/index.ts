@@ -3,3 +3,4 @@ export * from './metrics';
 export * from './metrics.controller';
 export * from './health.controller';
 export * from './boot';
+export * from './tracing';

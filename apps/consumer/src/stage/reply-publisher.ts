@@ -3,7 +3,16 @@ import { Kafka } from 'kafkajs';
 import { AppConfig } from '@app/config';
 import { SendReply } from '@app/contracts';
 import { BatchingProducer } from '@app/kafka';
-import { consumerMetrics, produceMetricsFor } from '@app/observability';
+import {
+  consumerMetrics,
+  Context,
+  endSpan,
+  messagingAttributes,
+  produceMetricsFor,
+  SpanKind,
+  startSpan,
+  traceHeaders,
+} from '@app/observability';
 
 /** How long replies to a deleted reply topic fail without asking the broker again. */
 const REPLY_TOPIC_GONE_MS = 10 * 60_000;
@@ -26,8 +35,17 @@ export class ReplyPublisher {
   }
 
   /** A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction. */
-  readonly send = (to: string, reply: SendReply): void => {
-    this.producer.send(to, { value: JSON.stringify(reply) }).catch(() => consumerMetrics.repliesUndeliverable.inc());
+  readonly send = (to: string, reply: SendReply, trace?: Context): void => {
+    const value = JSON.stringify(reply);
+    const span =
+      trace && startSpan(`publish ${to}`, SpanKind.PRODUCER, { parent: trace, attributes: messagingAttributes(to) });
+    this.producer.send(to, span ? { value, headers: traceHeaders(span) } : { value }).then(
+      () => endSpan(span),
+      (error: unknown) => {
+        consumerMetrics.repliesUndeliverable.inc();
+        endSpan(span, error);
+      },
+    );
   };
 
   async disconnect(): Promise<void> {

@@ -14,7 +14,17 @@ import {
   TopicLayoutError,
   untilConnected,
 } from '@app/kafka';
-import { gatewayMetrics, kafkaMetrics, observeKafkaRequests, produceMetricsFor } from '@app/observability';
+import {
+  endSpan,
+  gatewayMetrics,
+  kafkaMetrics,
+  messagingAttributes,
+  observeKafkaRequests,
+  produceMetricsFor,
+  SpanKind,
+  startSpan,
+  traceHeaders,
+} from '@app/observability';
 
 /**
  * A Kafka request-reply client: a command goes out on the commands topic through a batching producer, and its
@@ -126,7 +136,16 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   /** Publishes the command and resolves with its reply; rejects with ReplyTimeout after `timeoutMs`. */
   async request(key: string, command: SendCommand, timeoutMs: number): Promise<SendReply> {
     const { reply, cancel } = this.replies.wait(command.correlation_id, timeoutMs);
-    const sent = this.producer.send(this.config.KAFKA_TOPIC_COMMANDS, { key, value: JSON.stringify(command) });
+    const topic = this.config.KAFKA_TOPIC_COMMANDS;
+    // A child of the HTTP request's span; the consumer continues the trace from the command's headers.
+    const span = startSpan(`publish ${topic}`, SpanKind.PRODUCER, { attributes: messagingAttributes(topic) });
+    const value = JSON.stringify(command);
+    const sent = this.producer.send(topic, span ? { key, value, headers: traceHeaders(span) } : { key, value });
+    if (span)
+      sent.then(
+        () => endSpan(span),
+        (error: unknown) => endSpan(span, error),
+      );
     // While Kafka is down the send can outlast the wait: whichever settles first decides, and neither promise is
     // left to reject unobserved (an unhandled rejection would end the process).
     sent.catch(() => undefined);
