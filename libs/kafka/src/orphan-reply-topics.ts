@@ -1,10 +1,13 @@
 import { Logger } from '@nestjs/common';
 import { Admin } from 'kafkajs';
-import { replyReaderGroup } from './reply-channel';
+import { isReplyTopic, replyReaderGroup } from './reply-channel';
 import { errorChain } from './retry';
 
 export interface OrphanReplyTopicsOptions {
-  /** Reply topics are the topics with this prefix (KAFKA_REPLY_TOPIC_PREFIX). */
+  /**
+   * KAFKA_REPLY_TOPIC_PREFIX: reply topics are the topics with this prefix and a gateway instance's name after it
+   * (isReplyTopic), so no other topic is ever taken for one, whatever the prefix.
+   */
   prefix: string;
   /** This process' own reply topic, never touched. */
   own: string;
@@ -51,7 +54,7 @@ export class OrphanReplyTopics {
     this.looking = true;
     try {
       const topics = (await this.admin.listTopics()).filter(
-        (topic) => topic.startsWith(this.options.prefix) && topic !== this.options.own,
+        (topic) => isReplyTopic(this.options.prefix, topic) && topic !== this.options.own,
       );
       const { groups } = await this.admin.describeGroups(topics.map(replyReaderGroup));
       const read = new Set(groups.filter((group) => group.members.length > 0).map((group) => group.groupId));

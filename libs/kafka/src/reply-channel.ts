@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
 import { Admin, Consumer, Kafka } from 'kafkajs';
 import { ConsumerRevival } from './retry';
 import { durabilityEntries } from './topics';
@@ -7,6 +8,19 @@ export class ReplyTimeout extends Error {}
 
 /** The reply reader's group session: also how long after losing Kafka the gateway stops being ready. */
 const REPLY_SESSION_TIMEOUT_MS = 10_000;
+
+/**
+ * The reply topic of a new gateway process: `<prefix><host>-<pid>-<8 hex>`, unique per process. The shape is what
+ * lets the orphan collector tell reply topics from any other topic that happens to share the prefix.
+ */
+export function newReplyTopic(prefix: string, host: string, pid: number): string {
+  return `${prefix}${host.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Whether `topic` is a reply topic made by newReplyTopic with `prefix`. */
+export function isReplyTopic(prefix: string, topic: string): boolean {
+  return topic.startsWith(prefix) && /^[A-Za-z0-9-]{0,40}-\d+-[0-9a-f]{8}$/.test(topic.slice(prefix.length));
+}
 
 /** The consumer group that reads a reply topic: it has members exactly while its gateway reads its replies. */
 export const replyReaderGroup = (topic: string): string => `${topic}.reader`;

@@ -1,5 +1,4 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig, kafkaConnection, topicSettings } from '@app/config';
@@ -8,6 +7,7 @@ import {
   BatchingProducer,
   createKafka,
   ensureTopics,
+  newReplyTopic,
   OrphanReplyTopics,
   ReplyChannel,
   ReplyTimeout,
@@ -47,9 +47,6 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   private readonly lateOutcomes = new Map<string, { event_id: string }>();
 
   constructor(private readonly config: AppConfig) {
-    const instance = `${hostname()
-      .replace(/[^A-Za-z0-9-]/g, '-')
-      .slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
     this.kafka = createKafka(kafkaConnection(config), `${config.KAFKA_CLIENT_ID}-gateway`, observeKafkaRequests);
     this.admin = this.kafka.admin();
     this.producer = new BatchingProducer(this.kafka, {
@@ -63,7 +60,7 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
     this.replies = new ReplyChannel(
       this.kafka,
       this.admin,
-      `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`,
+      newReplyTopic(config.KAFKA_REPLY_TOPIC_PREFIX, hostname(), process.pid),
       decodeSendReply,
       (error) => {
         this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
