@@ -37,8 +37,9 @@ export class ReplyPublisher {
   /** A reply that cannot be delivered (its gateway is gone) is not retried: the client retries the transaction. */
   readonly send = (to: string, reply: SendReply, trace?: Context): void => {
     const value = JSON.stringify(reply);
+    // One span name for every reply topic (they are per gateway process); the topic is an attribute.
     const span =
-      trace && startSpan(`publish ${to}`, SpanKind.PRODUCER, { parent: trace, attributes: messagingAttributes(to) });
+      trace && startSpan('publish reply', SpanKind.PRODUCER, { parent: trace, attributes: messagingAttributes(to) });
     this.producer.send(to, span ? { value, headers: traceHeaders(span) } : { value }).then(
       () => endSpan(span),
       (error: unknown) => {
