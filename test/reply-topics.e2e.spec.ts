@@ -92,13 +92,16 @@ describe('reply topics during rolling upgrades', () => {
     }
   });
 
-  it('removes the reply topic of a gateway that crashed once no one has read it for REPLY_TOPIC_ORPHAN_MS, never a living one', async () => {
-    const orphanMs = 4000;
+  it('removes the reply topic of a gateway that crashed once no one has read it for REPLY_TOPIC_ORPHAN_MS, never a living or briefly frozen one', async () => {
+    // Longer than the reply reader's session (10 s), so that a gateway frozen for a moment can be seen unread.
+    const orphanMs = 12_000;
     const env = isolatedEnv({ REPLY_TOPIC_ORPHAN_MS: String(orphanMs) });
     const consumer = await AppProcess.start('consumer', env);
     const busy = await startGateway(env);
     const idle = await startGateway(env); // a living gateway that sends nothing: its topic stays all the same
+    const frozen = await startGateway(env); // frozen past its session, woken before REPLY_TOPIC_ORPHAN_MS
     const crashed = await startGateway(env);
+    const living = [busy, idle, frozen];
     const send = (gateway: AppProcess) =>
       sendEvent(gateway.url, TEST_USERS.bob.token, '!orphans:test.local', 'm.room.message', `o-${randomUUID()}`, {
         body: 'x',
@@ -106,34 +109,50 @@ describe('reply topics during rolling upgrades', () => {
     try {
       assert.equal((await send(crashed.gateway)).status, 200);
       await crashed.gateway.kill(); // no graceful stop: its topic and reader group stay behind
+      frozen.gateway.pause();
       const crashedAt = Date.now();
       assert.ok((await replyTopics(env)).includes(crashed.topic), 'the crashed gateway left its topic behind');
-      // Its reader group empties after the reader's session (10 s); then REPLY_TOPIC_ORPHAN_MS more.
+      // Both reader groups empty after the reader's session (10 s); the crashed one's stays empty.
+      const woken = (async () => {
+        await new Promise((resolve) => setTimeout(resolve, 10_000 + orphanMs / 3));
+        const { groups } = await withAdmin(env, (admin) => admin.describeGroups([`${frozen.topic}.reader`]));
+        frozen.gateway.resume();
+        return groups[0].members.length;
+      })();
       const deadline = crashedAt + 10_000 + orphanMs + 20_000;
       let topics = await replyTopics(env);
       while (topics.includes(crashed.topic) && Date.now() < deadline) {
-        assert.ok(topics.includes(busy.topic) && topics.includes(idle.topic), 'living gateways keep their topics');
+        for (const { topic } of living) assert.ok(topics.includes(topic), 'living gateways keep their topics');
         assert.equal((await send(busy.gateway)).status, 200);
         await new Promise((resolve) => setTimeout(resolve, 500));
         topics = await replyTopics(env);
       }
+      assert.equal(await woken, 0, 'the frozen gateway was seen without a reader before it woke');
       const removedAfter = Date.now() - crashedAt;
       assert.ok(!topics.includes(crashed.topic), `the orphaned topic is gone (looked for ${removedAfter} ms)`);
       assert.ok(removedAfter >= orphanMs, `not before REPLY_TOPIC_ORPHAN_MS (${removedAfter} ms)`);
       const { groups } = await withAdmin(env, (admin) => admin.describeGroups([`${crashed.topic}.reader`]));
       assert.equal(groups[0].state, 'Dead', 'its reader group is gone too');
+      // The woken gateway reads its replies again (after rejoining its group).
+      let answered = 0;
+      for (let attempt = 0; attempt < 40 && answered !== 200; attempt++) {
+        answered = (await send(frozen.gateway)).status;
+        if (answered !== 200) await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      assert.equal(answered, 200, 'the woken gateway answers again');
       // The living gateways: their topics stay while they live, however long the orphan time passes.
-      await new Promise((resolve) => setTimeout(resolve, orphanMs + 2000));
+      await new Promise((resolve) => setTimeout(resolve, orphanMs / 2));
       topics = await replyTopics(env);
-      assert.ok(topics.includes(busy.topic) && topics.includes(idle.topic), 'living gateways keep their topics');
-      for (const gateway of [busy.gateway, idle.gateway]) assert.equal((await send(gateway)).status, 200);
-      const removed =
-        (await metric(busy.gateway, 'matrix_gateway_orphan_reply_topics_removed_total')) +
-        (await metric(idle.gateway, 'matrix_gateway_orphan_reply_topics_removed_total'));
+      for (const { topic } of living) assert.ok(topics.includes(topic), 'living gateways keep their topics');
+      for (const { gateway } of living) assert.equal((await send(gateway)).status, 200);
+      let removed = 0;
+      for (const { gateway } of living)
+        removed += await metric(gateway, 'matrix_gateway_orphan_reply_topics_removed_total');
       assert.ok(removed >= 1, 'counted');
       process.stdout.write(`# the crashed gateway's reply topic was removed ${removedAfter} ms after the crash\n`);
     } finally {
-      await Promise.all([busy.gateway.stop(), idle.gateway.stop(), crashed.gateway.kill(), consumer.stop()]);
+      frozen.gateway.resume();
+      await Promise.all([...living.map(({ gateway }) => gateway.stop()), crashed.gateway.kill(), consumer.stop()]);
     }
   });
 });
