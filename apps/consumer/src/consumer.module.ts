@@ -3,7 +3,7 @@ import { Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule, kafkaConnection } from '@app/config';
 import { createKafka } from '@app/kafka';
-import { HealthController, loggingModule, observeKafkaRequests, Readiness } from '@app/observability';
+import { HealthController, loggingModule, observeKafkaRequests, Readiness, TracingShutdown } from '@app/observability';
 import { AnnotationStage } from './annotations/annotation-stage';
 import { PipelineService } from './pipeline.service';
 import { SendStage } from './send/send-stage';
@@ -32,6 +32,7 @@ export class ConsumerModule {
         { provide: SendStage, inject: [AppConfig], useFactory: SendStage.fromConfig },
         { provide: AnnotationStage, inject: [AppConfig], useFactory: AnnotationStage.fromConfig },
         ReplyPublisher,
+        TracingShutdown,
         PipelineService,
         { provide: Readiness, useExisting: PipelineService },
       ],

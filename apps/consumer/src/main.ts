@@ -1,3 +1,7 @@
+// First, before http and kafkajs load: tracing, when OTEL_* variables ask for it.
+import { startTracing } from '../../../libs/observability/src/tracing';
+startTracing('matrix-send-consumer');
+
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { AppConfig } from '@app/config';

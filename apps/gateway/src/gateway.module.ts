@@ -2,7 +2,7 @@ import { DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import type { Logger } from 'pino';
 import { AppConfig, ConfigModule } from '@app/config';
-import { HealthController, loggingModule, Readiness } from '@app/observability';
+import { HealthController, loggingModule, Readiness, TracingShutdown } from '@app/observability';
 import { MatrixExceptionFilter } from './http/matrix-exception.filter';
 import { SendModule } from './send/send.module';
 import { SendService } from './send/send.service';
@@ -17,6 +17,7 @@ export class GatewayModule {
       providers: [
         { provide: Readiness, useExisting: SendService },
         { provide: APP_FILTER, useClass: MatrixExceptionFilter },
+        TracingShutdown,
       ],
     };
   }

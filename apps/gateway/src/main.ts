@@ -1,3 +1,7 @@
+// First, before http and kafkajs load: tracing, when OTEL_* variables ask for it.
+import { startTracing } from '../../../libs/observability/src/tracing';
+startTracing('matrix-send-gateway');
+
 import 'reflect-metadata';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';

@@ -161,6 +161,18 @@ export class AppConfig {
 
   /** How long a request waits for the consumer's reply before a retryable 503. */
   @Transform(toInt) @IsInt() @Min(100) @Max(600000) SEND_TIMEOUT_MS = 5000;
+  /**
+   * How often a gateway reads the consumers' committed offsets and the commands topic's end offsets, to refuse at
+   * once (503 + Retry-After from the backlog) a send that would wait longer than SEND_TIMEOUT_MS; 0 turns it off.
+   */
+  @Transform(toInt) @IsInt() @Min(0) @Max(60_000) BACKPRESSURE_POLL_MS = 1000;
+  /** The longest Retry-After a refusal for backlog asks for. */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(3_600_000) BACKPRESSURE_MAX_RETRY_AFTER_MS = 60_000;
+  /**
+   * A reply topic that no gateway has read for this long (its gateway crashed) is removed, with its reader group, by
+   * the gateways still running; 0: never. Well above a gateway's start-up and any Kafka outage worth riding out.
+   */
+  @Transform(toInt) @IsInt() @Min(0) @Max(2_592_000_000) REPLY_TOPIC_ORPHAN_MS = 600_000;
   /** Requests a gateway instance holds at once; more are turned away with 503 + Retry-After. */
   @Transform(toInt) @IsInt() @Min(1) @Max(1000000) MAX_IN_FLIGHT = 10000;
   /**

@@ -21,6 +21,11 @@ export interface BatchingProducerOptions {
   maxBatchBytes: number;
   /** Told the duration and size of each produce request. */
   observe?: (seconds: number, records: number) => void;
+  /**
+   * How long sends to a topic the broker said does not exist fail at once, without asking again (ms; 0 or
+   * absent: every send asks). For topics that never come back under the same name, such as reply topics.
+   */
+  goneTopicMs?: number;
   /** Told each time a broken producer was replaced. */
   replaced?: () => void;
 }
@@ -55,9 +60,21 @@ export function needsNewProducer(error: unknown): boolean {
 /** A topic's producer not used for this long is closed (the reply topic of a gateway that went away). */
 const IDLE_PRODUCER_MS = 5 * 60_000;
 
-interface TopicProducer {
-  producer: Promise<Producer>;
+/** The error of a send to a topic that was found gone: the same type as kafkajs', for callers that look. */
+export class TopicGoneError extends Error {
+  readonly type = 'UNKNOWN_TOPIC_OR_PARTITION';
+}
+
+/** One topic's sends: its own producer, queue and requests in flight, so that no topic waits on another. */
+interface Lane {
+  topic: string;
+  producer: Promise<Producer> | null;
   lastUsed: number;
+  queue: Pending[];
+  queuedBytes: number;
+  timer: NodeJS.Timeout | null;
+  /** Produce requests on their way: while there are any, sends wait for them instead of a timer. */
+  inFlight: number;
 }
 
 /**
@@ -65,18 +82,17 @@ interface TopicProducer {
  * known bottleneck. Batching is natural: while a produce is in flight, sends gather and go out together when it
  * completes, so the busier, the fuller each request; with none in flight, a send waits the short linger only.
  * Idempotent producers, acks=all, and a request bounded in records and bytes.
- * One producer per topic, so that a topic that goes away (a stopped gateway's reply topic) can break nothing but
- * its own sends. A produce that fails fails only its own sends; one that leaves its producer broken also drops the
- * producer, and the next send to the topic gets a new one.
+ * Each topic is a lane of its own (producer, queue, requests in flight), so that a topic that goes away (a stopped
+ * gateway's reply topic, which kafkajs retries with back-off for seconds) delays nothing but its own sends; with
+ * `goneTopicMs`, once the broker said it is gone, sends to it fail at once for that long. A produce that fails
+ * fails only its own sends; one that leaves its producer broken also drops the producer, and the next send to the
+ * topic gets a new one.
  */
 export class BatchingProducer {
   private readonly logger: Logger;
-  private readonly producers = new Map<string, TopicProducer>();
-  private queue: Pending[] = [];
-  private queuedBytes = 0;
-  private timer: NodeJS.Timeout | null = null;
-  /** Produce requests on their way: while there are any, sends wait for them instead of a timer. */
-  private inFlight = 0;
+  private readonly lanes = new Map<string, Lane>();
+  /** Topics the broker said do not exist, and until when sends to them fail without asking again. */
+  private readonly gone = new Map<string, number>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -91,52 +107,65 @@ export class BatchingProducer {
 
   /** Connects the producer for `topic` ahead of the first send, so that a broker problem shows at start. */
   async connect(topic: string): Promise<void> {
-    const producer = this.producerFor(topic);
+    const lane = this.laneFor(topic);
+    const producer = this.producerOf(lane);
     try {
       await producer;
     } catch (error) {
-      if (this.producers.get(topic)?.producer === producer) this.producers.delete(topic); // the next attempt opens anew
+      if (lane.producer === producer) lane.producer = null; // the next attempt opens anew
       throw error;
     }
   }
 
   async disconnect(): Promise<void> {
-    this.flush();
+    for (const lane of this.lanes.values()) this.flush(lane);
     this.closed = true;
     clearInterval(this.sweeper);
-    const all = [...this.producers.values()];
-    this.producers.clear();
-    await Promise.all(
-      all.map(({ producer }) =>
-        producer.then(
-          (p) => p.disconnect(),
-          () => undefined,
-        ),
-      ),
-    );
+    const all = [...this.lanes.values()];
+    this.lanes.clear();
+    await Promise.all(all.map((lane) => this.close(lane.producer)));
   }
 
   send(topic: string, message: Message): Promise<void> {
     if (this.closed) return Promise.reject(new Error(`${this.options.name} is stopped`));
+    const goneUntil = this.gone.get(topic);
+    if (goneUntil !== undefined && goneUntil > performance.now())
+      return Promise.reject(new TopicGoneError(`the topic ${topic} does not exist`));
     return new Promise((resolve, reject) => {
+      const lane = this.laneFor(topic);
       const bytes = recordBytes(message);
-      this.queue.push({ topic, message, bytes, resolve, reject });
-      this.queuedBytes += bytes;
-      if (this.queue.length >= this.options.maxBatch || this.queuedBytes >= this.options.maxBatchBytes) this.flush();
-      else if (this.inFlight === 0) this.timer ??= setTimeout(() => this.flush(), this.options.lingerMs);
+      lane.queue.push({ topic, message, bytes, resolve, reject });
+      lane.queuedBytes += bytes;
+      if (lane.queue.length >= this.options.maxBatch || lane.queuedBytes >= this.options.maxBatchBytes)
+        this.flush(lane);
+      else if (lane.inFlight === 0) lane.timer ??= setTimeout(() => this.flush(lane), this.options.lingerMs);
     });
   }
 
-  private producerFor(topic: string): Promise<Producer> {
-    let entry = this.producers.get(topic);
-    if (!entry) {
-      const producer = this.open();
-      producer.catch(() => undefined); // the sends that await it see the error
-      entry = { producer, lastUsed: performance.now() };
-      this.producers.set(topic, entry);
+  private laneFor(topic: string): Lane {
+    let lane = this.lanes.get(topic);
+    if (!lane) {
+      lane = {
+        topic,
+        producer: null,
+        lastUsed: performance.now(),
+        queue: [],
+        queuedBytes: 0,
+        timer: null,
+        inFlight: 0,
+      };
+      this.lanes.set(topic, lane);
     }
-    entry.lastUsed = performance.now();
-    return entry.producer;
+    lane.lastUsed = performance.now();
+    return lane;
+  }
+
+  private producerOf(lane: Lane): Promise<Producer> {
+    if (!lane.producer) {
+      lane.producer = this.open();
+      lane.producer.catch(() => undefined); // the sends that await it see the error
+    }
+    return lane.producer;
   }
 
   private async open(): Promise<Producer> {
@@ -150,79 +179,89 @@ export class BatchingProducer {
     return producer;
   }
 
-  private flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    while (this.queue.length > 0) {
-      this.produce(this.take());
-      if (this.queue.length < this.options.maxBatch && this.queuedBytes < this.options.maxBatchBytes) break;
+  private flush(lane: Lane): void {
+    if (lane.timer) clearTimeout(lane.timer);
+    lane.timer = null;
+    while (lane.queue.length > 0) {
+      void this.produce(lane, this.take(lane));
+      if (lane.queue.length < this.options.maxBatch && lane.queuedBytes < this.options.maxBatchBytes) break;
     }
-    if (this.queue.length > 0 && this.inFlight === 0) {
-      this.timer = setTimeout(() => this.flush(), this.options.lingerMs);
+    if (lane.queue.length > 0 && lane.inFlight === 0) {
+      lane.timer = setTimeout(() => this.flush(lane), this.options.lingerMs);
     }
   }
 
-  /** The head of the queue, up to the bounds (at least one send, however large). */
-  private take(): Pending[] {
+  /** The head of the lane's queue, up to the bounds (at least one send, however large). */
+  private take(lane: Lane): Pending[] {
     let count = 0;
     let bytes = 0;
     while (
-      count < this.queue.length &&
+      count < lane.queue.length &&
       count < this.options.maxBatch &&
-      (count === 0 || bytes + this.queue[count].bytes <= this.options.maxBatchBytes)
+      (count === 0 || bytes + lane.queue[count].bytes <= this.options.maxBatchBytes)
     ) {
-      bytes += this.queue[count++].bytes;
+      bytes += lane.queue[count++].bytes;
     }
-    this.queuedBytes -= bytes;
-    return this.queue.splice(0, count);
+    lane.queuedBytes -= bytes;
+    return lane.queue.splice(0, count);
   }
 
-  private produce(batch: Pending[]): void {
-    const byTopic = new Map<string, Pending[]>();
-    for (const pending of batch) {
-      const waiting = byTopic.get(pending.topic);
-      if (waiting) waiting.push(pending);
-      else byTopic.set(pending.topic, [pending]);
-    }
-    for (const [topic, waiting] of byTopic) void this.produceTo(topic, waiting);
-  }
-
-  private async produceTo(topic: string, waiting: Pending[]): Promise<void> {
-    this.inFlight++;
+  private async produce(lane: Lane, waiting: Pending[]): Promise<void> {
+    lane.inFlight++;
     try {
-      await this.produceNow(topic, waiting);
+      await this.produceNow(lane, waiting);
     } finally {
       // What gathered meanwhile has waited long enough.
-      if (--this.inFlight === 0 && this.queue.length > 0 && !this.closed) this.flush();
+      if (--lane.inFlight === 0 && lane.queue.length > 0 && !this.closed) this.flush(lane);
     }
   }
 
-  private async produceNow(topic: string, waiting: Pending[]): Promise<void> {
-    const current = this.producerFor(topic);
+  private async produceNow(lane: Lane, waiting: Pending[]): Promise<void> {
+    const current = this.producerOf(lane);
     const started = process.hrtime.bigint();
     try {
       const producer = await current;
-      await producer.send({ topic, acks: -1, messages: waiting.map((pending) => pending.message) });
+      await producer.send({ topic: lane.topic, acks: -1, messages: waiting.map((pending) => pending.message) });
       this.options.observe?.(Number(process.hrtime.bigint() - started) / 1e9, waiting.length);
       waiting.forEach((pending) => pending.resolve());
     } catch (error) {
       waiting.forEach((pending) => pending.reject(error));
+      if (isTopicGone(error) && this.options.goneTopicMs) return this.forgetGone(lane, error);
       const connected = await current.then(
         () => true,
         () => false,
       );
-      if (this.producers.get(topic)?.producer === current && (needsNewProducer(error) || !connected))
-        this.drop(topic, current, error);
+      if (lane.producer === current && (needsNewProducer(error) || !connected)) this.drop(lane, current, error);
     }
   }
 
+  /**
+   * The broker says the topic does not exist: what waits for it fails now, later sends fail at once, and its
+   * producer goes (kafkajs would keep asking for the topic's metadata on every refresh).
+   */
+  private forgetGone(lane: Lane, error: unknown): void {
+    this.gone.set(lane.topic, performance.now() + this.options.goneTopicMs!);
+    if (this.lanes.get(lane.topic) === lane) this.lanes.delete(lane.topic);
+    if (lane.timer) clearTimeout(lane.timer);
+    lane.timer = null;
+    lane.queue.splice(0).forEach((pending) => pending.reject(error));
+    lane.queuedBytes = 0;
+    void this.close(lane.producer);
+    lane.producer = null;
+    this.logger.log(`the topic ${lane.topic} is gone: sends to it fail at once for ${this.options.goneTopicMs} ms`);
+  }
+
   /** Forgets a broken (or never connected) producer: the next send to the topic opens a new one. */
-  private drop(topic: string, broken: Promise<Producer>, error: unknown): void {
-    this.logger.warn(`replacing the Kafka producer of ${topic} after: ${String(error)}`);
-    this.producers.delete(topic);
+  private drop(lane: Lane, broken: Promise<Producer>, error: unknown): void {
+    this.logger.warn(`replacing the Kafka producer of ${lane.topic} after: ${String(error)}`);
+    lane.producer = null;
     this.options.replaced?.();
-    void broken
-      .then(
+    void this.close(broken);
+  }
+
+  private async close(producer: Promise<Producer> | null): Promise<void> {
+    await producer
+      ?.then(
         (p) => p.disconnect(),
         () => undefined,
       )
@@ -230,15 +269,17 @@ export class BatchingProducer {
   }
 
   private closeIdle(): void {
-    for (const [topic, { producer, lastUsed }] of this.producers) {
-      if (performance.now() - lastUsed < IDLE_PRODUCER_MS) continue;
-      this.producers.delete(topic);
-      void producer
-        .then(
-          (p) => p.disconnect(),
-          () => undefined,
-        )
-        .catch(() => undefined);
+    const now = performance.now();
+    for (const [topic, until] of this.gone) if (until <= now) this.gone.delete(topic);
+    for (const [topic, lane] of this.lanes) {
+      if (now - lane.lastUsed < IDLE_PRODUCER_MS || lane.queue.length > 0 || lane.inFlight > 0) continue;
+      this.lanes.delete(topic);
+      void this.close(lane.producer);
     }
   }
+}
+
+/** Whether `error` says the topic does not exist (kafkajs nests the cause in retry errors). */
+function isTopicGone(error: unknown): boolean {
+  return errorChain(error).some(({ type }) => type === 'UNKNOWN_TOPIC_OR_PARTITION');
 }

@@ -8,3 +8,4 @@ export * from './changelog-restore';
 export * from './transactional-processor';
 export * from './retry';
 export * from './record-bytes';
+export * from './orphan-reply-topics';

@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { randomBytes } from 'node:crypto';
 import { Admin, Consumer, Kafka } from 'kafkajs';
 import { ConsumerRevival } from './retry';
 import { durabilityEntries } from './topics';
@@ -7,6 +8,22 @@ export class ReplyTimeout extends Error {}
 
 /** The reply reader's group session: also how long after losing Kafka the gateway stops being ready. */
 const REPLY_SESSION_TIMEOUT_MS = 10_000;
+
+/**
+ * The reply topic of a new gateway process: `<prefix><host>-<pid>-<8 hex>`, unique per process. The shape is what
+ * lets the orphan collector tell reply topics from any other topic that happens to share the prefix.
+ */
+export function newReplyTopic(prefix: string, host: string, pid: number): string {
+  return `${prefix}${host.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 40)}-${pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/** Whether `topic` is a reply topic made by newReplyTopic with `prefix`. */
+export function isReplyTopic(prefix: string, topic: string): boolean {
+  return topic.startsWith(prefix) && /^[A-Za-z0-9-]{0,40}-\d+-[0-9a-f]{8}$/.test(topic.slice(prefix.length));
+}
+
+/** The consumer group that reads a reply topic: it has members exactly while its gateway reads its replies. */
+export const replyReaderGroup = (topic: string): string => `${topic}.reader`;
 
 interface Waiter<T> {
   resolve: (reply: T) => void;
@@ -24,6 +41,8 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   private readonly revival: ConsumerRevival;
   private ready = false;
   private lastHeartbeat = -Infinity; // performance.now() of the last heartbeat
+  /** Told each reply that finds no waiter (it came after its wait timed out, or twice). */
+  unmatched?: (reply: T) => void;
 
   constructor(
     private readonly kafka: Kafka,
@@ -35,7 +54,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     private readonly retentionMs = 3_600_000,
   ) {
     this.consumer = kafka.consumer({
-      groupId: `${topic}.reader`,
+      groupId: replyReaderGroup(topic),
       maxWaitTimeInMs: 500,
       sessionTimeout: REPLY_SESSION_TIMEOUT_MS,
       heartbeatInterval: REPLY_SESSION_TIMEOUT_MS / 5,
@@ -117,7 +136,7 @@ export class ReplyChannel<T extends { correlation_id: string }> {
 
   private settle(reply: T): void {
     const waiter = this.waiters.get(reply.correlation_id);
-    if (!waiter) return; // timed out already, or a duplicate reply
+    if (!waiter) return this.unmatched?.(reply); // timed out already, or a duplicate reply
     clearTimeout(waiter.timer);
     this.waiters.delete(reply.correlation_id);
     waiter.resolve(reply);
@@ -129,6 +148,6 @@ export class ReplyChannel<T extends { correlation_id: string }> {
     this.revival.cancel();
     await this.consumer.disconnect();
     await this.admin.deleteTopics({ topics: [this.topic], timeout: 5000 }).catch(() => undefined);
-    await this.admin.deleteGroups([`${this.topic}.reader`]).catch(() => undefined);
+    await this.admin.deleteGroups([replyReaderGroup(this.topic)]).catch(() => undefined);
   }
 }

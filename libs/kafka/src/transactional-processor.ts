@@ -28,6 +28,8 @@ export interface BatchResult {
   records: TopicMessages[];
   /** Runs once the transaction has committed: apply staged state, send replies. */
   afterCommit(): void;
+  /** Runs instead when the transaction was aborted (the batch will be processed again). */
+  aborted?(error: unknown): void;
 }
 
 export interface TransactionalProcessorOptions {
@@ -407,6 +409,7 @@ export class TransactionalProcessor<S> {
       await tx.commit();
     } catch (error) {
       await tx?.abort().catch(() => undefined);
+      result.aborted?.(error);
       this.options.observer?.batch(fresh.length, seconds(), false, 0);
       this.logger.warn(
         `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,

@@ -82,3 +82,6 @@ export const limitExceeded = (retryAfterMs: number): MatrixError =>
 /** A transient failure: the client should retry the same transaction later. */
 export const unavailable = (why: string, retryAfterSeconds = 1): MatrixError =>
   new MatrixError(503, 'M_UNKNOWN', why, {}, retryAfterSeconds);
+/** A transient failure with a known end: `retry_after_ms` in the body, `Retry-After` in whole seconds (at least 1). */
+export const unavailableFor = (why: string, retryAfterMs: number): MatrixError =>
+  new MatrixError(503, 'M_UNKNOWN', why, { retry_after_ms: retryAfterMs }, Math.max(1, Math.ceil(retryAfterMs / 1000)));

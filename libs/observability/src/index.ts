@@ -4,3 +4,4 @@ export * from './metrics-listener';
 export * from './health.controller';
 export * from './boot';
 export * from './http-server';
+export * from './tracing';

@@ -38,6 +38,31 @@ export const gatewayMetrics = {
     help: 'Send requests answered 503 because no reply came within SEND_TIMEOUT_MS',
     registers: [registry],
   }),
+  backlogRefusals: new Counter({
+    name: 'matrix_gateway_backlog_refusals_total',
+    help: "Sends answered 503 at once because the consumer group's backlog meant no reply within SEND_TIMEOUT_MS",
+    registers: [registry],
+  }),
+  backlogRecords: new Gauge({
+    name: 'matrix_gateway_backlog_records',
+    help: 'Commands the consumer group has not yet committed (end minus committed offsets), as this gateway last saw',
+    registers: [registry],
+  }),
+  backlogWait: new Gauge({
+    name: 'matrix_gateway_backlog_wait_seconds',
+    help: 'Expected wait of a new command: time the consumers have been stalled plus backlog over their drain rate',
+    registers: [registry],
+  }),
+  orphanReplyTopicsRemoved: new Counter({
+    name: 'matrix_gateway_orphan_reply_topics_removed_total',
+    help: 'Reply topics of gateways gone without a graceful stop, removed after REPLY_TOPIC_ORPHAN_MS unread',
+    registers: [registry],
+  }),
+  lateRepliesAnswered: new Counter({
+    name: 'matrix_gateway_late_replies_answered_total',
+    help: 'Retries answered at once from a reply that came after its request had timed out',
+    registers: [registry],
+  }),
 };
 
 /** Metrics of the Kafka side that both apps report. */
@@ -214,6 +239,11 @@ export const consumerMetrics = {
     name: 'matrix_consumer_lag',
     help: 'Records behind the end of the partition, as of the last batch',
     labelNames: ['stage', 'partition'] as const,
+    registers: [registry],
+  }),
+  repliesUndeliverable: new Counter({
+    name: 'matrix_consumer_replies_undeliverable_total',
+    help: 'Replies that could not be sent, mostly because their reply topic is gone (a gateway that stopped); their clients retry',
     registers: [registry],
   }),
 };

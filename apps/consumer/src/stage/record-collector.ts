@@ -1,8 +1,10 @@
 import { KafkaMessage, Message, TopicMessages } from 'kafkajs';
 import { EVENT_HEADERS, peekReplyAddress, RoomEvent, SendCommand, SendReply } from '@app/contracts';
+import { Context, traceHeaders } from '@app/observability';
 import { unprocessableReply } from './outcomes';
 
-export type ReplySender = (to: string, reply: SendReply) => void;
+/** Sends a reply; `trace` is the context of the send it answers, when tracing is on. */
+export type ReplySender = (to: string, reply: SendReply, trace?: Context) => void;
 
 /**
  * The one collector of a batch's output: the records it writes (inside its transaction) and the replies it
@@ -10,7 +12,9 @@ export type ReplySender = (to: string, reply: SendReply) => void;
  */
 export class RecordCollector {
   private readonly byTopic = new Map<string, Message[]>();
-  private readonly replies: { to: string; reply: SendReply }[] = [];
+  private readonly replies: { to: string; reply: SendReply; trace?: Context }[] = [];
+  /** The trace context of the record being decided (tracing on, and the command carried one). */
+  trace?: Context;
 
   constructor(
     private readonly deadLetterTopic: string,
@@ -33,12 +37,14 @@ export class RecordCollector {
         [EVENT_HEADERS.txnId]: command.txn_id,
         [EVENT_HEADERS.scopeHash]: command.scope_hash,
         ...(command.device_id === null ? {} : { [EVENT_HEADERS.deviceId]: command.device_id }),
+        // W3C traceparent: a reader of the event log continues the send's trace.
+        ...(this.trace ? traceHeaders(this.trace) : {}),
       },
     });
   }
 
   reply(to: string, reply: SendReply): void {
-    this.replies.push({ to, reply });
+    this.replies.push({ to, reply, trace: this.trace });
   }
 
   /**
@@ -58,6 +64,6 @@ export class RecordCollector {
   }
 
   sendReplies(send: ReplySender): void {
-    for (const { to, reply } of this.replies) send(to, reply);
+    for (const { to, reply, trace } of this.replies) send(to, reply, trace);
   }
 }

@@ -4,6 +4,7 @@ import { LogPosition } from '@app/matrix';
 import { KeyedStore } from '../store/keyed-store';
 import { StateBudget } from '../store/state-budget';
 import { WriteBuffer } from '../store/write-buffer';
+import { BatchTrace } from './batch-trace';
 import { RecordCollector, ReplySender } from './record-collector';
 
 /** What became of the records of one batch, for metrics. */
@@ -99,8 +100,10 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     const counts: OutcomeCounts = { accepted: 0, duplicates: 0, rejected: 0, refused: 0, expired: 0, deadLetters: 0 };
     let room = this.options.budget.remaining();
     const reserve = (entries: number): boolean => (room -= entries) >= 0;
+    const traced = BatchTrace.start(batch);
     this.stage.beginBatch?.(store, staged);
-    for (const message of batch.messages) {
+    for (const [index, message] of batch.messages.entries()) {
+      out.trace = traced?.record(index);
       const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
       const source = `${position.topic}/${position.partition}/${position.offset}`;
       try {
@@ -117,13 +120,16 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
       }
     }
     out.add(this.stage.changelogTopic, ...staged.toChangelog(batch.partition));
+    traced?.transaction();
     return {
       records: out.records(),
       afterCommit: () => {
+        traced?.end();
         staged.commit((key, value) => store.apply(key, value));
         out.sendReplies(this.options.sendReply);
         this.options.observe?.(counts);
       },
+      aborted: (error) => traced?.end(error),
     };
   }
 }

@@ -1,5 +1,4 @@
 import { Injectable, Logger, OnApplicationShutdown, OnModuleInit } from '@nestjs/common';
-import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Admin, Kafka } from 'kafkajs';
 import { AppConfig, kafkaConnection, topicSettings } from '@app/config';
@@ -8,11 +7,24 @@ import {
   BatchingProducer,
   createKafka,
   ensureTopics,
+  newReplyTopic,
+  OrphanReplyTopics,
   ReplyChannel,
+  ReplyTimeout,
   TopicLayoutError,
   untilConnected,
 } from '@app/kafka';
-import { kafkaMetrics, observeKafkaRequests, produceMetricsFor } from '@app/observability';
+import {
+  endSpan,
+  gatewayMetrics,
+  kafkaMetrics,
+  messagingAttributes,
+  observeKafkaRequests,
+  produceMetricsFor,
+  SpanKind,
+  startSpan,
+  traceHeaders,
+} from '@app/observability';
 
 /**
  * A Kafka request-reply client: a command goes out on the commands topic through a batching producer, and its
@@ -26,13 +38,15 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   private readonly admin: Admin;
   private readonly producer: BatchingProducer;
   private readonly replies: ReplyChannel<SendReply>;
+  private readonly orphans?: OrphanReplyTopics;
   private connected = false;
   private stopped = false;
+  /** Requests that timed out, by correlation id: the transaction each stands for. */
+  private readonly timedOut = new Map<string, string>();
+  /** Outcomes (200) of transactions whose reply came after their request timed out, for their retries. */
+  private readonly lateOutcomes = new Map<string, { event_id: string }>();
 
   constructor(private readonly config: AppConfig) {
-    const instance = `${hostname()
-      .replace(/[^A-Za-z0-9-]/g, '-')
-      .slice(0, 40)}-${process.pid}-${randomBytes(4).toString('hex')}`;
     this.kafka = createKafka(kafkaConnection(config), `${config.KAFKA_CLIENT_ID}-gateway`, observeKafkaRequests);
     this.admin = this.kafka.admin();
     this.producer = new BatchingProducer(this.kafka, {
@@ -46,13 +60,27 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
     this.replies = new ReplyChannel(
       this.kafka,
       this.admin,
-      `${config.KAFKA_REPLY_TOPIC_PREFIX}${instance}`,
+      newReplyTopic(config.KAFKA_REPLY_TOPIC_PREFIX, hostname(), process.pid),
       decodeSendReply,
       (error) => {
         this.logger.fatal(`${error.message}; exiting so that a new process takes over`);
         process.exit(1);
       },
     );
+    if (config.REPLY_TOPIC_ORPHAN_MS > 0)
+      this.orphans = new OrphanReplyTopics(this.admin, {
+        prefix: config.KAFKA_REPLY_TOPIC_PREFIX,
+        own: this.replies.topic,
+        orphanAfterMs: config.REPLY_TOPIC_ORPHAN_MS,
+        everyMs: Math.min(60_000, Math.max(1000, config.REPLY_TOPIC_ORPHAN_MS / 4)),
+        removed: () => gatewayMetrics.orphanReplyTopicsRemoved.inc(),
+      });
+    this.replies.unmatched = (reply) => {
+      const transaction = this.timedOut.get(reply.correlation_id);
+      if (transaction === undefined) return;
+      this.timedOut.delete(reply.correlation_id);
+      if (reply.status === 200) remember(this.lateOutcomes, transaction, reply.body as { event_id: string });
+    };
   }
 
   onModuleInit(): void {
@@ -76,6 +104,7 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
       () => {
         this.connected = !this.stopped;
         this.logger.log(`replies arrive on ${this.replies.topic}`);
+        if (this.connected) this.orphans?.start();
       },
       (error: unknown) => {
         this.logger.fatal(String(error));
@@ -87,6 +116,7 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     this.stopped = true;
     this.connected = false;
+    this.orphans?.stop();
     await this.producer.disconnect().catch(() => undefined);
     await this.replies.stop().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
@@ -103,17 +133,49 @@ export class RequestReplyClient implements OnModuleInit, OnApplicationShutdown {
   /** Publishes the command and resolves with its reply; rejects with ReplyTimeout after `timeoutMs`. */
   async request(key: string, command: SendCommand, timeoutMs: number): Promise<SendReply> {
     const { reply, cancel } = this.replies.wait(command.correlation_id, timeoutMs);
-    const sent = this.producer.send(this.config.KAFKA_TOPIC_COMMANDS, { key, value: JSON.stringify(command) });
+    const topic = this.config.KAFKA_TOPIC_COMMANDS;
+    // A child of the HTTP request's span; the consumer continues the trace from the command's headers.
+    const span = startSpan(`publish ${topic}`, SpanKind.PRODUCER, { attributes: messagingAttributes(topic) });
+    const value = JSON.stringify(command);
+    const sent = this.producer.send(topic, span ? { key, value, headers: traceHeaders(span) } : { key, value });
+    if (span)
+      sent.then(
+        () => endSpan(span),
+        (error: unknown) => endSpan(span, error),
+      );
     // While Kafka is down the send can outlast the wait: whichever settles first decides, and neither promise is
     // left to reject unobserved (an unhandled rejection would end the process).
     sent.catch(() => undefined);
     reply.catch(() => undefined);
     try {
       await Promise.race([sent, reply]);
+      return await reply;
     } catch (error) {
       cancel();
+      if (error instanceof ReplyTimeout) remember(this.timedOut, command.correlation_id, transactionOf(key, command));
       throw error;
     }
-    return reply;
   }
+
+  /**
+   * The event of a transaction whose reply reached this gateway after its request had timed out: its retry is
+   * answered at once, whatever the backlog (the event is in the log; the reply is sent after the commit).
+   */
+  lateOutcome(key: string, command: Pick<SendCommand, 'room_id' | 'type'>): { event_id: string } | undefined {
+    return this.lateOutcomes.get(transactionOf(key, command));
+  }
+}
+
+/** Late outcomes and timed-out requests each remembered per gateway: bounded, the oldest forgotten first. */
+const REMEMBERED_LATE = 10_000;
+
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > REMEMBERED_LATE) map.delete(map.keys().next().value!);
+}
+
+/** A transaction is (scope, room, event type, txnId): the command key holds the scope and the txnId. */
+function transactionOf(key: string, { room_id, type }: Pick<SendCommand, 'room_id' | 'type'>): string {
+  return `${key}\u0000${room_id}\u0000${type}`;
 }

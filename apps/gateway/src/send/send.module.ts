@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { AuthModule } from '../auth/auth.module';
 import { RateLimitGuard } from '../http/rate-limit.guard';
+import { BacklogMonitor } from './backlog-monitor';
 import { RequestReplyClient } from './request-reply-client';
 import { scopeHasherProvider } from './scope-hasher';
 import { SendController } from './send.controller';
@@ -10,7 +11,7 @@ import { SendService } from './send.service';
 @Module({
   imports: [AuthModule],
   controllers: [SendController],
-  providers: [RequestReplyClient, SendService, scopeHasherProvider, RateLimitGuard],
+  providers: [RequestReplyClient, BacklogMonitor, SendService, scopeHasherProvider, RateLimitGuard],
   exports: [SendService],
 })
 export class SendModule {}

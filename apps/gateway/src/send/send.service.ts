@@ -13,6 +13,7 @@ import {
 } from '@app/matrix';
 import { ReplyTimeout } from '@app/kafka';
 import { gatewayMetrics, reportReadiness } from '@app/observability';
+import { BacklogMonitor } from './backlog-monitor';
 import { RequestReplyClient } from './request-reply-client';
 import { SendParams } from './send-params.dto';
 import { ScopeHasher } from './scope-hasher';
@@ -38,6 +39,7 @@ export class SendService implements BeforeApplicationShutdown {
     private readonly config: AppConfig,
     private readonly kafka: RequestReplyClient,
     private readonly scopes: ScopeHasher,
+    private readonly backlog: BacklogMonitor,
   ) {
     reportReadiness('gateway', () => this.isReady);
   }
@@ -111,6 +113,13 @@ export class SendService implements BeforeApplicationShutdown {
     this.refuseIfFull(heldBytes);
 
     const hash = this.scopes.hash(sender);
+    const key = commandKey(hash, params.txnId);
+    const late = this.kafka.lateOutcome(key, { room_id: params.roomId, type: params.eventType });
+    if (late) {
+      gatewayMetrics.lateRepliesAnswered.inc();
+      return late;
+    }
+    this.backlog.admit();
     const command: SendCommand = {
       v: SEND_COMMAND_VERSION,
       room_id: params.roomId,
@@ -129,7 +138,7 @@ export class SendService implements BeforeApplicationShutdown {
     gatewayMetrics.inFlight.inc();
     gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
     try {
-      const reply = await this.kafka.request(commandKey(hash, params.txnId), command, this.config.SEND_TIMEOUT_MS);
+      const reply = await this.kafka.request(key, command, this.config.SEND_TIMEOUT_MS);
       if (reply.status === 200) return reply.body as { event_id: string };
       const body = reply.body as MatrixErrorBody;
       // The consumer's own retryable refusal (its state budget is spent): the client gets Retry-After too.
