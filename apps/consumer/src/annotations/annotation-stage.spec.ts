@@ -5,6 +5,7 @@ import { InputBatch } from '@app/kafka';
 import { ReplySender } from '../stage/record-collector';
 import { StageHandler } from '../stage/stage-handler';
 import { StateBudget } from '../store/state-budget';
+import { StateDirectory } from '../store/state-directory';
 import { AnnotationStage } from './annotation-stage';
 
 const annotationStage = (windowMs: number, sendReply: ReplySender = () => undefined) =>
@@ -13,6 +14,8 @@ const annotationStage = (windowMs: number, sendReply: ReplySender = () => undefi
     windowMs,
     deadLetterTopic: 'dlq',
     budget: new StateBudget(100),
+    directory: new StateDirectory({ root: null, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 0 }),
+    group: 'g',
     sendReply,
   });
 
@@ -54,7 +57,7 @@ describe('the annotation stage', () => {
   it('accepts the first annotation, rejects a second from another txn, and repeats each outcome to retries', () => {
     const replies: SendReply[] = [];
     const handler = annotationStage(60_000, (_to, reply) => replies.push(reply));
-    const state = handler.createState();
+    const state = handler.createState(0);
     const run = (...records: AnnotationStageRecord[]) => {
       const result = handler.processBatch(state, batchOf(...records));
       result.afterCommit();
@@ -89,7 +92,7 @@ describe('the annotation stage', () => {
 
   it('keeps nothing from a batch whose transaction did not commit', () => {
     const handler = annotationStage(60_000);
-    const state = handler.createState();
+    const state = handler.createState(0);
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))); // aborted: afterCommit never runs
     assert.equal(state.size, 0);
   });
@@ -97,12 +100,12 @@ describe('the annotation stage', () => {
   it('writes tombstones for transactions past the window, found by the sweep or by a restore', async () => {
     const windowMs = 50;
     const handler = annotationStage(windowMs);
-    const state = handler.createState();
+    const state = handler.createState(0);
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))).afterCommit();
     // A restore meets an old transaction of a previous owner.
     state.apply('txn:id-old', { event_id: '$old', ts: Date.now() - 10 * windowMs });
     await new Promise((resolve) => setTimeout(resolve, windowMs + 10));
-    assert.equal(state.sweep(), 1);
+    assert.equal(state.sweep(), 2, 'the one the restore met, and the one now past the window');
     const next = handler.processBatch(state, batchOf());
     const changelog = next.records.find((r) => r.topic === 'state')?.messages ?? [];
     assert.deepEqual(

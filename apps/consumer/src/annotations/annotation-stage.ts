@@ -10,6 +10,7 @@ import {
 } from '@app/contracts';
 import { eventOf, replyFor, stateFullReply } from '../stage/outcomes';
 import { RecordContext, Stage } from '../stage/stage-handler';
+import { DiskStore } from '../store/disk-store';
 import { WriteBuffer } from '../store/write-buffer';
 import { AnnotationStore } from './annotation-store';
 
@@ -45,8 +46,8 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
     );
   }
 
-  createStore(): AnnotationStore {
-    return new AnnotationStore(this.windowMs);
+  createStore(disk: DiskStore): AnnotationStore {
+    return new AnnotationStore(disk, this.windowMs);
   }
 
   decodeChangelog(key: string, value: Buffer | null): AnnotationStateValue | null {

@@ -1,8 +1,10 @@
 import { KafkaMessage } from 'kafkajs';
-import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
+import { BatchResult, Checkpoint, InputBatch, LocalState, PartitionHandler } from '@app/kafka';
 import { LogPosition } from '@app/matrix';
+import { DiskStore } from '../store/disk-store';
 import { KeyedStore } from '../store/keyed-store';
 import { StateBudget } from '../store/state-budget';
+import { StateDirectory } from '../store/state-directory';
 import { WriteBuffer } from '../store/write-buffer';
 import { RecordCollector, ReplySender } from './record-collector';
 
@@ -42,7 +44,8 @@ export interface RecordContext<S, V> {
  */
 export interface Stage<S extends KeyedStore<V>, V, R> {
   readonly changelogTopic: string;
-  createStore(): S;
+  /** The stage's store over one partition's disk store. */
+  createStore(disk: DiskStore): S;
   /** A changelog record as the store keeps it; null for a tombstone (or anything else, which is skipped). */
   decodeChangelog(key: string, value: Buffer | null): V | null;
   /** One input record; throws for a record that cannot be processed, which is dead-lettered. */
@@ -58,6 +61,9 @@ export interface StageOptions {
   windowMs: number;
   deadLetterTopic: string;
   budget: StateBudget;
+  /** Where the partitions' stores live, and the consumer group they belong to (part of their path). */
+  directory: StateDirectory;
+  group: string;
   sendReply: ReplySender;
   observe?: (counts: OutcomeCounts) => void;
 }
@@ -77,12 +83,25 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     private readonly options: StageOptions,
   ) {}
 
-  createState(): S {
-    return this.options.budget.track(this.stage.createStore());
+  private readonly disks = new Map<S, DiskStore>();
+
+  /** Opens the partition's store on disk (throws when the disk refuses: the take-over fails and is retried). */
+  createState(partition: number): S {
+    const disk = this.options.directory.openStore(this.options.group, this.stage.changelogTopic, partition);
+    const store = this.stage.createStore(disk);
+    this.disks.set(store, disk);
+    return this.options.budget.track(store);
   }
 
   release(store: S): void {
     this.options.budget.untrack(store);
+    const disk = this.disks.get(store);
+    this.disks.delete(store);
+    if (disk) this.options.directory.closeStore(disk);
+  }
+
+  localState(store: S): LocalState {
+    return store;
   }
 
   restore(store: S, message: KafkaMessage): void {
@@ -117,10 +136,15 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     out.add(this.stage.changelogTopic, ...staged.toChangelog(batch.partition));
     return {
       records: out.records(),
-      afterCommit: () => {
-        staged.commit((key, value) => store.apply(key, value));
-        out.sendReplies(this.options.sendReply);
-        this.options.observe?.(counts);
+      // The transaction committed, so the answers are right whatever the disk says; a store that could not take the
+      // batch throws, and the processor takes the partition over again (replaying from the store's checkpoint).
+      afterCommit: (checkpoint?: Checkpoint) => {
+        try {
+          store.commit(staged.entries(), checkpoint);
+        } finally {
+          out.sendReplies(this.options.sendReply);
+          this.options.observe?.(counts);
+        }
       },
     };
   }
