@@ -90,6 +90,11 @@ export class AppProcess {
     return app;
   }
 
+  /** The exit code once the process has exited; null while it runs. */
+  get exitCode(): number | null {
+    return this.child.exitCode;
+  }
+
   get pid(): number {
     return this.child.pid!;
   }

@@ -158,6 +158,7 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
       windowMs: config.TXN_WINDOW_MS,
       deadLetterTopic: config.KAFKA_TOPIC_DEAD_LETTERS,
       budget: this.budget,
+      heldPerSender: config.STATE_MAX_HELD_ANNOTATIONS_PER_SENDER,
       directory: this.directory,
       sendReply: this.replies.send,
     };

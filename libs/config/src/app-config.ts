@@ -128,6 +128,10 @@ export class AppConfig {
    * Past it, new transactions get a retryable 503 until old ones expire.
    */
   @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_ENTRIES = 1_000_000_000;
+  /** Annotations one consumer holds (they never expire, until redacted): a bound apart from the transactions'. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_HELD_ANNOTATIONS = 50_000_000;
+  /** Annotations one sender may hold in one partition of the annotation stage: the sender's fair share. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_HELD_ANNOTATIONS_PER_SENDER = 100_000;
   /** Where the consumer keeps its state stores (one SQLite database per stage and partition); each process its own. */
   @IsString() @IsNotEmpty() STATE_DIR = '.cache/state';
   /** Disk the state stores of one consumer process may take; past it, new transactions get a retryable 503. */

@@ -15,11 +15,16 @@ const TOMBSTONES_PER_BATCH = 1000;
  * row, invisible to `get`, until the tombstone a batch writes for it has committed.
  */
 export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
+  /** Annotation identities held (holder rows), for the held-annotations bound. */
+  private holders: number;
+
   constructor(
     private readonly disk: DiskStore,
     private readonly windowMs: number,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.holders = this.countHolders();
+  }
 
   get(key: string): AnnotationStateValue | undefined {
     const value = this.disk.get(key, this.now());
@@ -33,15 +38,34 @@ export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
     return parsed?.kind === 'holder' ? parsed.annotationId : undefined;
   }
 
+  /** Held annotations of `sender` in this partition (holders written before senders were recorded count for none). */
+  heldOf(sender: string): number {
+    return this.disk.countByGroup(sender);
+  }
+
+  /** Annotation identities held in this partition. */
+  get held(): number {
+    return this.holders;
+  }
+
   apply(key: string, value: AnnotationStateValue | null): void {
+    this.countHolderChange(key, value);
     this.disk.restoreRow(key, this.rowOf(key, value));
   }
 
   commit(changes: Iterable<[string, AnnotationStateValue | null]>, checkpoint?: Checkpoint): void {
     const rows = function* (store: AnnotationStore): Iterable<[string, StoredRow | null]> {
-      for (const [key, value] of changes) yield [key, store.rowOf(key, value)];
+      for (const [key, value] of changes) {
+        store.countHolderChange(key, value);
+        yield [key, store.rowOf(key, value)];
+      }
     };
-    this.disk.write(rows(this), checkpoint);
+    try {
+      this.disk.write(rows(this), checkpoint);
+    } catch (error) {
+      this.holders = this.countHolders(); // rolled back
+      throw error;
+    }
   }
 
   get size(): number {
@@ -68,6 +92,7 @@ export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
 
   clear(): void {
     this.disk.clear();
+    this.holders = 0;
   }
 
   restored(checkpoint: Checkpoint): void {
@@ -83,6 +108,22 @@ export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
     if (parsed === null || value === null) return null;
     if (parsed.kind === 'txn')
       return { value: JSON.stringify(value), expires: (value as TxnRecord).ts + this.windowMs };
-    return { value: JSON.stringify(value), expires: null, ref: (value as AnnotationHolder).event_id };
+    const holder = value as AnnotationHolder;
+    return { value: JSON.stringify(value), expires: null, ref: holder.event_id, group: holder.sender ?? null };
+  }
+
+  /** Before a holder row is written or deleted: keeps the count of holders exact. */
+  private countHolderChange(key: string, value: AnnotationStateValue | null): void {
+    if (ANNOTATION_STATE_KEYS.parse(key)?.kind !== 'holder') return;
+    const before = this.disk.has(key);
+    this.holders += (value === null ? 0 : 1) - (before ? 1 : 0);
+  }
+
+  private countHolders(): number {
+    const prefix = ANNOTATION_STATE_KEYS.holder('');
+    // Every holder key is the prefix and then more: the keys from the prefix up to the prefix with its last character
+    // raised by one.
+    const after = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    return this.disk.countKeys(prefix, after);
   }
 }

@@ -48,6 +48,7 @@ function stage(maxEntries = 100) {
     budget,
     directory: new StateDirectory({ root: null, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 0 }),
     group: 'g',
+    heldPerSender: 100,
     sendReply: (_to, reply) => replies.push(reply),
   });
   const state = handler.createState(0);

@@ -34,8 +34,12 @@ export interface RecordContext<S, V> {
   readonly partitions: number;
   readonly now: number;
   readonly counts: OutcomeCounts;
-  /** Takes `entries` from the memory budget for what the record will remember; false when it is spent. */
+  /** Takes `entries` from the state budget for what the record will remember; false when it is spent. */
   readonly reserve: (entries: number) => boolean;
+  /** Takes one from the bound of held annotations; false when it is spent. */
+  readonly reserveHeld: () => boolean;
+  /** STATE_MAX_HELD_ANNOTATIONS_PER_SENDER: annotations one sender may hold in one partition. */
+  readonly heldPerSender: number;
 }
 
 /**
@@ -61,6 +65,7 @@ export interface StageOptions {
   windowMs: number;
   deadLetterTopic: string;
   budget: StateBudget;
+  heldPerSender: number;
   /** Where the partitions' stores live, and the consumer group they belong to (part of their path). */
   directory: StateDirectory;
   group: string;
@@ -116,6 +121,9 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     const counts: OutcomeCounts = { accepted: 0, duplicates: 0, rejected: 0, refused: 0, expired: 0, deadLetters: 0 };
     let room = this.options.budget.remaining();
     const reserve = (entries: number): boolean => (room -= entries) >= 0;
+    let heldRoom = this.options.budget.remainingHeld();
+    const reserveHeld = (): boolean => heldRoom-- > 0;
+    const heldPerSender = this.options.heldPerSender;
     this.stage.beginBatch?.(store, staged);
     for (const message of batch.messages) {
       const position = { topic: batch.topic, partition: batch.partition, offset: message.offset };
@@ -126,7 +134,8 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
           out.deadLetter(message, source, 'expired');
           continue;
         }
-        const context = { store, staged, out, position, partitions: this.options.partitions, now, counts, reserve };
+        const partitions = this.options.partitions;
+        const context = { store, staged, out, position, partitions, now, counts, reserve, reserveHeld, heldPerSender };
         this.stage.process(this.stage.decode(message.value), context);
       } catch (error) {
         counts.deadLetters++;

@@ -29,6 +29,8 @@ export class DiskStore {
   private readonly db: DatabaseSync;
   private readonly statements: {
     get: StatementSync;
+    has: StatementSync;
+    countRange: StatementSync;
     insert: StatementSync;
     update: StatementSync;
     delete: StatementSync;
@@ -68,6 +70,8 @@ export class DiskStore {
       const prepare = (sql: string): StatementSync => this.db.prepare(sql);
       this.statements = {
         get: prepare('SELECT value, expires FROM entries WHERE key = ?'),
+        has: prepare('SELECT 1 AS found FROM entries WHERE key = ?'),
+        countRange: prepare('SELECT count(*) AS n FROM entries WHERE key >= ? AND key < ?'),
         insert: prepare('INSERT OR IGNORE INTO entries (key, value, expires, ref, grp) VALUES (?, ?, ?, ?, ?)'),
         update: prepare('UPDATE entries SET value = ?, expires = ?, ref = ?, grp = ? WHERE key = ?'),
         delete: prepare('DELETE FROM entries WHERE key = ?'),
@@ -146,6 +150,16 @@ export class DiskStore {
     const deleted = Number(this.statements.deleteExpired.run(now, limit).changes);
     this.rows -= deleted;
     return deleted;
+  }
+
+  /** Whether a row is held for the key, expired or not. */
+  has(key: string): boolean {
+    return this.statements.has.get(key) !== undefined;
+  }
+
+  /** Rows whose keys are in [from, to): a walk of the key index. */
+  countKeys(from: string, to: string): number {
+    return Number((this.statements.countRange.get(from, to) as { n: number }).n);
   }
 
   findByRef(ref: string): string | undefined {

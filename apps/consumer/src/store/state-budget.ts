@@ -8,6 +8,8 @@ interface SizedState {
   readonly size: number;
   /** Bytes on disk. */
   readonly bytes: number;
+  /** Held annotations (annotation stores only). */
+  readonly held?: number;
 }
 
 /**
@@ -23,6 +25,8 @@ export class StateBudget {
   constructor(
     readonly maxEntries: number,
     readonly maxDiskBytes: number = Number.MAX_SAFE_INTEGER,
+    /** STATE_MAX_HELD_ANNOTATIONS: held annotations have a bound of their own, not to crowd out transactions. */
+    readonly maxHeld: number = Number.MAX_SAFE_INTEGER,
   ) {}
 
   track<S extends SizedState>(state: S): S {
@@ -44,6 +48,13 @@ export class StateBudget {
     let total = 0;
     for (const state of this.states) total += state.bytes;
     return total;
+  }
+
+  /** Annotations that may still be held. */
+  remainingHeld(): number {
+    let held = 0;
+    for (const state of this.states) held += state.held ?? 0;
+    return Math.max(0, this.maxHeld - held);
   }
 
   /** Entries that may still be added. */
