@@ -202,6 +202,8 @@ async function replay(kafka: Kafka, topic: string, plans: Plan[], keepAlive: () 
   const mismatched: Plan[] = [];
   /** Partial restores whose first record (the checkpoint's) was checked. */
   const verified = new Set<number>();
+  /** A record the store could not take (its disk full, say): the restore stops, and the take-over fails. */
+  let failure: unknown;
   let finish!: () => void;
   const finished = new Promise<void>((resolve) => (finish = resolve));
   const done = (partition: number): void => {
@@ -238,7 +240,13 @@ async function replay(kafka: Kafka, topic: string, plans: Plan[], keepAlive: () 
             done(batch.partition);
             return;
           }
-          plan.target.apply(message);
+          try {
+            plan.target.apply(message);
+          } catch (error) {
+            failure = error;
+            finish();
+            return;
+          }
           plan.records++;
         }
         await keepAlive();
@@ -252,5 +260,7 @@ async function replay(kafka: Kafka, topic: string, plans: Plan[], keepAlive: () 
     // The group committed no offsets, so the broker forgets it on its own once it is empty.
     await consumer.disconnect().catch(() => undefined);
   }
+  if (failure !== undefined)
+    throw failure instanceof Error ? failure : new Error('the store refused a changelog record');
   return mismatched;
 }
