@@ -244,7 +244,15 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
 
   private async sweep(): Promise<void> {
     const states = [...((await this.sends?.states()) ?? []), ...((await this.annotations?.states()) ?? [])];
-    const forgotten = states.reduce((sum, state) => sum + state.sweep(), 0);
+    // A partition released meanwhile has its store closed (it sweeps nothing); a disk error must not end the process.
+    const forgotten = states.reduce((sum, state) => {
+      try {
+        return sum + state.sweep();
+      } catch (error) {
+        this.logger.warn(`the sweep of a state store failed: ${String(error)}`);
+        return sum;
+      }
+    }, 0);
     if (forgotten > 0) this.logger.debug(`forgot ${forgotten} transactions older than the window`);
   }
 }

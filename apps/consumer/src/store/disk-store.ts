@@ -149,13 +149,15 @@ export class DiskStore {
     return value === undefined ? undefined : (JSON.parse(value) as Checkpoint);
   }
 
-  /** Keys of rows that expired by `now`, oldest first, at most `limit`. */
+  /** Keys of rows that expired by `now`, oldest first, at most `limit` (none once closed: the sweep may come late). */
   expiredKeys(now: number, limit: number): string[] {
+    if (this.closed) return [];
     return (this.statements.expired.all(now, limit) as { key: string }[]).map((row) => row.key);
   }
 
   /** Deletes at most `limit` rows that expired by `now`; returns how many. */
   deleteExpired(now: number, limit: number): number {
+    if (this.closed) return 0;
     const deleted = Number(this.statements.deleteExpired.run(now, limit).changes);
     this.rows -= deleted;
     return deleted;

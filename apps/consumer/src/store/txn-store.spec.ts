@@ -29,6 +29,16 @@ describe("the send stage's state store", () => {
     assert.equal(state.get('new'), undefined);
   });
 
+  it('sweeps nothing, and does not throw, once its partition was released and the store closed', () => {
+    let now = 0;
+    const state = inMemory(1000, () => now);
+    state.commit([['old', { event_id: '$old', ts: 0 }]]);
+    state.close();
+    now = 5000;
+    assert.equal(state.sweep(), 0);
+    assert.equal(state.bytes, 0);
+  });
+
   it('keeps a batch staged until it commits', () => {
     const state = inMemory(1000, () => 0);
     const staged = new WriteBuffer<TxnRecord>((id) => state.get(id));
