@@ -17,6 +17,10 @@ WORKDIR /app
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
 COPY package.json ./
+# The consumer's state stores: the image's own folder, writable by the app's user (mount a volume per consumer to
+# keep them across container re-creation; never one shared by two consumers).
+RUN mkdir -p /var/lib/matrix-send/state && chown node:node /var/lib/matrix-send/state
+ENV STATE_DIR=/var/lib/matrix-send/state
 USER node
 EXPOSE 8008 8009
 CMD ["node", "dist/apps/gateway/src/main.js"]

@@ -1,6 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 
@@ -76,19 +77,37 @@ export class AppProcess {
     child.stderr?.on('data', keep);
   }
 
-  static async start(name: AppName, env: Record<string, string>): Promise<AppProcess> {
+  /**
+   * Starts an app and waits until it is ready. A consumer gets a state directory of its own unless `env` names one
+   * (two live consumers must never share one); `nodeArgs` go to its Node (say `--max-old-space-size=128`);
+   * `waitReady: false` returns once it was spawned, for an app that is not meant to become ready.
+   */
+  static async start(
+    name: AppName,
+    env: Record<string, string>,
+    options: { nodeArgs?: string[]; waitReady?: boolean } = {},
+  ): Promise<AppProcess> {
     const port = await freePort();
     const { entry, portVar, metricsPortVar } = APPS[name];
     const metricsPort = env[metricsPortVar] ?? String(await freePort());
     // APP_NODE_ARGS: options for the apps' Node (say `--cpu-prof --cpu-prof-dir=/tmp/prof`); NODE_OPTIONS refuses some.
-    const nodeArgs = process.env.APP_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+    const nodeArgs = [...(process.env.APP_NODE_ARGS?.split(' ').filter(Boolean) ?? []), ...(options.nodeArgs ?? [])];
+    const stateDir =
+      name === 'consumer' && env.STATE_DIR === undefined
+        ? { STATE_DIR: mkdtempSync(join(tmpdir(), 'matrix-send-state-')) }
+        : {};
     const child = spawn(process.execPath, [...nodeArgs, entry], {
-      env: { ...process.env, ...env, [portVar]: String(port), [metricsPortVar]: metricsPort },
+      env: { ...process.env, ...env, ...stateDir, [portVar]: String(port), [metricsPortVar]: metricsPort },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const app = new AppProcess(name, `http://127.0.0.1:${port}`, `http://127.0.0.1:${metricsPort}/metrics`, child);
-    await app.waitReady();
+    if (options.waitReady !== false) await app.waitReady();
     return app;
+  }
+
+  /** The exit code once the process has exited; null while it runs. */
+  get exitCode(): number | null {
+    return this.child.exitCode;
   }
 
   get pid(): number {

@@ -27,7 +27,8 @@ export class ConsumerModule {
         {
           provide: StateBudget,
           inject: [AppConfig],
-          useFactory: (c: AppConfig) => new StateBudget(c.STATE_MAX_ENTRIES),
+          useFactory: (c: AppConfig) =>
+            new StateBudget(c.STATE_MAX_ENTRIES, c.STATE_DISK_BUDGET_BYTES, c.STATE_MAX_HELD_ANNOTATIONS),
         },
         { provide: SendStage, inject: [AppConfig], useFactory: SendStage.fromConfig },
         { provide: AnnotationStage, inject: [AppConfig], useFactory: AnnotationStage.fromConfig },

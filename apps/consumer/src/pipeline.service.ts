@@ -10,17 +10,20 @@ import {
   TransactionalProcessor,
   untilConnected,
 } from '@app/kafka';
-import { consumerMetrics, kafkaMetrics, Readiness, reportReadiness, reportStateEntries } from '@app/observability';
+import { consumerMetrics, kafkaMetrics, Readiness, reportReadiness, reportStateSize } from '@app/observability';
 import { AnnotationStage } from './annotations/annotation-stage';
 import { AnnotationStore } from './annotations/annotation-store';
 import { SendStage } from './send/send-stage';
 import { ReplyPublisher } from './stage/reply-publisher';
 import { OutcomeCounts, StageHandler } from './stage/stage-handler';
-import { ESTIMATED_BYTES_PER_ENTRY, StateBudget } from './store/state-budget';
+import { StateBudget } from './store/state-budget';
+import { StateDirectory } from './store/state-directory';
 import { TxnStore } from './store/txn-store';
 
-/** How often remembered transactions older than the window are dropped from memory. */
+/** How often remembered transactions older than the window are dropped from the stores. */
 const SWEEP_INTERVAL_MS = 60_000;
+
+const restoreLogger = new Logger('Restore');
 
 const observerFor = (stage: string): ProcessorObserver => ({
   batch: (records, seconds, committed, written) => {
@@ -31,7 +34,11 @@ const observerFor = (stage: string): ProcessorObserver => ({
   },
   restored: (stats) => {
     consumerMetrics.restoreDuration.observe({ stage }, stats.millis / 1000);
-    consumerMetrics.restoredRecords.inc({ stage }, stats.records);
+    for (const { partition, kind, reason, records } of stats.partitions) {
+      consumerMetrics.restores.inc({ stage, kind });
+      consumerMetrics.restoredRecords.inc({ stage, kind }, records);
+      restoreLogger.log(`${stage} partition ${partition}: ${kind} restore (${reason}), ${records} records replayed`);
+    }
   },
   lag: (partition, records) => consumerMetrics.lag.set({ stage, partition: String(partition) }, records),
   // Another process reports a partition once it moves there: a stale reading here would add up to a false lag.
@@ -62,6 +69,7 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   private sends?: TransactionalProcessor<TxnStore>;
   private annotations?: TransactionalProcessor<AnnotationStore>;
   private sweeper?: NodeJS.Timeout;
+  private readonly directory: StateDirectory;
   private stopped = false;
 
   constructor(
@@ -73,12 +81,22 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
     private readonly annotationStage: AnnotationStage,
   ) {
     this.admin = kafka.admin();
-    const size = (states: { size: number }[] = []) => states.reduce((sum, state) => sum + state.size, 0);
+    this.directory = new StateDirectory({
+      root: config.STATE_DIR,
+      cacheBytesPerStore: config.STATE_CACHE_BYTES,
+      cleanupDelayMs: config.STATE_CLEANUP_DELAY_MS,
+    });
+    const size = (states: { size: number; bytes: number }[] = []) => ({
+      entries: states.reduce((sum, state) => sum + state.size, 0),
+      diskBytes: states.reduce((sum, state) => sum + state.bytes, 0),
+    });
     consumerMetrics.stateBudget.set(budget.maxEntries);
-    reportStateEntries(
-      async () => ({ send: size(await this.sends?.states()), annotation: size(await this.annotations?.states()) }),
-      ESTIMATED_BYTES_PER_ENTRY,
-    );
+    consumerMetrics.stateDiskBudget.set(budget.maxDiskBytes);
+    consumerMetrics.stateCacheBudget.set(config.STATE_CACHE_BYTES);
+    reportStateSize(async () => ({
+      send: size(await this.sends?.states()),
+      annotation: size(await this.annotations?.states()),
+    }));
     reportReadiness('send', () => this.sends?.isReady ?? false);
     reportReadiness('annotation', () => this.annotations?.isReady ?? false);
   }
@@ -88,19 +106,40 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   }
 
   onModuleInit(): void {
-    untilConnected(
-      this.logger,
-      'consumer',
-      () => this.connect(),
-      (error) => error instanceof TopicLayoutError,
-      () => this.stopped,
-    ).then(
-      () => undefined,
-      (error: unknown) => {
-        this.logger.fatal(String(error));
-        process.exit(1);
-      },
-    );
+    this.untilStateDirectoryUsable()
+      .then(() =>
+        untilConnected(
+          this.logger,
+          'consumer',
+          () => this.connect(),
+          (error) => error instanceof TopicLayoutError,
+          () => this.stopped,
+        ),
+      )
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          this.logger.fatal(String(error));
+          process.exit(1);
+        },
+      );
+  }
+
+  /**
+   * A STATE_DIR that cannot be written (permissions, a full disk, a file in the way) keeps the process live and not
+   * ready, saying why once a minute, until it can: restarting would not help, and nothing is taken meanwhile.
+   */
+  private async untilStateDirectoryUsable(): Promise<void> {
+    for (let tries = 0; !this.stopped; tries++) {
+      try {
+        this.directory.prepare();
+        if (tries > 0) this.logger.log(`STATE_DIR ${this.config.STATE_DIR} is usable now`);
+        return;
+      } catch (error) {
+        if (tries % 12 === 0) this.logger.error(`${(error as Error).message}; not ready until it is`);
+        await new Promise((resolve) => setTimeout(resolve, 5000));
+      }
+    }
   }
 
   private async connect(): Promise<void> {
@@ -112,12 +151,16 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
       config.KAFKA_REPLICATION_FACTOR,
     );
     for (const { topic, problem } of warnings) kafkaMetrics.topicWarnings.set({ topic, problem }, 1);
+    // Both stages may own every partition: the cache budget is split so that all their stores fit in it.
+    this.directory.cacheBytesPerStore = Math.floor(config.STATE_CACHE_BYTES / (2 * partitions));
     const options = {
       partitions,
       windowMs: config.TXN_WINDOW_MS,
       deadLetterTopic: config.KAFKA_TOPIC_DEAD_LETTERS,
       replyTopicPrefix: config.KAFKA_REPLY_TOPIC_PREFIX,
       budget: this.budget,
+      heldPerSender: config.STATE_MAX_HELD_ANNOTATIONS_PER_SENDER,
+      directory: this.directory,
       sendReply: this.replies.send,
     };
     // A failed start (one stage up, the other not) must not leave the first consuming while the retry builds anew.
@@ -127,14 +170,22 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
         config.KAFKA_CONSUMER_GROUP,
         config.KAFKA_TOPIC_COMMANDS,
         this.sendStage.changelogTopic,
-        new StageHandler(this.sendStage, { ...options, observe: countsFor('send') }),
+        new StageHandler(this.sendStage, {
+          ...options,
+          group: config.KAFKA_CONSUMER_GROUP,
+          observe: countsFor('send'),
+        }),
       );
       this.annotations = this.processor(
         'annotation',
         `${config.KAFKA_CONSUMER_GROUP}.annotations`,
         config.KAFKA_TOPIC_ANNOTATIONS,
         this.annotationStage.changelogTopic,
-        new StageHandler(this.annotationStage, { ...options, observe: countsFor('annotation') }),
+        new StageHandler(this.annotationStage, {
+          ...options,
+          group: `${config.KAFKA_CONSUMER_GROUP}.annotations`,
+          observe: countsFor('annotation'),
+        }),
       );
       await Promise.all([this.sends.start(), this.annotations.start()]);
     } catch (error) {
@@ -187,13 +238,22 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
     this.stopped = true;
     clearInterval(this.sweeper);
     await this.stopStages();
+    this.directory.stop();
     await this.replies.disconnect().catch(() => undefined);
     await this.admin.disconnect().catch(() => undefined);
   }
 
   private async sweep(): Promise<void> {
     const states = [...((await this.sends?.states()) ?? []), ...((await this.annotations?.states()) ?? [])];
-    const forgotten = states.reduce((sum, state) => sum + state.sweep(), 0);
+    // A partition released meanwhile has its store closed (it sweeps nothing); a disk error must not end the process.
+    const forgotten = states.reduce((sum, state) => {
+      try {
+        return sum + state.sweep();
+      } catch (error) {
+        this.logger.warn(`the sweep of a state store failed: ${String(error)}`);
+        return sum;
+      }
+    }, 0);
     if (forgotten > 0) this.logger.debug(`forgot ${forgotten} transactions older than the window`);
   }
 }

@@ -199,10 +199,22 @@ export class AppConfig {
   /** How long transactions are remembered for deduplication (Synapse: 24 h). */
   @Transform(toInt) @IsInt() @Min(1000) TXN_WINDOW_MS = 86_400_000;
   /**
-   * Remembered entries (transactions, held annotations) one consumer process keeps, for all its partitions: about
-   * 200 bytes of heap each. Past it, new transactions get a retryable 503 until old ones expire.
+   * Remembered entries (transactions, held annotations) one consumer process keeps on disk, for all its partitions.
+   * Past it, new transactions get a retryable 503 until old ones expire.
    */
-  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_ENTRIES = 5_000_000;
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_ENTRIES = 1_000_000_000;
+  /** Annotations one consumer holds (they never expire, until redacted): a bound apart from the transactions'. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_HELD_ANNOTATIONS = 50_000_000;
+  /** Annotations one sender may hold in one partition of the annotation stage: the sender's fair share. */
+  @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_HELD_ANNOTATIONS_PER_SENDER = 100_000;
+  /** Where the consumer keeps its state stores (one SQLite database per stage and partition); each process its own. */
+  @IsString() @IsNotEmpty() STATE_DIR = '.cache/state';
+  /** Disk the state stores of one consumer process may take; past it, new transactions get a retryable 503. */
+  @Transform(toInt) @IsInt() @Min(1_048_576) @Max(Number.MAX_SAFE_INTEGER) STATE_DISK_BUDGET_BYTES = 68_719_476_736;
+  /** Memory the state stores of one consumer cache (SQLite page caches, off the V8 heap), split between its stores. */
+  @Transform(toInt) @IsInt() @Min(1_048_576) @Max(68_719_476_736) STATE_CACHE_BYTES = 268_435_456;
+  /** How long the state of a partition this consumer no longer owns stays on disk (to restore from if it returns). */
+  @Transform(toInt) @IsInt() @Min(0) @Max(604_800_000) STATE_CLEANUP_DELAY_MS = 600_000;
   /** How long the group waits for a silent consumer before moving its partitions (broker bounds: 6 s to 5 min). */
   @Transform(toInt) @IsInt() @Min(6000) @Max(300000) CONSUMER_SESSION_TIMEOUT_MS = 10000;
   /**

@@ -35,6 +35,8 @@ export interface AnnotationHolder {
   event_id: string;
   /** Only a redaction in this room frees the annotation (holders written before it was recorded are never freed). */
   room_id?: string;
+  /** Who sent it: held annotations count against their sender's share (absent in holders written before). */
+  sender?: string;
   ts: number;
 }
 
@@ -78,9 +80,14 @@ export function decodeAnnotationStateValue(key: string, value: Buffer | null): A
   if (parsed === null || value === null) return null;
   if (parsed.kind === 'txn') return decodeTxnRecord(value);
   try {
-    const { event_id, room_id, ts } = JSON.parse(value.toString('utf8')) as AnnotationHolder;
+    const { event_id, room_id, sender, ts } = JSON.parse(value.toString('utf8')) as AnnotationHolder;
     if (typeof event_id !== 'string' || typeof ts !== 'number') return null;
-    return typeof room_id === 'string' ? { event_id, room_id, ts } : { event_id, ts };
+    return {
+      event_id,
+      ...(typeof room_id === 'string' ? { room_id } : {}),
+      ...(typeof sender === 'string' ? { sender } : {}),
+      ts,
+    };
   } catch {
     return null;
   }

@@ -1,6 +1,22 @@
 import { Logger } from '@nestjs/common';
-import { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer, TopicMessages, Transaction } from 'kafkajs';
-import { restoreChangelog, RestoreStats, writeRestoreMarker } from './changelog-restore';
+import {
+  Consumer,
+  EachBatchPayload,
+  Kafka,
+  KafkaMessage,
+  Producer,
+  RecordMetadata,
+  TopicMessages,
+  Transaction,
+} from 'kafkajs';
+import {
+  Checkpoint,
+  changelogCheckpoint,
+  LocalState,
+  restoreChangelog,
+  RestoreStats,
+  writeRestoreMarker,
+} from './changelog-restore';
 import { createProducer } from './kafka-client';
 import { chunkByBytes } from './record-bytes';
 import { ConsumerRevival } from './retry';
@@ -15,6 +31,8 @@ export interface PartitionHandler<S> {
   processBatch(state: S, batch: InputBatch): BatchResult;
   /** The partition's state is no longer this process's (released, or its take-over failed). */
   release?(state: S): void;
+  /** The state's local store, if it keeps one between owners: the restore then replays from its checkpoint. */
+  localState?(state: S): LocalState | undefined;
 }
 
 /** The records of one partition to process, in offset order. */
@@ -26,8 +44,11 @@ export interface InputBatch {
 
 export interface BatchResult {
   records: TopicMessages[];
-  /** Runs once the transaction has committed: apply staged state, send replies. */
-  afterCommit(): void;
+  /**
+   * Runs once the transaction has committed: apply staged state, send replies. `checkpoint` is where the batch's
+   * changelog records put the partition's store (undefined when it wrote none).
+   */
+  afterCommit(checkpoint?: Checkpoint): void;
   /** Runs instead when the transaction was aborted (the batch will be processed again). */
   aborted?(error: unknown): void;
 }
@@ -296,6 +317,7 @@ export class TransactionalProcessor<S> {
         partitions.map((partition, i) => ({
           partition,
           apply: (message) => this.handler.restore(owned[i].state, message),
+          local: this.handler.localState?.(owned[i].state),
         })),
         markers,
         keepAlive,
@@ -399,9 +421,10 @@ export class TransactionalProcessor<S> {
     const requests = chunkByBytes(result.records, this.options.maxRequestBytes);
     const next = BigInt(batch.lastOffset()) + 1n;
     let tx: Transaction | undefined;
+    const sent: RecordMetadata[][] = [];
     try {
       tx = await owner.producer.transaction();
-      for (const topicMessages of requests) await tx.sendBatch({ acks: -1, topicMessages });
+      for (const topicMessages of requests) sent.push(await tx.sendBatch({ acks: -1, topicMessages }));
       await tx.sendOffsets({
         consumerGroupId: this.options.groupId,
         topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
@@ -424,7 +447,13 @@ export class TransactionalProcessor<S> {
     owner.next = next;
     const written = result.records.reduce((sum, { messages }) => sum + messages.length, 0);
     this.options.observer?.batch(fresh.length, seconds(), true, written);
-    result.afterCommit();
+    try {
+      result.afterCommit(changelogCheckpoint(requests, sent, this.options.changelogTopic, batch.partition));
+    } catch (error) {
+      // The state store could not take a committed batch: take the partition over again, which replays it.
+      this.logger.error(`the state of ${batch.topic}/${batch.partition} missed a committed batch: ${String(error)}`);
+      await this.release([batch.partition]);
+    }
     payload.resolveOffset(batch.lastOffset());
   }
 }

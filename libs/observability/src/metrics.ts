@@ -125,16 +125,17 @@ export const readinessMetric = new Gauge({
   },
 });
 
-let stateEntriesSource: () => Promise<Record<string, number>> = async () => ({});
-let bytesPerEntry = 0;
+/** What the state stores of one stage hold: entries, and bytes on disk. */
+export interface StateSize {
+  entries: number;
+  diskBytes: number;
+}
 
-/** Where the state gauges read their values when scraped: entries per stage, and the heap an entry takes. */
-export function reportStateEntries(
-  source: () => Promise<Record<string, number>>,
-  estimatedBytesPerEntry: number,
-): void {
-  stateEntriesSource = source;
-  bytesPerEntry = estimatedBytesPerEntry;
+let stateSource: () => Promise<Record<string, StateSize>> = async () => ({});
+
+/** Where the state gauges read their values when scraped: per stage, the entries and disk bytes of its stores. */
+export function reportStateSize(source: () => Promise<Record<string, StateSize>>): void {
+  stateSource = source;
 }
 
 export const consumerMetrics = {
@@ -192,18 +193,33 @@ export const consumerMetrics = {
     labelNames: ['stage'] as const,
     registers: [registry],
     async collect() {
-      for (const [stage, entries] of Object.entries(await stateEntriesSource())) this.set({ stage }, entries);
+      for (const [stage, { entries }] of Object.entries(await stateSource())) this.set({ stage }, entries);
     },
   }),
-  stateBytes: new Gauge({
-    name: 'matrix_consumer_state_bytes_estimate',
-    help: 'Heap the dedup and annotation state take, estimated from the entries (bench:state measures the cost of one)',
+  stateDiskBytes: new Gauge({
+    name: 'matrix_consumer_state_disk_bytes',
+    help: 'Bytes the state stores of this process take on disk (STATE_DIR), free pages excluded',
     labelNames: ['stage'] as const,
     registers: [registry],
     async collect() {
-      for (const [stage, entries] of Object.entries(await stateEntriesSource()))
-        this.set({ stage }, entries * bytesPerEntry);
+      for (const [stage, { diskBytes }] of Object.entries(await stateSource())) this.set({ stage }, diskBytes);
     },
+  }),
+  stateDiskBudget: new Gauge({
+    name: 'matrix_consumer_state_disk_budget_bytes',
+    help: 'STATE_DISK_BUDGET_BYTES: past it, new transactions are refused with a retryable 503',
+    registers: [registry],
+  }),
+  stateCacheBudget: new Gauge({
+    name: 'matrix_consumer_state_cache_budget_bytes',
+    help: 'STATE_CACHE_BYTES: the most the state stores cache in memory (SQLite page caches, off the V8 heap)',
+    registers: [registry],
+  }),
+  restores: new Counter({
+    name: 'matrix_consumer_restores_total',
+    help: 'Partition restores: partial (from the local checkpoint) or full (from the changelog start)',
+    labelNames: ['stage', 'kind'] as const,
+    registers: [registry],
   }),
   stateBudget: new Gauge({
     name: 'matrix_consumer_state_budget_entries',
@@ -231,8 +247,8 @@ export const consumerMetrics = {
   }),
   restoredRecords: new Counter({
     name: 'matrix_consumer_restored_records_total',
-    help: 'Changelog records replayed while restoring',
-    labelNames: ['stage'] as const,
+    help: 'Changelog records replayed while restoring, by kind of restore (partial: from the checkpoint; full)',
+    labelNames: ['stage', 'kind'] as const,
     registers: [registry],
   }),
   lag: new Gauge({

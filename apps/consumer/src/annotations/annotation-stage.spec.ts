@@ -5,26 +5,34 @@ import { InputBatch } from '@app/kafka';
 import { ReplySender } from '../stage/record-collector';
 import { StageHandler } from '../stage/stage-handler';
 import { StateBudget } from '../store/state-budget';
+import { StateDirectory } from '../store/state-directory';
 import { AnnotationStage } from './annotation-stage';
 
 const REPLY_PREFIX = 'replies.';
-const annotationStage = (windowMs: number, sendReply: ReplySender = () => undefined) =>
+const annotationStage = (
+  windowMs: number,
+  sendReply: ReplySender = () => undefined,
+  { heldPerSender = 100, maxHeld = 100 } = {},
+) =>
   new StageHandler(new AnnotationStage({ events: 'events', state: 'state' }, windowMs, REPLY_PREFIX), {
     partitions: 1,
     windowMs,
     deadLetterTopic: 'dlq',
     replyTopicPrefix: REPLY_PREFIX,
-    budget: new StateBudget(100),
+    budget: new StateBudget(100, Number.MAX_SAFE_INTEGER, maxHeld),
+    heldPerSender,
+    directory: new StateDirectory({ root: null, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 0 }),
+    group: 'g',
     sendReply,
   });
 
-const command = (txn_id: string, correlation_id: string): SendCommand => ({
+const command = (txn_id: string, correlation_id: string, sender = '@a:x'): SendCommand => ({
   v: SEND_COMMAND_VERSION,
   room_id: '!r:x',
   type: 'm.reaction',
   txn_id,
   scope_hash: 's',
-  sender: '@a:x',
+  sender,
   device_id: 'D',
   content: { 'm.relates_to': { rel_type: 'm.annotation', event_id: '$t', key: 'k' } },
   origin_server_ts: 1,
@@ -52,11 +60,37 @@ const batchOf = (...records: AnnotationStageRecord[]): InputBatch => ({
   })),
 });
 
+/** An annotation of its own identity (a fresh key), from `sender`. */
+const fresh = (txn: string, sender: string): AnnotationStageRecord => ({
+  kind: 'annotation',
+  annotation_id: `A-${txn}`,
+  txn_identity: `id-${txn}`,
+  command: command(txn, `c-${txn}`, sender),
+});
+
 describe('the annotation stage', () => {
+  it('turns a sender past their share of held annotations away with a retryable 503, and others keep theirs', () => {
+    const replies: SendReply[] = [];
+    const handler = annotationStage(60_000, (_to, reply) => replies.push(reply), { heldPerSender: 2, maxHeld: 3 });
+    const state = handler.createState(0);
+    handler.processBatch(state, batchOf(fresh('m1', '@mallory:x'), fresh('m2', '@mallory:x'))).afterCommit();
+    handler.processBatch(state, batchOf(fresh('m3', '@mallory:x'), fresh('a1', '@alice:x'))).afterCommit();
+    assert.deepEqual(
+      replies.map((reply) => reply.status),
+      [200, 200, 503, 200],
+    );
+    assert.equal(state.held, 3);
+    assert.equal(state.heldOf('@mallory:x'), 2);
+    // The bound of all held annotations is spent too: the next one waits, whoever sends it.
+    handler.processBatch(state, batchOf(fresh('b1', '@bob:x'))).afterCommit();
+    assert.equal(replies[4].status, 503);
+    assert.equal(replies[4].body.errcode, 'M_UNKNOWN');
+  });
+
   it('accepts the first annotation, rejects a second from another txn, and repeats each outcome to retries', () => {
     const replies: SendReply[] = [];
     const handler = annotationStage(60_000, (_to, reply) => replies.push(reply));
-    const state = handler.createState();
+    const state = handler.createState(0);
     const run = (...records: AnnotationStageRecord[]) => {
       const result = handler.processBatch(state, batchOf(...records));
       result.afterCommit();
@@ -91,7 +125,7 @@ describe('the annotation stage', () => {
 
   it('keeps nothing from a batch whose transaction did not commit', () => {
     const handler = annotationStage(60_000);
-    const state = handler.createState();
+    const state = handler.createState(0);
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))); // aborted: afterCommit never runs
     assert.equal(state.size, 0);
   });
@@ -99,12 +133,12 @@ describe('the annotation stage', () => {
   it('writes tombstones for transactions past the window, found by the sweep or by a restore', async () => {
     const windowMs = 50;
     const handler = annotationStage(windowMs);
-    const state = handler.createState();
+    const state = handler.createState(0);
     handler.processBatch(state, batchOf(annotation('t1', 'c1'))).afterCommit();
     // A restore meets an old transaction of a previous owner.
     state.apply('txn:id-old', { event_id: '$old', ts: Date.now() - 10 * windowMs });
     await new Promise((resolve) => setTimeout(resolve, windowMs + 10));
-    assert.equal(state.sweep(), 1);
+    assert.equal(state.sweep(), 2, 'the one the restore met, and the one now past the window');
     const next = handler.processBatch(state, batchOf());
     const changelog = next.records.find((r) => r.topic === 'state')?.messages ?? [];
     assert.deepEqual(
@@ -120,7 +154,7 @@ describe('the annotation stage', () => {
   it('dead-letters a record as strictly as a command: a command with a field missing, or replies outside the prefix', () => {
     const sentTo: string[] = [];
     const handler = annotationStage(60_000, (to) => sentTo.push(to));
-    const state = handler.createState();
+    const state = handler.createState(0);
     const typeless: Partial<SendCommand> = command('t-typeless', 'c-typeless');
     delete typeless.type;
     const records = [

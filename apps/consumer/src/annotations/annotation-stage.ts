@@ -10,6 +10,7 @@ import {
 } from '@app/contracts';
 import { eventOf, replyFor, stateFullReply } from '../stage/outcomes';
 import { RecordContext, Stage } from '../stage/stage-handler';
+import { DiskStore } from '../store/disk-store';
 import { WriteBuffer } from '../store/write-buffer';
 import { AnnotationStore } from './annotation-store';
 
@@ -30,6 +31,7 @@ type Context = RecordContext<AnnotationStore, AnnotationStateValue>;
  */
 export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateValue, AnnotationStageRecord> {
   readonly changelogTopic: string;
+  private readonly heldInBatch = new WeakMap<WriteBuffer<AnnotationStateValue>, Map<string, number>>();
 
   constructor(
     private readonly topics: AnnotationTopics,
@@ -48,8 +50,8 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
     );
   }
 
-  createStore(): AnnotationStore {
-    return new AnnotationStore(this.windowMs);
+  createStore(disk: DiskStore): AnnotationStore {
+    return new AnnotationStore(disk, this.windowMs);
   }
 
   decodeChangelog(key: string, value: Buffer | null): AnnotationStateValue | null {
@@ -96,13 +98,29 @@ export class AnnotationStage implements Stage<AnnotationStore, AnnotationStateVa
       out.reply(command.reply_to, replyFor(command.correlation_id, rejection));
       return;
     }
+    // Held annotations never expire: each sender gets a share of them, and all of them a bound of their own.
+    const heldBySender = this.stagedHolders(staged);
+    const held = context.store.heldOf(command.sender) + (heldBySender.get(command.sender) ?? 0);
+    if (held >= context.heldPerSender || !context.reserveHeld()) {
+      counts.refused++;
+      out.reply(command.reply_to, stateFullReply(command.correlation_id));
+      return;
+    }
+    heldBySender.set(command.sender, (heldBySender.get(command.sender) ?? 0) + 1);
     counts.accepted++;
     const event = eventOf(command, position);
     const outcome: TxnRecord = { event_id: event.event_id, ts: now };
-    staged.set(holderKey, { event_id: event.event_id, room_id: event.room_id, ts: now });
+    staged.set(holderKey, { event_id: event.event_id, room_id: event.room_id, sender: command.sender, ts: now });
     staged.set(txnKey, outcome);
     out.addEvent(this.topics.events, event, command);
     out.reply(command.reply_to, replyFor(command.correlation_id, outcome));
+  }
+
+  /** Holders staged in this batch, by sender. */
+  private stagedHolders(staged: WriteBuffer<AnnotationStateValue>): Map<string, number> {
+    let counts = this.heldInBatch.get(staged);
+    if (!counts) this.heldInBatch.set(staged, (counts = new Map<string, number>()));
+    return counts;
   }
 
   /** A redaction frees the annotation its event holds, accepted in an earlier batch or in this one. */

@@ -1,69 +1,129 @@
-import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue } from '@app/contracts';
+import { Checkpoint } from '@app/kafka';
+import { ANNOTATION_STATE_KEYS, AnnotationHolder, AnnotationStateValue, TxnRecord } from '@app/contracts';
+import { DiskStore, StoredRow } from '../store/disk-store';
 import { KeyedStore } from '../store/keyed-store';
-import { TxnStore } from '../store/txn-store';
+
+/** Tombstones one batch writes at most for transactions past the window; the next batches write the rest. */
+const TOMBSTONES_PER_BATCH = 1000;
 
 /**
- * The annotation stage's state store for one partition: which annotation identities are held (by which event), and
- * the outcome of each annotation transaction, so that a retry gets its first answer. Keys are those of its
- * changelog (`ANNOTATION_STATE_KEYS`).
+ * The annotation stage's state store for one partition, in a DiskStore: which annotation identities are held (by
+ * which event, found through the row's `ref`), and the outcome of each annotation transaction, so that a retry gets
+ * its first answer. Keys are those of its changelog (`ANNOTATION_STATE_KEYS`).
+ *
+ * The changelog is compacted, never expired by time (holders must stay), so a transaction past the window keeps its
+ * row, invisible to `get`, until the tombstone a batch writes for it has committed.
  */
 export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
-  private readonly txns: TxnStore;
-  private readonly holders = new Map<string, AnnotationHolder>();
-  /** event_id → annotation identity, to free an identity when its event is redacted. */
-  private readonly byEvent = new Map<string, string>();
-  /**
-   * Changelog keys of transactions past the window, forgotten here but still in the changelog (compacted, never
-   * expired by time, since holders must stay): the next batch writes their tombstones.
-   */
-  private readonly expired = new Set<string>();
+  /** Annotation identities held (holder rows), for the held-annotations bound. */
+  private holders: number;
 
-  constructor(windowMs: number, now: () => number = Date.now) {
-    this.txns = new TxnStore(windowMs, now);
+  constructor(
+    private readonly disk: DiskStore,
+    private readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.holders = this.countHolders();
   }
 
   get(key: string): AnnotationStateValue | undefined {
-    const parsed = ANNOTATION_STATE_KEYS.parse(key);
-    if (parsed?.kind === 'txn') return this.txns.get(parsed.identity);
-    if (parsed?.kind === 'holder') return this.holders.get(parsed.annotationId);
-    return undefined;
+    const value = this.disk.get(key, this.now());
+    return value === undefined ? undefined : (JSON.parse(value) as AnnotationStateValue);
   }
 
   /** The annotation identity that `eventId` holds, if it holds one. */
   heldBy(eventId: string): string | undefined {
-    return this.byEvent.get(eventId);
+    const key = this.disk.findByRef(eventId);
+    const parsed = key === undefined ? null : ANNOTATION_STATE_KEYS.parse(key);
+    return parsed?.kind === 'holder' ? parsed.annotationId : undefined;
   }
 
-  /** Applies a changelog record (restore, or a committed batch); null is a tombstone. */
+  /** Held annotations of `sender` in this partition (holders written before senders were recorded count for none). */
+  heldOf(sender: string): number {
+    return this.disk.countByGroup(sender);
+  }
+
+  /** Annotation identities held in this partition. */
+  get held(): number {
+    return this.holders;
+  }
+
   apply(key: string, value: AnnotationStateValue | null): void {
-    const parsed = ANNOTATION_STATE_KEYS.parse(key);
-    if (parsed?.kind === 'txn') {
-      if (value === null) this.expired.delete(key);
-      else if (this.txns.isExpired(value)) this.expired.add(key);
-      this.txns.apply(parsed.identity, value);
-    } else if (parsed?.kind === 'holder') {
-      const before = this.holders.get(parsed.annotationId);
-      if (before) this.byEvent.delete(before.event_id);
-      if (value === null) {
-        this.holders.delete(parsed.annotationId);
-      } else {
-        const holder = value as AnnotationHolder;
-        this.holders.set(parsed.annotationId, holder);
-        this.byEvent.set(holder.event_id, parsed.annotationId);
+    this.countHolderChange(key, value);
+    this.disk.restoreRow(key, this.rowOf(key, value));
+  }
+
+  commit(changes: Iterable<[string, AnnotationStateValue | null]>, checkpoint?: Checkpoint): void {
+    const rows = function* (store: AnnotationStore): Iterable<[string, StoredRow | null]> {
+      for (const [key, value] of changes) {
+        store.countHolderChange(key, value);
+        yield [key, store.rowOf(key, value)];
       }
+    };
+    try {
+      this.disk.write(rows(this), checkpoint);
+    } catch (error) {
+      this.holders = this.countHolders(); // rolled back
+      throw error;
     }
   }
 
   get size(): number {
-    return this.txns.size + this.holders.size;
+    return this.disk.size;
   }
 
+  get bytes(): number {
+    return this.disk.bytes;
+  }
+
+  /** Transactions past the window waiting for their tombstone (they stay until it commits). */
   sweep(): number {
-    return this.txns.sweep((identity) => this.expired.add(ANNOTATION_STATE_KEYS.txn(identity)));
+    return this.expiredKeys().length;
   }
 
-  /** Changelog keys to tombstone: transactions past the window. */
+  /** Changelog keys to tombstone: transactions past the window, oldest first, a batch's worth. */
   expiredKeys(): string[] {
-    return [...this.expired];
+    return this.disk.expiredKeys(this.now(), TOMBSTONES_PER_BATCH);
+  }
+
+  checkpoint(): Checkpoint | undefined {
+    return this.disk.checkpoint();
+  }
+
+  clear(): void {
+    this.disk.clear();
+    this.holders = 0;
+  }
+
+  restored(checkpoint: Checkpoint): void {
+    this.disk.restored(checkpoint);
+  }
+
+  close(): void {
+    this.disk.close();
+  }
+
+  private rowOf(key: string, value: AnnotationStateValue | null): StoredRow | null {
+    const parsed = ANNOTATION_STATE_KEYS.parse(key);
+    if (parsed === null || value === null) return null;
+    if (parsed.kind === 'txn')
+      return { value: JSON.stringify(value), expires: (value as TxnRecord).ts + this.windowMs };
+    const holder = value as AnnotationHolder;
+    return { value: JSON.stringify(value), expires: null, ref: holder.event_id, group: holder.sender ?? null };
+  }
+
+  /** Before a holder row is written or deleted: keeps the count of holders exact. */
+  private countHolderChange(key: string, value: AnnotationStateValue | null): void {
+    if (ANNOTATION_STATE_KEYS.parse(key)?.kind !== 'holder') return;
+    const before = this.disk.has(key);
+    this.holders += (value === null ? 0 : 1) - (before ? 1 : 0);
+  }
+
+  private countHolders(): number {
+    const prefix = ANNOTATION_STATE_KEYS.holder('');
+    // Every holder key is the prefix and then more: the keys from the prefix up to the prefix with its last character
+    // raised by one.
+    const after = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    return this.disk.countKeys(prefix, after);
   }
 }

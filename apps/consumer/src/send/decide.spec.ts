@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { SEND_COMMAND_VERSION, SendCommand, TxnRecord } from '@app/contracts';
+import { DiskStore } from '../store/disk-store';
 import { TxnStore } from '../store/txn-store';
 import { WriteBuffer } from '../store/write-buffer';
 import { decide } from './decide';
@@ -32,7 +33,7 @@ describe('deciding a command', () => {
   });
 
   it('answers a retry with the first outcome, even with another body, in the same batch or a later one', () => {
-    const state = new TxnStore(60_000, () => 2000);
+    const state = new TxnStore(new DiskStore(':memory:', 1 << 20), 60_000, () => 2000);
     const staged = new WriteBuffer<TxnRecord>((id) => state.get(id));
     const first = decide(command(), at(5), (id) => staged.get(id), 2000);
     assert.equal(first.kind, 'accepted');
@@ -45,12 +46,12 @@ describe('deciding a command', () => {
       2000,
     );
     assert.deepEqual(retry, { kind: 'duplicate', reply: { ...first.reply, correlation_id: 'c2' } });
-    staged.commit((id, record) => state.apply(id, record));
+    state.commit(staged.entries());
     assert.equal(decide(command(), at(9), (id) => state.get(id), 2000).kind, 'duplicate');
   });
 
   it('treats the same txnId in another room or with another event type as another transaction', () => {
-    const state = new TxnStore(60_000, () => 2000);
+    const state = new TxnStore(new DiskStore(':memory:', 1 << 20), 60_000, () => 2000);
     const first = decide(command(), at(5), (id) => state.get(id), 2000);
     if (first.kind === 'accepted') state.apply(first.identity, first.remember);
     assert.equal(decide(command({ room_id: '!other:x' }), at(6), (id) => state.get(id), 2000).kind, 'accepted');

@@ -4,6 +4,7 @@ import { SEND_COMMAND_VERSION, SendCommand, SendReply } from '@app/contracts';
 import { InputBatch } from '@app/kafka';
 import { StageHandler } from '../stage/stage-handler';
 import { StateBudget } from '../store/state-budget';
+import { StateDirectory } from '../store/state-directory';
 import { SendStage } from './send-stage';
 
 const REPLY_PREFIX = 'replies.';
@@ -48,12 +49,15 @@ function stage(maxEntries = 100) {
     deadLetterTopic: 'dlq',
     replyTopicPrefix: REPLY_PREFIX,
     budget,
+    directory: new StateDirectory({ root: null, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 0 }),
+    group: 'g',
+    heldPerSender: 100,
     sendReply: (to, reply) => {
       replies.push(reply);
       sentTo.push(to);
     },
   });
-  const state = handler.createState();
+  const state = handler.createState(0);
   const run = (...commands: { command: SendCommand; publishedAt?: number }[]) => {
     const result = handler.processBatch(state, batchOf(...commands));
     result.afterCommit();

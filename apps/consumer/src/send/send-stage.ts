@@ -10,6 +10,7 @@ import {
 import { RecordCollector } from '../stage/record-collector';
 import { RecordContext, Stage } from '../stage/stage-handler';
 import { stateFullReply } from '../stage/outcomes';
+import { DiskStore } from '../store/disk-store';
 import { TxnStore } from '../store/txn-store';
 import { decide } from './decide';
 
@@ -45,8 +46,8 @@ export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
     return new SendStage(topics, config.TXN_WINDOW_MS, config.KAFKA_REPLY_TOPIC_PREFIX);
   }
 
-  createStore(): TxnStore {
-    return new TxnStore(this.windowMs);
+  createStore(disk: DiskStore): TxnStore {
+    return new TxnStore(disk, this.windowMs);
   }
 
   decodeChangelog(_identity: string, value: Buffer | null): TxnRecord | null {

@@ -1,8 +1,10 @@
 import { KafkaMessage } from 'kafkajs';
-import { BatchResult, InputBatch, PartitionHandler } from '@app/kafka';
+import { BatchResult, Checkpoint, InputBatch, LocalState, PartitionHandler } from '@app/kafka';
 import { LogPosition } from '@app/matrix';
+import { DiskStore } from '../store/disk-store';
 import { KeyedStore } from '../store/keyed-store';
 import { StateBudget } from '../store/state-budget';
+import { StateDirectory } from '../store/state-directory';
 import { WriteBuffer } from '../store/write-buffer';
 import { BatchTrace } from './batch-trace';
 import { RecordCollector, ReplySender } from './record-collector';
@@ -33,8 +35,12 @@ export interface RecordContext<S, V> {
   readonly partitions: number;
   readonly now: number;
   readonly counts: OutcomeCounts;
-  /** Takes `entries` from the memory budget for what the record will remember; false when it is spent. */
+  /** Takes `entries` from the state budget for what the record will remember; false when it is spent. */
   readonly reserve: (entries: number) => boolean;
+  /** Takes one from the bound of held annotations; false when it is spent. */
+  readonly reserveHeld: () => boolean;
+  /** STATE_MAX_HELD_ANNOTATIONS_PER_SENDER: annotations one sender may hold in one partition. */
+  readonly heldPerSender: number;
 }
 
 /**
@@ -43,7 +49,8 @@ export interface RecordContext<S, V> {
  */
 export interface Stage<S extends KeyedStore<V>, V, R> {
   readonly changelogTopic: string;
-  createStore(): S;
+  /** The stage's store over one partition's disk store. */
+  createStore(disk: DiskStore): S;
   /** A changelog record as the store keeps it; null for a tombstone (or anything else, which is skipped). */
   decodeChangelog(key: string, value: Buffer | null): V | null;
   /** One input record; throws for a record that cannot be processed, which is dead-lettered. */
@@ -61,6 +68,10 @@ export interface StageOptions {
   /** KAFKA_REPLY_TOPIC_PREFIX: replies go to no topic outside it. */
   replyTopicPrefix: string;
   budget: StateBudget;
+  heldPerSender: number;
+  /** Where the partitions' stores live, and the consumer group they belong to (part of their path). */
+  directory: StateDirectory;
+  group: string;
   sendReply: ReplySender;
   observe?: (counts: OutcomeCounts) => void;
 }
@@ -80,12 +91,25 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     private readonly options: StageOptions,
   ) {}
 
-  createState(): S {
-    return this.options.budget.track(this.stage.createStore());
+  private readonly disks = new Map<S, DiskStore>();
+
+  /** Opens the partition's store on disk (throws when the disk refuses: the take-over fails and is retried). */
+  createState(partition: number): S {
+    const disk = this.options.directory.openStore(this.options.group, this.stage.changelogTopic, partition);
+    const store = this.stage.createStore(disk);
+    this.disks.set(store, disk);
+    return this.options.budget.track(store);
   }
 
   release(store: S): void {
     this.options.budget.untrack(store);
+    const disk = this.disks.get(store);
+    this.disks.delete(store);
+    if (disk) this.options.directory.closeStore(disk);
+  }
+
+  localState(store: S): LocalState {
+    return store;
   }
 
   restore(store: S, message: KafkaMessage): void {
@@ -101,6 +125,9 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     let room = this.options.budget.remaining();
     const reserve = (entries: number): boolean => (room -= entries) >= 0;
     const traced = BatchTrace.start(batch);
+    let heldRoom = this.options.budget.remainingHeld();
+    const reserveHeld = (): boolean => heldRoom-- > 0;
+    const heldPerSender = this.options.heldPerSender;
     this.stage.beginBatch?.(store, staged);
     for (const [index, message] of batch.messages.entries()) {
       out.trace = traced?.record(index);
@@ -112,7 +139,8 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
           out.deadLetter(message, source, 'expired');
           continue;
         }
-        const context = { store, staged, out, position, partitions: this.options.partitions, now, counts, reserve };
+        const partitions = this.options.partitions;
+        const context = { store, staged, out, position, partitions, now, counts, reserve, reserveHeld, heldPerSender };
         this.stage.process(this.stage.decode(message.value), context);
       } catch (error) {
         counts.deadLetters++;
@@ -123,11 +151,16 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     traced?.transaction();
     return {
       records: out.records(),
-      afterCommit: () => {
+      // The transaction committed, so the answers are right whatever the disk says; a store that could not take the
+      // batch throws, and the processor takes the partition over again (replaying from the store's checkpoint).
+      afterCommit: (checkpoint?: Checkpoint) => {
         traced?.end();
-        staged.commit((key, value) => store.apply(key, value));
-        out.sendReplies(this.options.sendReply);
-        this.options.observe?.(counts);
+        try {
+          store.commit(staged.entries(), checkpoint);
+        } finally {
+          out.sendReplies(this.options.sendReply);
+          this.options.observe?.(counts);
+        }
       },
       aborted: (error) => traced?.end(error),
     };

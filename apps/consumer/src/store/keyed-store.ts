@@ -1,12 +1,23 @@
+import { Checkpoint, LocalState } from '@app/kafka';
+
 /**
  * A stage's state for one partition, rebuilt from its changelog: every change is a (key, value) record of the
- * changelog, a null value a tombstone. Restore and committed batches apply records the same way.
+ * changelog, a null value a tombstone. Restore and committed batches apply records the same way. The store lives on
+ * local disk with a checkpoint (the changelog offset up to which it holds everything), so a take-over replays only
+ * the changelog after it.
  */
-export interface KeyedStore<V> {
+export interface KeyedStore<V> extends LocalState {
   get(key: string): V | undefined;
+  /** Applies one changelog record while restoring (committed to disk in chunks, the checkpoint at the end). */
   apply(key: string, value: V | null): void;
-  /** Entries held, for the memory budget. */
+  /** Applies a committed batch's changes, and the checkpoint they bring the store to, all or nothing. */
+  commit(changes: Iterable<[string, V | null]>, checkpoint?: Checkpoint): void;
+  /** Entries held, for the gauges and the entry budget. */
   readonly size: number;
+  /** Bytes the store takes on disk, for the disk budget. */
+  readonly bytes: number;
   /** Forgets entries older than the window; returns how many. */
   sweep(): number;
+  /** Closes the files; the partition's state stays on disk (see StateDirectory for when it goes). */
+  close(): void;
 }

@@ -1,51 +1,78 @@
+import { Checkpoint } from '@app/kafka';
 import { TxnRecord } from '@app/contracts';
+import { DiskStore, StoredRow } from './disk-store';
 import { KeyedStore } from './keyed-store';
 
+/** Rows one sweep deletes at most in one SQLite statement, so that a sweep never holds the store for long. */
+const SWEEP_CHUNK = 50_000;
+
 /**
- * The send stage's state store for one partition: the remembered outcome of each transaction, for the window.
- * Entries sit in a Map in the order they were accepted, which is time order, so forgetting old ones is a walk from
- * the front. Its changelog is `matrix.send.txns`, keyed by transaction identity.
+ * The send stage's state store for one partition: the remembered outcome of each transaction, for the window, in a
+ * DiskStore. Its changelog is `matrix.send.txns`, keyed by transaction identity.
  */
 export class TxnStore implements KeyedStore<TxnRecord> {
-  private readonly entries = new Map<string, TxnRecord>();
-
   constructor(
+    private readonly disk: DiskStore,
     private readonly windowMs: number,
     private readonly now: () => number = Date.now,
   ) {}
 
   get(identity: string): TxnRecord | undefined {
-    const entry = this.entries.get(identity);
-    if (entry && this.isExpired(entry)) {
-      this.entries.delete(identity);
-      return undefined;
-    }
-    return entry;
+    const value = this.disk.get(identity, this.now());
+    return value === undefined ? undefined : (JSON.parse(value) as TxnRecord);
   }
 
-  /** Applies a changelog record during restore, or a committed outcome; a null record forgets the identity. */
   apply(identity: string, record: TxnRecord | null): void {
-    if (record === null || this.isExpired(record)) this.entries.delete(identity);
-    else this.entries.set(identity, record);
+    this.disk.restoreRow(identity, this.rowOf(record));
   }
 
-  /** Forgets everything older than the window; cheap, since the oldest entries come first. */
-  sweep(forget: (identity: string) => void = () => undefined): number {
+  commit(changes: Iterable<[string, TxnRecord | null]>, checkpoint?: Checkpoint): void {
+    this.disk.write(this.rowsOf(changes), checkpoint);
+  }
+
+  /** Forgets everything older than the window (the changelog's retention drops it there). */
+  sweep(): number {
     let forgotten = 0;
-    for (const [identity, entry] of this.entries) {
-      if (!this.isExpired(entry)) break;
-      this.entries.delete(identity);
-      forget(identity);
-      forgotten++;
-    }
+    for (let deleted = SWEEP_CHUNK; deleted === SWEEP_CHUNK; forgotten += deleted)
+      deleted = this.disk.deleteExpired(this.now(), SWEEP_CHUNK);
     return forgotten;
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.disk.size;
+  }
+
+  get bytes(): number {
+    return this.disk.bytes;
+  }
+
+  checkpoint(): Checkpoint | undefined {
+    return this.disk.checkpoint();
+  }
+
+  clear(): void {
+    this.disk.clear();
+  }
+
+  restored(checkpoint: Checkpoint): void {
+    this.disk.restored(checkpoint);
+  }
+
+  close(): void {
+    this.disk.close();
   }
 
   isExpired(entry: TxnRecord): boolean {
     return entry.ts <= this.now() - this.windowMs;
+  }
+
+  /** A record past the window is not kept (a restore may meet one the retention has not dropped yet). */
+  rowOf(record: TxnRecord | null): StoredRow | null {
+    if (record === null || this.isExpired(record)) return null;
+    return { value: JSON.stringify(record), expires: record.ts + this.windowMs };
+  }
+
+  private *rowsOf(changes: Iterable<[string, TxnRecord | null]>): Iterable<[string, StoredRow | null]> {
+    for (const [identity, record] of changes) yield [identity, this.rowOf(record)];
   }
 }

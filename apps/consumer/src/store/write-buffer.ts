@@ -37,7 +37,8 @@ export class WriteBuffer<V> {
     }));
   }
 
-  commit(apply: (key: string, value: V | null) => void): void {
-    for (const [key, { value }] of this.changes) apply(key, value);
+  /** The staged changes, for the store once the batch's transaction has committed. */
+  *entries(): Iterable<[string, V | null]> {
+    for (const [key, { value }] of this.changes) yield [key, value];
   }
 }

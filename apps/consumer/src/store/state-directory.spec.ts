@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { describe, it } from 'node:test';
+import { StateDirectory } from './state-directory';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('the state directory', () => {
+  it('deletes the state of a partition no longer owned after the delay, and keeps one that came back', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    try {
+      const directory = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 300 });
+      directory.prepare();
+      const leaving = directory.openStore('group', 'topic', 0);
+      const returning = directory.openStore('group', 'topic', 1);
+      const leavingDir = dirname(leaving.path);
+      const returningDir = dirname(returning.path);
+      assert.ok(existsSync(leaving.path) && existsSync(returning.path), 'both stores are on disk');
+      directory.closeStore(leaving);
+      directory.closeStore(returning);
+      await sleep(100);
+      const back = directory.openStore('group', 'topic', 1); // the partition comes back within the delay
+      await sleep(400);
+      assert.equal(existsSync(leavingDir), false, 'deleted once the delay passed');
+      assert.ok(existsSync(back.path), 'kept: it came back in time');
+      directory.closeStore(back);
+
+      // A new process finds what an earlier one left, and deletes what no take-over opens within the delay.
+      const restarted = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 300 });
+      restarted.prepare();
+      await sleep(400);
+      assert.equal(existsSync(returningDir), false, 'left from an earlier run and never opened: deleted');
+      restarted.stop();
+      directory.stop();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('says which directory is not usable and why', () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    try {
+      const blocked = join(root, 'file');
+      rmSync(blocked, { force: true });
+      writeFileSync(blocked, 'not a directory');
+      const directory = new StateDirectory({
+        root: join(blocked, 'state'),
+        cacheBytesPerStore: 1 << 20,
+        cleanupDelayMs: 0,
+      });
+      assert.throws(() => directory.prepare(), /STATE_DIR \S+\/file\/state is not usable \(ENOTDIR\)/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

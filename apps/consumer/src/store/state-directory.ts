@@ -1,0 +1,113 @@
+import { Logger } from '@nestjs/common';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DiskStore } from './disk-store';
+
+export interface StateDirectoryOptions {
+  /** STATE_DIR: the root, or null for stores that live in memory only (unit tests). */
+  root: string | null;
+  /** SQLite page cache of one store, bytes (off the V8 heap). */
+  cacheBytesPerStore: number;
+  /** STATE_CLEANUP_DELAY_MS: how long the state of a partition this process no longer owns stays on disk. */
+  cleanupDelayMs: number;
+}
+
+/**
+ * Where a consumer keeps its partitions' state stores: `<STATE_DIR>/<group>/<changelog topic>/<partition>/`, one
+ * SQLite database each. A store of a partition this process no longer owns is kept for STATE_CLEANUP_DELAY_MS (a
+ * partition that comes back soon restores from its checkpoint) and then deleted; so is one found at start that no
+ * take-over opens within the delay.
+ */
+export class StateDirectory {
+  private readonly logger = new Logger('StateDirectory');
+  private readonly open = new Set<string>();
+  private readonly cleanups = new Map<string, NodeJS.Timeout>();
+
+  /** Set once the partition counts are known (see STATE_CACHE_BYTES); applies to stores opened from then on. */
+  cacheBytesPerStore: number;
+
+  constructor(private readonly options: StateDirectoryOptions) {
+    this.cacheBytesPerStore = options.cacheBytesPerStore;
+  }
+
+  /**
+   * Creates the root if needed and proves it writable, with an error that says which directory and why; then
+   * schedules the deletion of every store left from an earlier run (cancelled when a take-over opens it).
+   */
+  prepare(): void {
+    const { root } = this.options;
+    if (root === null) return;
+    try {
+      mkdirSync(root, { recursive: true });
+      accessSync(root, constants.W_OK);
+      const probe = join(root, `.write-probe-${process.pid}`);
+      writeFileSync(probe, 'ok');
+      unlinkSync(probe);
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code ?? String(error);
+      throw new Error(`STATE_DIR ${root} is not usable (${reason})`, { cause: error });
+    }
+    for (const group of this.list(root))
+      for (const topic of this.list(join(root, group)))
+        for (const partition of this.list(join(root, group, topic))) {
+          const dir = join(root, group, topic, partition);
+          if (!this.open.has(dir)) this.scheduleCleanup(dir);
+        }
+  }
+
+  /** Opens (creating if needed) the store of one partition; throws when the disk refuses. */
+  openStore(group: string, topic: string, partition: number): DiskStore {
+    const dir = this.dirOf(group, topic, partition);
+    if (dir === null) return new DiskStore(':memory:', this.cacheBytesPerStore);
+    clearTimeout(this.cleanups.get(dir));
+    this.cleanups.delete(dir);
+    const store = new DiskStore(join(dir, 'state.db'), this.cacheBytesPerStore);
+    this.open.add(dir);
+    return store;
+  }
+
+  /** Closes a store; its files stay for STATE_CLEANUP_DELAY_MS, in case the partition comes back. */
+  closeStore(store: DiskStore): void {
+    store.close();
+    if (store.path === ':memory:') return;
+    const dir = join(store.path, '..');
+    this.open.delete(dir);
+    this.scheduleCleanup(dir);
+  }
+
+  stop(): void {
+    this.cleanups.forEach((timer) => clearTimeout(timer));
+    this.cleanups.clear();
+  }
+
+  private scheduleCleanup(dir: string): void {
+    clearTimeout(this.cleanups.get(dir));
+    const timer = setTimeout(() => {
+      this.cleanups.delete(dir);
+      if (this.open.has(dir) || !existsSync(dir)) return;
+      try {
+        rmSync(dir, { recursive: true, force: true });
+        this.logger.log(`deleted the state of ${dir}: not owned for ${this.options.cleanupDelayMs} ms`);
+      } catch (error) {
+        this.logger.warn(`could not delete the state of ${dir}: ${String(error)}`);
+      }
+    }, this.options.cleanupDelayMs);
+    timer.unref();
+    this.cleanups.set(dir, timer);
+  }
+
+  private dirOf(group: string, topic: string, partition: number): string | null {
+    if (this.options.root === null) return null;
+    return join(this.options.root, encodeURIComponent(group), encodeURIComponent(topic), String(partition));
+  }
+
+  private list(dir: string): string[] {
+    try {
+      return readdirSync(dir, { withFileTypes: true })
+        .filter((entry) => entry.isDirectory())
+        .map((entry) => entry.name);
+    } catch {
+      return [];
+    }
+  }
+}
