@@ -34,6 +34,25 @@ export async function writeRestoreMarker(producer: Producer, topic: string, part
 }
 
 /**
+ * Writes an end marker into each of the given changelog partitions in one idempotent, non-transactional send, and
+ * returns each partition's nonce. A read_committed reader only reaches a marker once every transaction that began
+ * before it has ended, so every record before a marker is final when the restore reads it.
+ */
+export async function writeRestoreMarkers(
+  producer: Producer,
+  topic: string,
+  partitions: number[],
+): Promise<Map<number, string>> {
+  const nonces = new Map(partitions.map((partition) => [partition, randomUUID()]));
+  await producer.send({
+    topic,
+    acks: -1,
+    messages: [...nonces].map(([partition, nonce]) => ({ key: RESTORE_MARKER_KEY, value: nonce, partition })),
+  });
+  return nonces;
+}
+
+/**
  * Replays the given partitions of a changelog (read_committed) up to each one's marker. Reading up to our own
  * marker, rather than to a high watermark, is exact even with transaction control records and aborted
  * transactions in the log.
