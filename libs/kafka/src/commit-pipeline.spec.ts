@@ -42,7 +42,7 @@ describe('the commit pipeline (one transaction per round, exactly-once v2)', () 
     await Promise.all(done);
   });
 
-  it('commits one round at a time, and gathers everything decided meanwhile into the next', async () => {
+  it('with one producer, commits one round at a time, and gathers everything decided meanwhile into the next', async () => {
     const { rounds, ends, commit } = manualCommits();
     const pipeline = new CommitPipeline(commit);
     const first = pipeline.add(member, entry(0, 1));
@@ -118,12 +118,41 @@ describe('the commit pipeline (one transaction per round, exactly-once v2)', () 
     ]);
   });
 
-  it('counts the rounds it hands out, for the producers to take turns', async () => {
-    const sequences: number[] = [];
-    const pipeline = new CommitPipeline(async (_round, sequence) => void sequences.push(sequence));
+  it('with one round at a time on two producers, alternates them', async () => {
+    const slots: number[] = [];
+    const pipeline = new CommitPipeline(async (_round, slot) => void slots.push(slot), 2, 1);
     await pipeline.add(member, entry(0, 1));
     await pipeline.add(member, entry(0, 2));
+    await pipeline.add(member, entry(0, 3));
+    assert.deepEqual(slots, [0, 1, 0]);
+  });
+
+  it('commits up to one round per producer at once, each on a producer of its own, the one idle longest first', async () => {
+    const { rounds, ends, commit } = manualCommits();
+    const slots: number[] = [];
+    const pipeline = new CommitPipeline((round, slot) => (slots.push(slot), commit(round)), 2);
+    const first = pipeline.add(member, entry(0, 1));
+    await turn();
+    const second = pipeline.add(member, entry(1, 1));
+    await turn();
+    const third = pipeline.add(member, entry(2, 1));
+    await turn();
+    assert.equal(rounds.length, 2, 'two producers: two rounds commit at once, the third waits');
+    assert.deepEqual(slots, [0, 1]);
+    ends[1].resolve();
+    await second;
+    await turn();
+    await turn();
+    assert.deepEqual(slots, [0, 1, 1], 'the producer that became free');
+    ends[0].resolve();
+    ends[2].resolve();
+    await Promise.all([first, third]);
+    const fourth = pipeline.add(member, entry(0, 2));
+    await turn();
+    assert.deepEqual(slots, [0, 1, 1, 0], 'the producer idle longest');
+    ends[3].resolve();
+    await fourth;
     await pipeline.drained();
-    assert.deepEqual(sequences, [0, 1]);
+    assert.equal(pipeline.pending, 0);
   });
 });

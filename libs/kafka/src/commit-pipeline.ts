@@ -17,10 +17,10 @@ export interface Round {
 }
 
 /**
- * Commits a round as one Kafka transaction (records, offsets fenced by `round.metadata`, EndTxn), or throws having
- * aborted it. `sequence` counts the rounds, from 0.
+ * Commits a round as one Kafka transaction (records, offsets fenced by `round.metadata`, EndTxn) on the producer
+ * numbered `slot`, which no other round uses meanwhile; or throws having aborted it.
  */
-export type CommitRound = (round: Round, sequence: number) => Promise<void>;
+export type CommitRound = (round: Round, slot: number) => Promise<void>;
 
 interface PendingRound extends Round {
   done: Promise<void>;
@@ -32,19 +32,31 @@ const sameMembership = (a: ConsumerGroupMetadata, b: ConsumerGroupMetadata): boo
   a.generationId === b.generationId && a.memberId === b.memberId;
 
 /**
- * Gathers the partition batches a consumer decides into as few transactions as it can (exactly-once v2): one round
- * commits at a time, and every batch decided while it commits joins the next one (natural batching, like the
- * batching producer's requests). A lone batch waits one event-loop turn, so the batches of one fetch, decided
- * together, share their transaction. Batches of different group generations never share one: each round commits
- * under the membership its batches were decided in, which the group coordinator refuses if the group moved on.
+ * Gathers the partition batches a consumer decides into as few transactions as it can (exactly-once v2): up to
+ * `concurrency` rounds commit at once, each on a transactional producer of its own, and every batch decided while
+ * none may start joins the next round (natural batching, like the batching producer's requests). A lone batch waits
+ * one event-loop turn, so the batches of one fetch, decided together, share their transaction. Rounds committing at
+ * once hold
+ * different partitions, since a partition's next batch is decided only once its previous one committed. A round
+ * goes to the producer idle longest, whose previous transaction's markers have had the most time to be written.
+ * Batches of different group generations never share a round: each commits under the membership its batches were
+ * decided in, which the group coordinator refuses if the group moved on.
  */
 export class CommitPipeline {
   private readonly waiting: PendingRound[] = [];
-  private committing: Promise<void> | undefined;
+  private readonly committing = new Set<Promise<void>>();
+  /** Producers with no round, idle longest first. */
+  private readonly idle: number[];
   private scheduled = false;
-  private sequence = 0;
 
-  constructor(private readonly commitRound: CommitRound) {}
+  constructor(
+    private readonly commitRound: CommitRound,
+    producers = 1,
+    /** Rounds committing at once, at most `producers`. */
+    private readonly concurrency = producers,
+  ) {
+    this.idle = Array.from({ length: producers }, (_, slot) => slot);
+  }
 
   /** Adds a batch to the next round; settles when that round has committed (or rejects when it has not). */
   add(metadata: ConsumerGroupMetadata, entry: CommitEntry): Promise<void> {
@@ -64,18 +76,20 @@ export class CommitPipeline {
 
   /** Rounds waiting or committing. */
   get pending(): number {
-    return this.waiting.length + (this.committing ? 1 : 0);
+    return this.waiting.length + this.committing.size;
   }
 
   /** Settles once every round added so far has committed or failed. */
   async drained(): Promise<void> {
-    while (this.committing || this.waiting.length > 0) {
-      await (this.committing ?? new Promise((resolve) => setImmediate(resolve)));
+    while (this.committing.size > 0 || this.waiting.length > 0) {
+      await (this.committing.size > 0
+        ? Promise.race(this.committing)
+        : new Promise((resolve) => setImmediate(resolve)));
     }
   }
 
   private schedule(): void {
-    if (this.committing || this.scheduled) return;
+    if (this.committing.size >= this.concurrency || this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -84,15 +98,20 @@ export class CommitPipeline {
   }
 
   private commitNext(): void {
+    if (this.committing.size >= this.concurrency || this.idle.length === 0) return;
     const round = this.waiting.shift();
-    if (!round || this.committing) return;
+    if (!round) return;
+    const slot = this.idle.shift()!;
     const { metadata, entries } = round;
-    this.committing = this.commitRound({ metadata, entries }, this.sequence++)
+    const committing: Promise<void> = this.commitRound({ metadata, entries }, slot)
       .then(round.resolve, round.reject)
       .finally(() => {
-        this.committing = undefined;
+        this.committing.delete(committing);
+        this.idle.push(slot);
         if (this.waiting.length > 0) this.schedule();
       });
+    this.committing.add(committing);
+    if (this.waiting.length > 0) this.schedule();
   }
 }
 
