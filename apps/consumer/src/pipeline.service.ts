@@ -27,8 +27,8 @@ const observerFor = (stage: string): ProcessorObserver => ({
     consumerMetrics.recordsWritten.inc({ stage }, written);
     consumerMetrics.batchSize.observe({ stage }, records);
     consumerMetrics.batchDuration.observe({ stage }, seconds);
-    consumerMetrics.transactions.inc({ stage, outcome: committed ? 'committed' : 'aborted' });
   },
+  transaction: (committed) => consumerMetrics.transactions.inc({ stage, outcome: committed ? 'committed' : 'aborted' }),
   restored: (stats) => {
     consumerMetrics.restoreDuration.observe({ stage }, stats.millis / 1000);
     consumerMetrics.restoredRecords.inc({ stage }, stats.records);

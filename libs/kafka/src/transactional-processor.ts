@@ -71,6 +71,8 @@ const MAX_TAKEOVER_ATTEMPTS = 8;
 export interface ProcessorObserver {
   /** A batch of `records` input records, in `seconds`; when committed, `written` records went out with it. */
   batch(records: number, seconds: number, committed: boolean, written: number): void;
+  /** A Kafka transaction (a round: the batches of several partitions) ended, committed or not. */
+  transaction?(committed: boolean): void;
   restored(stats: RestoreStats): void;
   lag(partition: number, records: number): void;
   /** Partitions this process no longer owns (revoked, or released to be taken over again). */
@@ -508,7 +510,9 @@ export class TransactionalProcessor<S> {
       }
       await sendOffsetsToTransaction(tx, this.options.groupId, roundOffsets(round.entries), round.metadata);
       await tx.commit();
+      this.options.observer?.transaction?.(true);
     } catch (error) {
+      this.options.observer?.transaction?.(false);
       const aborted = tx
         ? await tx.abort().then(
             () => true,
