@@ -111,6 +111,8 @@ export function breakdown(before: Snapshot, after: Snapshot, sends: number, seco
     if (perApi > 0) requests[api] = perApi;
   }
   const transactions = delta('matrix_consumer_transactions_total', 'outcome="committed"');
+  // One transaction carries the batches of every partition of a round: commands per transaction, not per batch.
+  const sendTransactions = delta('matrix_consumer_transactions_total', 'stage="send"', 'outcome="committed"');
   return {
     cpu_s_per_1000_sends: cpu,
     kafka_requests_per_send: requests,
@@ -119,8 +121,7 @@ export function breakdown(before: Snapshot, after: Snapshot, sends: number, seco
       delta('matrix_kafka_produce_batch_size_sum') + delta('matrix_consumer_records_written_total'),
     ),
     commands_per_transaction: round(
-      delta('matrix_consumer_batch_size_sum', 'stage="send"') /
-        Math.max(1, delta('matrix_consumer_batch_size_count', 'stage="send"')),
+      delta('matrix_consumer_batch_size_sum', 'stage="send"') / Math.max(1, sendTransactions),
       1,
     ),
     transactions_per_second: round(transactions / seconds, 1),

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { Broker, provideBroker } from '../tools/harness/broker';
+import { Broker, provideBroker, startPrivateBroker } from '../tools/harness/broker';
 import { AppProcess, isolatedTopics } from '../tools/harness/app-process';
 import { renderChart, renderSummary, ScenarioResult } from './report';
 import { breakdown, CostBreakdown, jitSecondsOf, MeasuredProcess, snapshot } from './cost';
@@ -77,11 +77,11 @@ const tokens = Array.from({ length: USERS }, (_, i) => `bench-token-${i}-xxxxxxx
 /** Warms up, then measures; the cost breakdown covers the measured part only. */
 async function measure(
   urls: string[],
-  options: { retryShare?: number; overallRate?: number },
+  options: { retryShare?: number; overallRate?: number; connections?: number },
   processes: MeasuredProcess[],
 ): Promise<{ result: LoadResult; cost: CostBreakdown | null }> {
   const perTarget = (rate?: number) => (rate ? Math.round(rate / urls.length) : undefined);
-  const connections = Math.max(1, Math.round((options.overallRate ? 50 : CONNECTIONS) / urls.length));
+  const connections = Math.max(1, Math.round(connectionsOf(options) / urls.length));
   // Warm up (JIT, connections, Kafka metadata), then measure.
   await Promise.all(
     urls.map((url) =>
@@ -107,6 +107,11 @@ async function measure(
     ? breakdown(before, await snapshot(processes), result.requests, (Date.now() - started) / 1000)
     : null;
   return { result, cost };
+}
+
+/** The concurrent clients of a scenario: its own number, 50 at a fixed rate, or enough to saturate. */
+function connectionsOf(options: { overallRate?: number; connections?: number }): number {
+  return options.connections ?? (options.overallRate ? 50 : CONNECTIONS);
 }
 
 /** Sums counts over load generators; for latency, the worst generator's percentile (conservative). */
@@ -150,7 +155,7 @@ async function withPipeline<T>(
 async function pipelineScenario(
   name: string,
   instances: number,
-  options: { retryShare?: number; overallRate?: number; untuned?: boolean },
+  options: { retryShare?: number; overallRate?: number; untuned?: boolean; connections?: number },
   broker: Broker,
 ): Promise<ScenarioResult> {
   const env = { ...benchEnv(), ...(options.untuned ? {} : TUNING), KAFKA_BROKERS: broker.brokers };
@@ -172,10 +177,11 @@ async function pipelineScenario(
       cost,
       gateway_rss_mb: Math.max(...gateways.map((g) => g.peakRssMb())),
       consumer_rss_mb: Math.max(...consumers.map((c) => c.peakRssMb())),
-      connections: options.overallRate ? 50 : CONNECTIONS,
+      connections: connectionsOf(options),
       note:
-        (options.overallRate ? `fixed ${options.overallRate} sends/s` : `saturation, ${CONNECTIONS} connections`) +
-        (options.untuned ? ', default settings' : ''),
+        (options.overallRate ? `fixed ${options.overallRate} sends/s` : `${connectionsOf(options)} connections`) +
+        (options.untuned ? ', default settings' : '') +
+        (broker.source === 'cluster' ? ', three brokers (replication 3, min.insync.replicas=2)' : ''),
     };
   });
 }
@@ -198,6 +204,23 @@ async function warmUpBroker(broker: Broker): Promise<void> {
       `  broker warm-up: ${slices * WARMUP_SLICE_S}s of load, not measured (JIT ${quiet ? 'quiet' : 'busy'})`,
     );
   });
+}
+
+/**
+ * A private three-broker cluster (the local launcher, its own ports and data), warmed up like the shared broker, for
+ * the scenarios that measure what a production cluster costs: every produce waits for a second replica, and every
+ * transaction's markers too. Its brokers' CPU is not in the breakdown (their pids are the launcher's).
+ */
+async function startCluster(): Promise<Broker> {
+  const started = await startPrivateBroker(3);
+  const cluster: Broker = { brokers: started.brokers, source: 'cluster', pid: null, stop: () => started.stop() };
+  try {
+    await warmUpBroker(cluster);
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
 }
 
 async function ceilingScenario(): Promise<ScenarioResult> {
@@ -229,6 +252,9 @@ function kafkaVersion(): string {
 
 async function main(): Promise<void> {
   const broker = await provideBroker();
+  let cluster: Promise<Broker> | undefined;
+  const withCluster = async (use: (cluster: Broker) => Promise<ScenarioResult>) =>
+    use(await (cluster ??= startCluster()));
   const started = Date.now();
   console.log(`bench (${quick ? 'quick' : 'full'}): broker ${broker.brokers} (${broker.source})`);
   try {
@@ -241,13 +267,19 @@ async function main(): Promise<void> {
       fixed_rate: () => pipelineScenario('fixed_rate', 1, { overallRate: 1000 }, broker),
       fixed_rate_2000: () => pipelineScenario('fixed_rate_2000', 1, { overallRate: 2000 }, broker),
       scale: () => pipelineScenario('scale', 2, {}, broker),
+      // What a user of `npm start` sees at modest load, on one broker and on three (the issue's targets).
+      defaults_16: () => pipelineScenario('defaults_16', 1, { untuned: true, connections: 16 }, broker),
+      defaults_48: () => pipelineScenario('defaults_48', 1, { untuned: true, connections: 48 }, broker),
+      cluster_48: () =>
+        withCluster((cluster) => pipelineScenario('cluster_48', 1, { untuned: true, connections: 48 }, cluster)),
+      cluster: () => withCluster((cluster) => pipelineScenario('cluster', 1, { untuned: true }, cluster)),
     };
     // BENCH_SCENARIOS=ceiling,defaults runs those only (for trying one lever); the ratio needs both named ones.
     const chosen = process.env.BENCH_SCENARIOS?.split(',') ?? Object.keys(runs);
     const unknown = chosen.filter((name) => !runs[name]);
     if (unknown.length > 0)
       throw new Error(`BENCH_SCENARIOS: no scenario ${unknown.join(', ')} (${Object.keys(runs).join(', ')})`);
-    if (chosen.some((name) => name !== 'ceiling')) await warmUpBroker(broker);
+    if (chosen.some((name) => name !== 'ceiling' && !name.startsWith('cluster'))) await warmUpBroker(broker);
     for (const name of chosen) scenarios[name] = await runs[name]();
     const cpu = cpus();
     const report = {
@@ -277,6 +309,7 @@ async function main(): Promise<void> {
     writeFileSync(join(dir, 'chart.svg'), renderChart(report));
     console.log(renderSummary(report));
   } finally {
+    await cluster?.then((c) => c.stop()).catch(() => undefined);
     await broker.stop();
   }
 }

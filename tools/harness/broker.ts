@@ -11,7 +11,7 @@ const LAUNCHER = resolve(__dirname, '../../../tools/kafka-local/kafka-local.sh')
 export interface Broker {
   brokers: string;
   /** Where it came from, for the test log. */
-  source: 'KAFKA_BROKERS' | 'testcontainers' | 'kafka-local';
+  source: 'KAFKA_BROKERS' | 'testcontainers' | 'kafka-local' | 'cluster';
   /** The broker's process on this machine, when known (the local launcher's), for the benchmark's CPU figures. */
   pid: number | null;
   stop(): Promise<void>;

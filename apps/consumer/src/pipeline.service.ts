@@ -30,8 +30,8 @@ const observerFor = (stage: string): ProcessorObserver => ({
     consumerMetrics.recordsWritten.inc({ stage }, written);
     consumerMetrics.batchSize.observe({ stage }, records);
     consumerMetrics.batchDuration.observe({ stage }, seconds);
-    consumerMetrics.transactions.inc({ stage, outcome: committed ? 'committed' : 'aborted' });
   },
+  transaction: (committed) => consumerMetrics.transactions.inc({ stage, outcome: committed ? 'committed' : 'aborted' }),
   restored: (stats) => {
     consumerMetrics.restoreDuration.observe({ stage }, stats.millis / 1000);
     for (const { partition, kind, reason, records } of stats.partitions) {
@@ -217,6 +217,7 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
         fetchMinBytes: this.config.CONSUMER_FETCH_MIN_BYTES,
         fetchMaxWaitMs: this.config.CONSUMER_FETCH_MAX_WAIT_MS,
         maxRequestBytes: this.config.KAFKA_MAX_REQUEST_BYTES,
+        transactionTimeoutMs: this.config.CONSUMER_TRANSACTION_TIMEOUT_MS,
         // Never live but never ready again: a stage that cannot go on ends the process, and its supervisor starts
         // a new one (npm start, compose and Kubernetes all restart it), which takes the partitions over cleanly.
         onFatal: (error: Error) => {

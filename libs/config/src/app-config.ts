@@ -223,6 +223,12 @@ export class AppConfig {
    */
   @Transform(toInt) @IsInt() @Min(1) @Max(52_428_800) CONSUMER_FETCH_MIN_BYTES = 1;
   @Transform(toInt) @IsInt() @Min(1) @Max(10_000) CONSUMER_FETCH_MAX_WAIT_MS = 500;
+  /**
+   * How long a consumer's Kafka transaction may stay open before the broker aborts it (transaction.timeout.ms): the
+   * partitions of a consumer that died or froze mid-transaction stay blocked for their new owner this long, plus the
+   * broker's scan interval (10 s). At most the broker's transaction.max.timeout.ms (15 min by default).
+   */
+  @Transform(toInt) @IsInt() @Min(1000) @Max(900_000) CONSUMER_TRANSACTION_TIMEOUT_MS = 10_000;
   /** Partitions one consumer process works on at the same time. */
   @Transform(toInt) @IsInt() @Min(1) @Max(1000) CONSUMER_PARTITIONS_CONCURRENTLY = 4;
 

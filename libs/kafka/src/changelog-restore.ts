@@ -123,6 +123,36 @@ interface Plan {
 }
 
 /**
+ * Writes an end marker into each of the given changelog partitions in one idempotent, non-transactional send, and
+ * returns each partition's marker (nonce, and its own position as the checkpoint of a store restored up to it). A
+ * read_committed reader only reaches a marker once every transaction that began before it has ended, so every record
+ * before a marker is final when the restore reads it.
+ */
+export async function writeRestoreMarkers(
+  producer: Producer,
+  topic: string,
+  partitions: number[],
+): Promise<Map<number, RestoreMarker>> {
+  const nonces = new Map(partitions.map((partition) => [partition, randomUUID()]));
+  const written = await producer.send({
+    topic,
+    acks: -1,
+    messages: [...nonces].map(([partition, nonce]) => ({ key: RESTORE_MARKER_KEY, value: nonce, partition })),
+  });
+  // One record per partition: each partition's base offset is its marker's offset.
+  return new Map(
+    [...nonces].map(([partition, nonce]) => {
+      const offset = written.find((m) => m.topicName === topic && m.partition === partition)?.baseOffset;
+      if (offset === undefined) throw new Error(`no offset for the restore marker of ${topic}/${partition}`);
+      return [
+        partition,
+        { nonce, checkpoint: { offset, fingerprint: changelogFingerprint(RESTORE_MARKER_KEY, nonce) } },
+      ];
+    }),
+  );
+}
+
+/**
  * Restores the given partitions of a changelog up to each one's marker (read_committed): reading up to our own
  * marker, rather than to a high watermark, is exact even with transaction control records and aborted transactions in
  * the log. A partition whose local store has a checkpoint replays from it; a full restore (from the log start, the

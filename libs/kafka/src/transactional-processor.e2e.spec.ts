@@ -71,6 +71,7 @@ describe('the exactly-once processor when things fail', () => {
     fetchMinBytes: 1,
     fetchMaxWaitMs: 100,
     maxRequestBytes: 900_000,
+    transactionTimeoutMs: 10_000,
     onFatal,
   });
 
@@ -90,9 +91,8 @@ describe('the exactly-once processor when things fail', () => {
 
   it('survives take-overs that fail while no batch waits, retries them, and leaks no producer', async () => {
     let failures = 0;
-    // Partition 1's producer cannot connect twice (partition 0's did: it must not stay connected), then a restore
-    // fails once after every producer connected.
-    const { counting, live } = countingKafka((id) => id.endsWith('.1') && failures < 2 && ++failures > 0);
+    // The producer that writes the restore markers cannot connect twice, then a restore fails once after it did.
+    const { counting, live } = countingKafka((id) => id === '' && failures < 2 && ++failures > 0);
     let stateFailures = 0;
     const fatal: Error[] = [];
     const handler = quietHandler({
@@ -116,7 +116,7 @@ describe('the exactly-once processor when things fail', () => {
       assert.equal(stateFailures, 1, 'the restore failure happened');
       assert.deepEqual(unhandled, [], 'no unhandled rejection (Node would have ended the process)');
       assert.deepEqual(fatal, []);
-      assert.equal(live.size, 2, 'one producer per owned partition, none left over from the failed attempts');
+      assert.equal(live.size, 3, 'the restore marker writer and the two transactional producers, none left over');
     } finally {
       await processor.stop();
     }
@@ -171,6 +171,80 @@ describe('the exactly-once processor when things fail', () => {
     } finally {
       await producer.disconnect();
       await processor.stop();
+    }
+  });
+
+  it('never lets a consumer the group moved on from commit: its offsets are refused and nothing it decided is applied', async () => {
+    // The zombie decides a batch, then stalls before its offsets (as a process frozen mid-transaction would) until
+    // the group has dropped it and another member has taken its partition over.
+    let stalled!: () => void;
+    const reachedOffsets = new Promise<void>((resolve) => (stalled = resolve));
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    const base0 = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: 'zombie-test' });
+    const zombieKafka = Object.create(base0) as Kafka;
+    zombieKafka.producer = (config) => {
+      const producer = base0.producer(config);
+      if (!config?.transactionalId) return producer;
+      const begin = producer.transaction.bind(producer);
+      producer.transaction = async () => {
+        const tx = await begin();
+        const sendOffsets = tx.sendOffsets.bind(tx);
+        tx.sendOffsets = async (offsets) => {
+          stalled();
+          await woken;
+          return sendOffsets(offsets);
+        };
+        return tx;
+      };
+      return producer;
+    };
+    const applied = { zombie: 0, survivor: 0 };
+    const outcomes: boolean[] = [];
+    const handlerOf = (who: keyof typeof applied) =>
+      quietHandler({
+        processBatch: (_state, batch) => ({
+          records: [],
+          afterCommit: () => void (applied[who] += batch.messages.length),
+        }),
+      });
+    const ownInput = `${ns}.zombie`;
+    const admin = base0.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: ownInput, numPartitions: 1 }], waitForLeaders: true });
+    await admin.disconnect();
+    const options = { ...base('zombie', () => undefined), inputTopic: ownInput };
+    const zombie = new TransactionalProcessor(
+      zombieKafka,
+      {
+        ...options,
+        observer: {
+          batch: (_n, _s, committed) => void outcomes.push(committed),
+          restored: () => undefined,
+          lag: () => undefined,
+        },
+      },
+      handlerOf('zombie'),
+    );
+    const survivor = new TransactionalProcessor(base0, { ...options, name: 'survivor' }, handlerOf('survivor'));
+    const producer = base0.producer();
+    try {
+      await zombie.start();
+      await until(() => zombie.isReady, 60000, 'the zombie-to-be to be ready');
+      await producer.connect();
+      await producer.send({ topic: ownInput, messages: [{ key: 'k', value: 'v' }] });
+      await reachedOffsets;
+      await survivor.start();
+      await until(() => applied.survivor === 1, 60000, 'the survivor to take the partition over and commit the record');
+      wake();
+      await until(() => outcomes.length > 0, 30000, "the zombie's transaction to end");
+      assert.deepEqual(outcomes, [false], "the zombie's transaction did not commit");
+      await sleep(2000);
+      assert.deepEqual(applied, { zombie: 0, survivor: 1 }, 'the record was applied once, by the survivor');
+    } finally {
+      wake();
+      await producer.disconnect();
+      await Promise.all([zombie.stop(), survivor.stop()]);
     }
   });
 

@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { randomUUID } from 'node:crypto';
 import {
   Consumer,
   EachBatchPayload,
@@ -15,9 +16,16 @@ import {
   LocalState,
   restoreChangelog,
   RestoreStats,
-  writeRestoreMarker,
+  writeRestoreMarkers,
 } from './changelog-restore';
+import { CommitPipeline, Round, roundOffsets } from './commit-pipeline';
 import { createProducer } from './kafka-client';
+import {
+  ConsumerGroupMetadata,
+  fetchStableOffsets,
+  groupMetadataOfJoin,
+  sendOffsetsToTransaction,
+} from './kafkajs-fixes/group-fencing';
 import { chunkByBytes } from './record-bytes';
 import { ConsumerRevival } from './retry';
 
@@ -66,6 +74,11 @@ export interface TransactionalProcessorOptions {
   fetchMaxWaitMs: number;
   /** Bound on one produce request of a transaction: a batch's output goes out in as many requests as it needs. */
   maxRequestBytes: number;
+  /**
+   * How long a transaction may stay open before the coordinator aborts it (transaction.timeout.ms): how long the
+   * partitions of a process that died mid-transaction stay blocked for their new owner.
+   */
+  transactionTimeoutMs: number;
   /** Told about every batch, restore and lag reading, for metrics. */
   observer?: ProcessorObserver;
   /**
@@ -81,14 +94,25 @@ const MAX_TAKEOVER_ATTEMPTS = 8;
 export interface ProcessorObserver {
   /** A batch of `records` input records, in `seconds`; when committed, `written` records went out with it. */
   batch(records: number, seconds: number, committed: boolean, written: number): void;
+  /** A Kafka transaction (a round: the batches of several partitions) ended, committed or not. */
+  transaction?(committed: boolean): void;
   restored(stats: RestoreStats): void;
   lag(partition: number, records: number): void;
   /** Partitions this process no longer owns (revoked, or released to be taken over again). */
   released?(partitions: number[]): void;
 }
 
+/**
+ * What a committed round wrote: its produce requests and each one's answer (`written[i]` answers `requests[i]`),
+ * from which each batch of the round finds its own changelog partition's checkpoint.
+ */
+interface RoundWritten {
+  requests: TopicMessages[][];
+  written: RecordMetadata[][];
+}
+
+/** A partition this process owns: its state, and where its processing stands. */
 interface Owned<S> {
-  producer: Producer;
   state: S;
   /** The offset after the last batch this owner committed: a batch fetched again is not processed again. */
   next: bigint | null;
@@ -99,18 +123,64 @@ interface Owned<S> {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * Exactly-once read-process-write over one input topic. Each partition this process is assigned gets a
- * transactional producer whose id is tied to the partition, so initialising it fences the previous owner (how
- * kafkajs stops zombies), and state restored from the same partition of a changelog topic. Each batch's output
- * records and consumed offsets commit in one Kafka transaction; nothing reaches the handler's afterCommit unless
- * that transaction committed.
+ * Transactional producers used in turn, one transaction each: the next round's first request does not wait for the
+ * coordinator to finish writing the previous round's markers (it answers CONCURRENT_TRANSACTIONS until then).
+ */
+const TRANSACTIONAL_PRODUCERS = 2;
+
+/** A transactional producer, connected on first use, and connected again (same id) after a failure. */
+class ProducerSlot {
+  private producer?: Promise<Producer>;
+
+  constructor(private readonly create: () => Producer) {}
+
+  get(): Promise<Producer> {
+    if (!this.producer) {
+      const producer = this.create();
+      // Connecting initialises the transactional id: any transaction an earlier producer of it left open aborts.
+      const connected = producer.connect().then(
+        () => producer,
+        async (error: unknown) => {
+          await producer.disconnect().catch(() => undefined);
+          throw error;
+        },
+      );
+      connected.catch(() => this.producer === connected && (this.producer = undefined));
+      this.producer = connected;
+    }
+    return this.producer;
+  }
+
+  async replace(): Promise<void> {
+    const old = this.producer;
+    this.producer = undefined;
+    await old?.then((producer) => producer.disconnect()).catch(() => undefined);
+  }
+}
+
+/**
+ * Exactly-once read-process-write over one input topic, as Kafka Streams' exactly-once v2 (KIP-447): the batches of
+ * every partition this process owns commit together, one Kafka transaction per round (see CommitPipeline), through
+ * transactional producers of this process (not of a partition), with the input offsets committed under the
+ * consumer's group generation and member id. Each partition's state is restored from the same partition of a
+ * changelog topic; nothing reaches the handler's afterCommit unless its transaction committed.
+ *
+ * Why a take-over stays exact without a producer per partition to fence: a previous owner (a zombie) can only commit
+ * a transaction whose offsets the group coordinator accepted, which it does only while the zombie's generation is
+ * the group's: before the new owner was even assigned the partition. The zombie sends its offsets after every record
+ * of that transaction was written, so those records precede the marker the new owner writes into the changelog, and
+ * the new owner's read_committed restore cannot pass them before the transaction has ended (committed: restored;
+ * aborted: skipped). Its committed offsets are then read with require_stable, which waits for such a transaction
+ * too. Any later transaction of the zombie is refused at its offsets and aborted (or, frozen, aborted by the
+ * coordinator after transactionTimeoutMs), so it never appends, replies, or moves offsets.
  */
 export class TransactionalProcessor<S> {
   private readonly logger: Logger;
   private readonly consumer: Consumer;
   private readonly owned = new Map<number, Promise<Owned<S>>>();
-  /** The partitions the group gave this process at the last join. */
+  /** The partitions the group gave this process at the last join, and the membership they were given under. */
   private assigned = new Set<number>();
+  private membership?: ConsumerGroupMetadata;
   private joined = false;
   private restoring = 0;
   private failed = false;
@@ -120,6 +190,14 @@ export class TransactionalProcessor<S> {
   private readonly takeOverFailures = new Map<number, number>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly revival: ConsumerRevival;
+  private readonly producers: ProducerSlot[];
+  /** Writes the restore markers (idempotent, not transactional). */
+  private readonly markers: ProducerSlot;
+  private readonly pipeline = new CommitPipeline<RoundWritten>(
+    (round, slot) => this.commitRound(round, slot),
+    TRANSACTIONAL_PRODUCERS,
+    1, // one round at a time: rounds committing side by side measured slower on three brokers (README, Performance)
+  );
 
   constructor(
     private readonly kafka: Kafka,
@@ -136,6 +214,23 @@ export class TransactionalProcessor<S> {
       heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
       retry: { retries: 10 },
     });
+    // One id per process and producer: a process that starts again is a new writer, as in Kafka Streams.
+    const instance = randomUUID();
+    this.producers = Array.from(
+      { length: TRANSACTIONAL_PRODUCERS },
+      (_, i) =>
+        new ProducerSlot(() =>
+          createProducer(kafka, {
+            transactionalId: `${options.groupId}.${instance}.${i}`,
+            idempotent: true,
+            maxInFlightRequests: 1,
+            transactionTimeout: options.transactionTimeoutMs,
+            // The Java client retries CONCURRENT_TRANSACTIONS after 20 ms; kafkajs' first retry (100 ms+) stalls.
+            retry: { initialRetryTime: 20, maxRetryTime: 1000, retries: 10 },
+          }),
+        ),
+    );
+    this.markers = new ProducerSlot(() => createProducer(kafka, { idempotent: true, maxInFlightRequests: 1 }));
     this.revival = new ConsumerRevival(
       this.logger,
       () => this.start(),
@@ -144,7 +239,7 @@ export class TransactionalProcessor<S> {
     this.consumer.on(this.consumer.events.GROUP_JOIN, ({ payload }) => {
       this.lastHeartbeat = performance.now();
       this.revival.joined();
-      this.onAssignment(payload.memberAssignment);
+      this.onAssignment(groupMetadataOfJoin(payload), payload.memberAssignment);
     });
     this.consumer.on(this.consumer.events.HEARTBEAT, () => (this.lastHeartbeat = performance.now()));
     this.consumer.on(this.consumer.events.CRASH, ({ payload }) => {
@@ -185,7 +280,7 @@ export class TransactionalProcessor<S> {
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.options.inputTopic, fromBeginning: true });
     await this.consumer.run({
-      autoCommit: false, // offsets commit inside each batch's transaction
+      autoCommit: false, // offsets commit inside each round's transaction
       eachBatchAutoResolve: false,
       partitionsConsumedConcurrently: this.options.partitionsConcurrently,
       eachBatch: (payload) => this.processBatch(payload),
@@ -198,20 +293,35 @@ export class TransactionalProcessor<S> {
     this.revival.cancel();
     this.retryTimers.forEach((timer) => clearTimeout(timer));
     await this.consumer.disconnect().catch(() => undefined);
+    await this.pipeline.drained();
     await this.release([...this.owned.keys()]);
+    await Promise.all([...this.producers, this.markers].map((slot) => slot.replace()));
   }
 
-  private onAssignment(assignment: Record<string, number[]>): void {
+  /**
+   * A partition's state stays valid across a join only if nobody else can have owned it in between: the same member,
+   * the very next generation. Otherwise (this member was dropped and joined again, or missed a generation) every
+   * partition is taken over again, from what its owners committed.
+   */
+  private onAssignment(membership: ConsumerGroupMetadata, assignment: Record<string, number[]>): void {
+    const previous = this.membership;
+    const continuous =
+      previous !== undefined &&
+      previous.memberId === membership.memberId &&
+      previous.generationId + 1 === membership.generationId;
+    this.membership = membership;
     const assigned = new Set(assignment[this.options.inputTopic] ?? []);
     this.assigned = assigned;
-    void this.release([...this.owned.keys()].filter((partition) => !assigned.has(partition)));
+    void this.release([...this.owned.keys()].filter((partition) => !continuous || !assigned.has(partition)));
     this.joined = true;
     const added = [...assigned].filter((partition) => !this.owned.has(partition));
     if (added.length > 0) this.acquire(added, async () => undefined);
-    this.logger.log(`assigned partitions [${[...assigned].sort((a, b) => a - b).join(', ')}]`);
+    this.logger.log(
+      `assigned partitions [${[...assigned].sort((a, b) => a - b).join(', ')}] in generation ${membership.generationId}`,
+    );
   }
 
-  /** Takes over partitions: fence their previous owners, then restore each one's state up to a fresh marker. */
+  /** Takes over partitions: restore each one's state up to a fresh marker, then read where its owners stopped. */
   private acquire(partitions: number[], keepAlive: () => Promise<void>): void {
     this.restoring++;
     const acquired = this.takeOver(partitions, keepAlive).finally(() => this.restoring--);
@@ -271,46 +381,17 @@ export class TransactionalProcessor<S> {
     partitions: number[],
     keepAlive: () => Promise<void>,
   ): Promise<{ owned: Owned<S>[]; stats: RestoreStats }> {
-    const connecting = await Promise.allSettled(
-      partitions.map(async (partition) => {
-        const producer = createProducer(this.kafka, {
-          transactionalId: `${this.options.groupId}.${this.options.inputTopic}.${partition}`,
-          idempotent: true,
-          maxInFlightRequests: 1,
-          transactionTimeout: 30000,
-          // Right after a commit the coordinator answers CONCURRENT_TRANSACTIONS until its markers are written;
-          // the Java client retries that after 20 ms, kafkajs' default first retry (100 ms+) is what stalls.
-          retry: { initialRetryTime: 20, maxRetryTime: 1000, retries: 10 },
-        });
-        try {
-          await producer.connect(); // initialises the transactional id: the previous owner is fenced from here on
-        } catch (error) {
-          await producer.disconnect().catch(() => undefined);
-          throw error;
-        }
-        return producer;
-      }),
-    );
-    const producers = connecting.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     const states: S[] = [];
     try {
-      const failed = connecting.find((result) => result.status === 'rejected');
-      if (failed) throw failed.reason;
       for (const partition of partitions) states.push(this.handler.createState(partition));
       const owned = partitions.map((_partition, i): Owned<S> => ({
-        producer: producers[i],
         state: states[i],
         next: null,
         turn: Promise.resolve(),
       }));
-      const markers = new Map(
-        await Promise.all(
-          partitions.map(
-            async (partition, i) =>
-              [partition, await writeRestoreMarker(producers[i], this.options.changelogTopic, partition)] as const,
-          ),
-        ),
-      );
+      // The transactional producers too: a process is ready only once its first round can begin at once.
+      const [markerWriter] = await Promise.all([this.markers.get(), ...this.producers.map((slot) => slot.get())]);
+      const markers = await writeRestoreMarkers(markerWriter, this.options.changelogTopic, partitions);
       const stats = await restoreChangelog(
         this.kafka,
         this.options.changelogTopic,
@@ -322,15 +403,13 @@ export class TransactionalProcessor<S> {
         markers,
         keepAlive,
       );
-      // The offsets kafkajs fetched when the group formed may predate the previous owner's last commit, whose
-      // markers are only certain to be written now that its transactional id is fenced: start from the
-      // committed offsets as they are now, so a batch the previous owner committed is never processed again.
+      // The offsets kafkajs fetched when the group formed may predate a commit that was pending then: start from the
+      // stable committed offsets, so a batch a previous owner committed is never processed again.
       const committed = await this.committedOffsets();
       owned.forEach((o, i) => (o.next = committed.get(partitions[i]) ?? null));
       return { owned, stats };
     } catch (error) {
       states.forEach((state) => this.handler.release?.(state));
-      await Promise.all(producers.map((producer) => producer.disconnect().catch(() => undefined)));
       throw error;
     }
   }
@@ -339,8 +418,10 @@ export class TransactionalProcessor<S> {
     const admin = this.kafka.admin();
     await admin.connect();
     try {
-      const [topic] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [this.options.inputTopic] });
-      return new Map(topic.partitions.filter((p) => Number(p.offset) >= 0).map((p) => [p.partition, BigInt(p.offset)]));
+      // A transaction of a previous owner holds its offsets at most transactionTimeoutMs, plus the coordinator's
+      // scan for timed-out transactions (10 s by default).
+      const wait = this.options.transactionTimeoutMs + 15_000;
+      return await fetchStableOffsets(admin, this.options.groupId, this.options.inputTopic, wait);
     } finally {
       await admin.disconnect();
     }
@@ -349,18 +430,13 @@ export class TransactionalProcessor<S> {
   private async release(partitions: number[]): Promise<void> {
     const owned = partitions.flatMap((partition) => this.owned.get(partition) ?? []);
     partitions.forEach((partition) => this.owned.delete(partition));
-    this.options.observer?.released?.(partitions);
+    if (partitions.length > 0) this.options.observer?.released?.(partitions);
     await Promise.all(
       owned.map((o) =>
-        o
-          .then(
-            ({ producer, state }) => {
-              this.handler.release?.(state);
-              return producer.disconnect();
-            },
-            () => undefined,
-          )
-          .catch(() => undefined),
+        o.then(
+          ({ state }) => this.handler.release?.(state),
+          () => undefined,
+        ),
       ),
     );
   }
@@ -380,11 +456,13 @@ export class TransactionalProcessor<S> {
     const { batch } = payload;
     const heartbeat = (): Promise<void> => payload.heartbeat();
     if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
-    // A batch fetched before a rebalance took the partition away: taking it over again would fence the new owner.
+    // A batch fetched before a rebalance took the partition away: it is the new owner's.
     if (!this.assigned.has(batch.partition)) return;
+    let entry: Promise<Owned<S>> | undefined;
     let owner: Owned<S>;
     try {
       owner = await this.ownerOf(batch.partition, heartbeat);
+      entry = this.owned.get(batch.partition);
     } catch {
       await sleep(500); // not resolving the offsets makes kafkajs fetch this batch again
       return;
@@ -392,18 +470,20 @@ export class TransactionalProcessor<S> {
     // kafkajs may hand out a partition's records again while a batch of it is still committing (it re-reads the
     // committed offset on a rebalance). Batches of one partition therefore run strictly one after another, and
     // records this owner already committed are skipped.
-    const turn = owner.turn.then(() => this.processInTurn(owner, payload, heartbeat));
+    const turn = owner.turn.then(() => this.processInTurn(owner, entry, payload, heartbeat));
     owner.turn = turn.catch(() => undefined);
     await turn;
   }
 
   private async processInTurn(
     owner: Owned<S>,
+    entry: Promise<Owned<S>> | undefined,
     payload: EachBatchPayload,
     heartbeat: () => Promise<void>,
   ): Promise<void> {
     const { batch } = payload;
-    if (this.owned.get(batch.partition) === undefined) return; // released meanwhile: the next owner takes over
+    // Released meanwhile (revoked, or its state is no longer trusted): the next owner takes over.
+    if (entry === undefined || this.owned.get(batch.partition) !== entry || !this.membership) return;
     const fresh =
       owner.next === null ? batch.messages : batch.messages.filter((message) => BigInt(message.offset) >= owner.next!);
     if (fresh.length === 0) {
@@ -418,28 +498,25 @@ export class TransactionalProcessor<S> {
       partition: batch.partition,
       messages: fresh,
     });
-    const requests = chunkByBytes(result.records, this.options.maxRequestBytes);
     const next = BigInt(batch.lastOffset()) + 1n;
-    let tx: Transaction | undefined;
-    const sent: RecordMetadata[][] = [];
+    let round: RoundWritten;
     try {
-      tx = await owner.producer.transaction();
-      for (const topicMessages of requests) sent.push(await tx.sendBatch({ acks: -1, topicMessages }));
-      await tx.sendOffsets({
-        consumerGroupId: this.options.groupId,
-        topics: [{ topic: batch.topic, partitions: [{ partition: batch.partition, offset: next.toString() }] }],
+      // Decided under this membership: its transaction commits under it, or not at all.
+      round = await this.pipeline.add(this.membership, {
+        topic: batch.topic,
+        partition: batch.partition,
+        records: result.records,
+        offset: next,
       });
-      await tx.commit();
     } catch (error) {
-      await tx?.abort().catch(() => undefined);
       result.aborted?.(error);
       this.options.observer?.batch(fresh.length, seconds(), false, 0);
       this.logger.warn(
         `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,
       );
-      // A failed or fenced transaction leaves this process unsure of what committed: take the partition over
+      // A failed or refused transaction leaves this process unsure of what committed: take the partition over
       // again, which restores the state from what did.
-      await this.release([batch.partition]);
+      if (this.owned.get(batch.partition) === entry) await this.release([batch.partition]);
       await sleep(200);
       await heartbeat().catch(() => undefined);
       return;
@@ -448,12 +525,48 @@ export class TransactionalProcessor<S> {
     const written = result.records.reduce((sum, { messages }) => sum + messages.length, 0);
     this.options.observer?.batch(fresh.length, seconds(), true, written);
     try {
-      result.afterCommit(changelogCheckpoint(requests, sent, this.options.changelogTopic, batch.partition));
+      // The round's requests carry the changelog records of every partition in it: this batch's checkpoint is where
+      // the records of its own changelog partition went, which only the responses to those requests tell.
+      result.afterCommit(
+        changelogCheckpoint(round.requests, round.written, this.options.changelogTopic, batch.partition),
+      );
     } catch (error) {
       // The state store could not take a committed batch: take the partition over again, which replays it.
       this.logger.error(`the state of ${batch.topic}/${batch.partition} missed a committed batch: ${String(error)}`);
-      await this.release([batch.partition]);
+      if (this.owned.get(batch.partition) === entry) await this.release([batch.partition]);
     }
     payload.resolveOffset(batch.lastOffset());
+  }
+
+  /**
+   * The record collector: one transaction for the round's records (in produce requests of at most maxRequestBytes)
+   * and its input offsets, on the producers in turn. A producer whose transaction could not even be aborted is
+   * replaced: its successor's initialisation aborts what it left open.
+   */
+  private async commitRound(round: Round, producerIndex: number): Promise<RoundWritten> {
+    const slot = this.producers[producerIndex];
+    const producer = await slot.get();
+    const records: TopicMessages[] = round.entries.flatMap(({ records }) => records);
+    const requests = chunkByBytes(records, this.options.maxRequestBytes);
+    const written: RecordMetadata[][] = [];
+    let tx: Transaction | undefined;
+    try {
+      tx = await producer.transaction();
+      for (const topicMessages of requests) written.push(await tx.sendBatch({ acks: -1, topicMessages }));
+      await sendOffsetsToTransaction(tx, this.options.groupId, roundOffsets(round.entries), round.metadata);
+      await tx.commit();
+      this.options.observer?.transaction?.(true);
+      return { requests, written };
+    } catch (error) {
+      this.options.observer?.transaction?.(false);
+      const aborted = tx
+        ? await tx.abort().then(
+            () => true,
+            () => false,
+          )
+        : true;
+      if (!aborted) await slot.replace();
+      throw error;
+    }
   }
 }

@@ -6,3 +6,4 @@
 import './read-committed';
 import './produce-retry';
 import './transactions';
+import './group-fencing';

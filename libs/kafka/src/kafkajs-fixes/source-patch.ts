@@ -18,7 +18,7 @@ export function applyEdits(fix: string, source: string, edits: [string, string][
  * file. Must run before kafkajs itself is loaded (`@app/kafka` loads every fix first).
  */
 export function replaceKafkajsModule(fix: string, modulePath: string, patch: (source: string) => string): void {
-  if (require.cache[require.resolve('kafkajs/src/producer')]) {
+  if (require.cache[require.resolve('kafkajs/src/producer')] || require.cache[modulePath]) {
     throw new Error(`kafkajs-fixes/${fix} must be loaded before kafkajs (import @app/kafka first)`);
   }
   const patched = new Module(modulePath, module);

@@ -11,12 +11,34 @@
  *   no record (a batch of client retries only) opens with it, right after the previous commit: it failed, and the
  *   processor aborted the batch and took its partition over again for nothing. It is now retried as the Java
  *   client does, from 20 ms on.
+ * - TxnOffsetCommit carries the consumer group metadata that `sendOffsets` is given (see group-fencing.ts).
  */
 import { applyEdits, replaceKafkajsModule } from './source-patch';
 
 const EOS_MANAGER = require.resolve('kafkajs/src/producer/eosManager');
 
 const EDITS: [string, string][] = [
+  [
+    'async sendOffsets({ consumerGroupId, topics }) {',
+    'async sendOffsets({ consumerGroupId, topics, consumerGroupMetadata }) {',
+  ],
+  [
+    `            await groupCoordinator.txnOffsetCommit({
+              transactionalId,
+              producerId,
+              producerEpoch,
+              groupId: consumerGroupId,
+              topics,
+            })`,
+    `            await groupCoordinator.txnOffsetCommit({
+              transactionalId,
+              producerId,
+              producerEpoch,
+              groupId: consumerGroupId,
+              topics,
+              ...consumerGroupMetadata,
+            })`,
+  ],
   [
     `        await transactionCoordinator.addOffsetsToTxn({
           transactionalId,
