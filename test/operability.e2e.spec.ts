@@ -22,20 +22,12 @@ import {
   TEST_SCOPE_HASH_SECRET,
   TEST_USERS,
 } from './support/pipeline';
+import { scrapeMetrics } from './support/metrics';
 
 const run = promisify(execFile);
 const DIST = resolve(__dirname, '..');
 const REPO = resolve(DIST, '..');
 
-async function scrape(metricsUrl: string): Promise<Map<string, number>> {
-  const text = await (await fetch(metricsUrl)).text();
-  const series = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (match) series.set(match[1], Number(match[2]));
-  }
-  return series;
-}
 async function until(condition: () => boolean, what: string, timeoutMs = 15000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
@@ -57,8 +49,8 @@ describe('operability', () => {
   });
 
   it('exposes the named metrics on /metrics of both apps, and they move when sends happen', async () => {
-    const beforeGateway = await scrape(pipeline.gateway.metricsUrl);
-    const beforeConsumer = await scrape(pipeline.consumer.metricsUrl);
+    const beforeGateway = await scrapeMetrics(pipeline.gateway.metricsUrl);
+    const beforeConsumer = await scrapeMetrics(pipeline.consumer.metricsUrl);
     const room = `!metrics-${randomUUID()}:test.local`;
     for (let i = 0; i < 3; i++)
       await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', `metrics-${i}`, {
@@ -70,8 +62,8 @@ describe('operability', () => {
       body: 'retry',
     });
     await sendEvent(pipeline.gateway.url, TEST_USERS.alice.token, room, 'm.room.message', 'metrics-bad', '{"a":1.5}');
-    const gateway = await scrape(pipeline.gateway.metricsUrl);
-    const consumer = await scrape(pipeline.consumer.metricsUrl);
+    const gateway = await scrapeMetrics(pipeline.gateway.metricsUrl);
+    const consumer = await scrapeMetrics(pipeline.consumer.metricsUrl);
 
     assert.equal(
       sum(gateway, 'matrix_gateway_requests_total{route="send",status="200"') -
@@ -153,8 +145,8 @@ describe('operability', () => {
   });
 
   it('shows the readiness of each component as matrix_ready', async () => {
-    const gateway = await scrape(pipeline.gateway.metricsUrl);
-    const consumer = await scrape(pipeline.consumer.metricsUrl);
+    const gateway = await scrapeMetrics(pipeline.gateway.metricsUrl);
+    const consumer = await scrapeMetrics(pipeline.consumer.metricsUrl);
     assert.equal(gateway.get('matrix_ready{component="gateway"}'), 1);
     assert.equal(consumer.get('matrix_ready{component="send"}'), 1);
     assert.equal(consumer.get('matrix_ready{component="annotation"}'), 1);

@@ -4,22 +4,13 @@ import { after, before, describe, it } from 'node:test';
 import { Kafka, logLevel } from 'kafkajs';
 import { commandKey, SEND_COMMAND_VERSION, SendCommand } from '@app/contracts';
 import { AppProcess, isolatedEnv } from './support/pipeline';
+import { scrapeMetrics } from './support/metrics';
 
 /** Transactions the capped consumer takes; the in-heap store (~190 bytes each) could not hold them in the cap. */
 const TRANSACTIONS = Number(process.env.STATE_HEAP_TRANSACTIONS ?? 500_000);
 /** The consumer's V8 heap cap, MB: what it needs with no state, plus room for its batches; not for 500,000 entries. */
 const HEAP_MB = 128;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function scrape(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const series = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (match) series.set(match[1], Number(match[2]));
-  }
-  return series;
-}
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
@@ -52,7 +43,7 @@ describe('a consumer with its heap capped', () => {
     let sampling = true;
     const sampler = (async () => {
       while (sampling) {
-        const metrics = await scrape(consumer.url).catch(() => undefined);
+        const metrics = await scrapeMetrics(consumer.metricsUrl).catch(() => undefined);
         const entries = metrics?.get('matrix_consumer_state_entries{stage="send"}');
         const heap = metrics?.get('nodejs_heap_size_used_bytes');
         if (entries !== undefined && heap !== undefined) samples.push({ entries, heap });
@@ -93,7 +84,7 @@ describe('a consumer with its heap capped', () => {
         await sleep(2000);
         assert.equal(consumer.exitCode, null, `the consumer runs:\n${consumer.output.slice(-20).join('')}`);
         // A scrape may go unanswered while a big batch holds the event loop on a loaded machine; many in a row may not.
-        const metrics = await scrape(consumer.url).catch(() => undefined);
+        const metrics = await scrapeMetrics(consumer.metricsUrl).catch(() => undefined);
         unanswered = metrics ? 0 : unanswered + 1;
         assert.ok(unanswered < 15, `the consumer answers /metrics:\n${consumer.output.slice(-20).join('')}`);
         appended = metrics?.get('matrix_consumer_events_appended_total{stage="send"}') ?? appended;
@@ -102,7 +93,7 @@ describe('a consumer with its heap capped', () => {
       sampling = false;
       await sampler;
     }
-    const metrics = await scrape(consumer.url);
+    const metrics = await scrapeMetrics(consumer.metricsUrl);
     assert.equal(metrics.get('matrix_consumer_events_appended_total{stage="send"}'), TRANSACTIONS, 'every one taken');
     assert.equal(metrics.get('matrix_consumer_state_refusals_total{stage="send"}') ?? 0, 0, 'none refused');
     assert.equal(metrics.get('matrix_consumer_state_entries{stage="send"}'), TRANSACTIONS, 'every one remembered');

@@ -9,22 +9,13 @@ import { Kafka, logLevel } from 'kafkajs';
 import { assertExactlyOnce, transactions } from './support/exactly-once';
 import { runLoad, TransactionOutcome } from './support/load';
 import { AppProcess, isolatedEnv, Pipeline, startPipeline } from './support/pipeline';
+import { scrapeMetrics } from './support/metrics';
 
 const PARTITIONS = 4;
 
-async function scrape(url: string): Promise<Map<string, number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const series = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (match) series.set(match[1], Number(match[2]));
-  }
-  return series;
-}
-
 /** The send stage's restores on this consumer process, as its metrics tell them. */
 async function sendRestores(consumer: AppProcess) {
-  const metrics = await scrape(consumer.url);
+  const metrics = await scrapeMetrics(consumer.metricsUrl);
   const of = (name: string, kind: string) => metrics.get(`${name}{stage="send",kind="${kind}"}`) ?? 0;
   return {
     partial: of('matrix_consumer_restores_total', 'partial'),
