@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { RecordMetadata, TopicMessages } from 'kafkajs';
+import { changelogCheckpoint, changelogFingerprint } from './changelog-restore';
 import { CommitEntry, CommitPipeline, Round, roundOffsets } from './commit-pipeline';
+import { chunkByBytes } from './record-bytes';
 
 const member = { generationId: 3, memberId: 'm' };
 const entry = (partition: number, offset: number): CommitEntry => ({
@@ -40,6 +43,52 @@ describe('the commit pipeline (one transaction per round, exactly-once v2)', () 
     );
     ends[0].resolve();
     await Promise.all(done);
+  });
+
+  it("gives every batch of a round what the round wrote, in which each finds its own partition's changelog checkpoint", async () => {
+    const changelog = (partition: number, keys: string[]): CommitEntry => ({
+      topic: 't',
+      partition,
+      records: [
+        { topic: 'events', messages: [{ value: `event of ${partition}`, partition: 0 }] },
+        { topic: 'txns', messages: keys.map((key) => ({ key, value: `${partition}`, partition })) },
+      ],
+      offset: 1n,
+    });
+    // As the record collector does: the round's records in requests of at most 120 bytes, each answered with the
+    // base offset of every topic-partition it carried (partition p's changelog starting at offset 100 * p).
+    const next = new Map<string, number>();
+    const pipeline = new CommitPipeline(async (round: Round) => {
+      const requests = chunkByBytes(
+        round.entries.flatMap(({ records }) => records),
+        120,
+      );
+      const written = requests.map((request: TopicMessages[]) =>
+        request.flatMap(({ topic, messages }) =>
+          [...new Set(messages.map((m) => m.partition!))].map((partition): RecordMetadata => {
+            const key = `${topic}/${partition}`;
+            const baseOffset = next.get(key) ?? (topic === 'txns' ? 100 * partition : 0);
+            next.set(key, baseOffset + messages.filter((m) => m.partition === partition).length);
+            return { topicName: topic, partition, baseOffset: String(baseOffset), errorCode: 0 };
+          }),
+        ),
+      );
+      return { requests, written };
+    });
+    const batches = [changelog(1, ['a', 'b', 'c', 'd']), changelog(2, ['e']), changelog(3, [])];
+    const results = await Promise.all(batches.map((batch) => pipeline.add(member, batch)));
+    assert.ok(results[0].requests.length > 1, 'the premise: the round needed several requests');
+    assert.ok(
+      results.every((result) => result === results[0]),
+      'the premise: one round',
+    );
+    const checkpoints = batches.map(({ partition }, i) =>
+      changelogCheckpoint(results[i].requests, results[i].written, 'txns', partition),
+    );
+    // Partition 1's changelog went out in two requests (a, b; then c, d): its store reaches the first of the last.
+    assert.deepEqual(checkpoints[0], { offset: '102', fingerprint: changelogFingerprint('c', '1') });
+    assert.deepEqual(checkpoints[1], { offset: '200', fingerprint: changelogFingerprint('e', '2') });
+    assert.equal(checkpoints[2], undefined, 'a batch that wrote no changelog record moves no checkpoint');
   });
 
   it('with one producer, commits one round at a time, and gathers everything decided meanwhile into the next', async () => {
