@@ -101,7 +101,15 @@ export class AppProcess {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const app = new AppProcess(name, `http://127.0.0.1:${port}`, `http://127.0.0.1:${metricsPort}/metrics`, child);
-    if (options.waitReady !== false) await app.waitReady();
+    // An app that never became ready is not left running under a test that can no longer stop it.
+    if (options.waitReady !== false) {
+      try {
+        await app.waitReady();
+      } catch (error) {
+        await app.kill();
+        throw error;
+      }
+    }
     return app;
   }
 
