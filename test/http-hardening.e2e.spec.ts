@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { FakeHomeserver } from './support/fake-homeserver';
+import { scrapeMetrics } from './support/metrics';
 import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
 import { RawConnection, requestHead } from './support/raw-http';
 
@@ -278,6 +279,36 @@ describe('slow clients and connection limits', () => {
       clearInterval(trickle);
       connection.destroy();
     }
+  });
+
+  it('takes a client that drops mid-body, or misses the body deadline, as its own doing: no error log, no 500', async () => {
+    const outputBefore = gateway.output.length;
+    const head = requestHead('PUT', sendPath(), { authorization: `Bearer ${alice.token}`, 'content-length': 1000 });
+    const dropping = await RawConnection.open(gateway.url);
+    dropping.write(head);
+    dropping.write('{"body":"');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the gateway is reading the body
+    dropping.destroy();
+    const late = await RawConnection.open(gateway.url);
+    late.write(head);
+    late.write('{"body":"');
+    try {
+      assert.ok(await late.closesWithin(REQUEST_TIMEOUT_MS + slack), 'the late body is cut off (the premise)');
+    } finally {
+      late.destroy();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const logs = gateway.output.slice(outputBefore).join('');
+    assert.doesNotMatch(logs, /unhandled error|answered 500|Error: aborted/);
+    const series = [...(await scrapeMetrics(gateway.metricsUrl)).keys()];
+    assert.ok(
+      series.some((name) => name.startsWith('matrix_gateway_')),
+      'the metrics are read (the premise)',
+    );
+    assert.deepEqual(
+      series.filter((name) => name.includes('status="500"')),
+      [],
+    );
   });
 
   it('counts only receiving the request against HTTP_REQUEST_TIMEOUT_MS, not waiting for the outcome', async () => {
