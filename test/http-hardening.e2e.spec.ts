@@ -105,6 +105,34 @@ describe('work done before anyone is known', () => {
   });
 });
 
+describe('other methods than PUT from a token holder', () => {
+  let gateway: AppProcess;
+  const BURST = 5;
+  before(async () => {
+    gateway = await AppProcess.start(
+      'gateway',
+      isolatedEnv({ RATE_LIMIT_PER_SECOND: '0.1', RATE_LIMIT_BURST: String(BURST) }),
+    );
+  });
+  after(async () => {
+    await gateway?.stop();
+  });
+
+  it('reads a POST body only within the sender’s rate limit: past it, 429 before a byte is parsed', async () => {
+    const answers: string[] = [];
+    for (let i = 0; i < BURST + 5; i++) {
+      const res = await fetch(`${gateway.url}${sendPath()}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${alice.token}` },
+        body: '{',
+      });
+      answers.push(`${res.status} ${((await res.json()) as { errcode: string }).errcode}`);
+    }
+    assert.deepEqual(answers.slice(0, BURST), Array(BURST).fill('400 M_NOT_JSON'), 'within the limit, judged');
+    assert.deepEqual(answers.slice(BURST), Array(5).fill('429 M_LIMIT_EXCEEDED'), 'past it, refused unread');
+  });
+});
+
 describe('memory held by waiting requests', () => {
   let gateway: AppProcess;
   const SEND_TIMEOUT_MS = 4000;

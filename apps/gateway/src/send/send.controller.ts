@@ -3,8 +3,8 @@ import { All, Controller, HttpCode, Param, Put, Req, UseGuards } from '@nestjs/c
 import { AppConfig } from '@app/config';
 import { JsonObject, parseEventContent, parseEventContentMeasured, unrecognized } from '@app/matrix';
 import { AuthenticatedRequest, AuthGuard } from '../auth/auth.guard';
-import { AuthService } from '../auth/auth.service';
-import { RateLimitGuard } from '../http/rate-limit.guard';
+import { Authenticated, AuthService } from '../auth/auth.service';
+import { RateLimitGuard, SenderRateLimit } from '../http/rate-limit.guard';
 import { hasBody, readBody } from '../http/request-body';
 import { MatrixValidationPipe } from './matrix-validation.pipe';
 import { SendParams } from './send-params.dto';
@@ -25,6 +25,7 @@ export class SendController {
     private readonly sends: SendService,
     private readonly auth: AuthService,
     private readonly config: AppConfig,
+    private readonly rateLimit: SenderRateLimit,
   ) {}
 
   @Put(SEND_PATHS)
@@ -60,21 +61,25 @@ export class SendController {
   /**
    * A known path with another method than PUT: 405. A request with valid credentials and a body that is not an
    * event's content gets 400 instead, the first thing wrong with it (Complement's TestJson POSTs such bodies and
-   * expects 400); without valid credentials the body is not read.
+   * expects 400); without valid credentials the body is not read, and with them it is read only within the same
+   * rate limit and in-flight bounds as a PUT's.
    */
   @All(SEND_PATHS)
   async wrongMethod(@Req() req: AuthenticatedRequest): Promise<never> {
-    if (hasBody(req) && (await this.isAuthenticated(req))) {
+    const auth = hasBody(req) ? await this.authenticated(req) : undefined;
+    if (auth) {
+      this.rateLimit.take(auth);
+      this.sends.refuseIfFull(Number(req.headers['content-length'] ?? 0) || 0);
       const body = await readBody(req, this.config.MAX_BODY_BYTES);
       if (body.length > 0) parseEventContent(body);
     }
     throw unrecognized(405);
   }
 
-  private isAuthenticated(req: AuthenticatedRequest): Promise<boolean> {
+  private authenticated(req: AuthenticatedRequest): Promise<Authenticated | undefined> {
     return this.auth.authenticate(req).then(
-      () => true,
-      () => false,
+      (auth) => auth,
+      () => undefined,
     );
   }
 }
