@@ -191,6 +191,33 @@ describe('memory held by waiting requests', () => {
     const again = await send(arraysBody);
     assert.match(again.body.error, /Timed out/, 'room again for a large send');
   });
+
+  it('counts bodies still being received against MAX_IN_FLIGHT_BYTES, and frees them when their clients leave', async () => {
+    const size = 131_072;
+    const connections: RawConnection[] = [];
+    try {
+      for (let i = 0; i < 32; i++) {
+        const connection = await RawConnection.open(gateway.url);
+        connections.push(connection);
+        connection.write(
+          requestHead('PUT', sendPath(), { authorization: `Bearer ${alice.token}`, 'content-length': size }),
+        );
+        connection.write(' '.repeat(size - 1)); // the last byte held back
+      }
+      const deadline = performance.now() + 5000;
+      while ((await heldBytes()) < 32 * size && performance.now() < deadline) await sleep(50);
+      assert.equal(await heldBytes(), 32 * size, 'the premise: 32 bodies of 128 KB being received are counted');
+      const refused = await send('{"msgtype":"m.text","body":"small"}');
+      assert.equal(refused.status, 503);
+      assert.match(refused.body.error, /in flight/);
+      assert.ok(Number(refused.retryAfter) >= 1, 'with Retry-After');
+    } finally {
+      for (const connection of connections) connection.destroy();
+    }
+    const deadline = performance.now() + 3000;
+    while ((await heldBytes()) > 0 && performance.now() < deadline) await sleep(50);
+    assert.equal(await heldBytes(), 0, 'nothing held once the clients left');
+  });
 });
 
 describe('homeserver token checks under a flood of unknown tokens', () => {

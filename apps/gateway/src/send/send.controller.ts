@@ -35,8 +35,7 @@ export class SendController {
     @Req() req: AuthenticatedRequest,
     @Param(MatrixValidationPipe) params: SendParams,
   ): Promise<{ event_id: string }> {
-    this.sends.refuseIfFull(Number(req.headers['content-length'] ?? 0) || 0);
-    const { content, heldBytes } = await this.readContent(req);
+    const { content, heldBytes } = await this.whileReading(req, () => this.readContent(req));
     const { sender, originServerTs } = req.auth;
     return this.sends.send(
       sender,
@@ -46,6 +45,21 @@ export class SendController {
       typeof req.id === 'string' ? req.id : randomUUID(),
       heldBytes,
     );
+  }
+
+  /**
+   * Runs `read` with the body's size counted against MAX_IN_FLIGHT_BYTES from its first byte (503 + Retry-After
+   * if it does not fit): its declared length, or MAX_BODY_BYTES for a chunked body, whose length is unknown.
+   */
+  private async whileReading<T>(req: AuthenticatedRequest, read: () => Promise<T>): Promise<T> {
+    const declared = Number(req.headers['content-length'] ?? 0) || 0;
+    const bytes = req.headers['transfer-encoding'] === undefined ? declared : this.config.MAX_BODY_BYTES;
+    const release = this.sends.holdWhileReading(Math.min(bytes, this.config.MAX_BODY_BYTES));
+    try {
+      return await read();
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -69,9 +83,10 @@ export class SendController {
     const auth = hasBody(req) ? await this.authenticated(req) : undefined;
     if (auth) {
       this.rateLimit.take(auth);
-      this.sends.refuseIfFull(Number(req.headers['content-length'] ?? 0) || 0);
-      const body = await readBody(req, this.config.MAX_BODY_BYTES);
-      if (body.length > 0) parseEventContent(body);
+      await this.whileReading(req, async () => {
+        const body = await readBody(req, this.config.MAX_BODY_BYTES);
+        if (body.length > 0) parseEventContent(body);
+      });
     }
     throw unrecognized(405);
   }
