@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { FakeHomeserver } from './support/fake-homeserver';
+import { scrapeMetrics } from './support/metrics';
 import { AppProcess, isolatedEnv, Pipeline, startPipeline, TEST_USERS } from './support/pipeline';
 import { RawConnection, requestHead } from './support/raw-http';
 
@@ -104,6 +105,34 @@ describe('work done before anyone is known', () => {
   });
 });
 
+describe('other methods than PUT from a token holder', () => {
+  let gateway: AppProcess;
+  const BURST = 5;
+  before(async () => {
+    gateway = await AppProcess.start(
+      'gateway',
+      isolatedEnv({ RATE_LIMIT_PER_SECOND: '0.1', RATE_LIMIT_BURST: String(BURST) }),
+    );
+  });
+  after(async () => {
+    await gateway?.stop();
+  });
+
+  it('reads a POST body only within the sender’s rate limit: past it, 429 before a byte is parsed', async () => {
+    const answers: string[] = [];
+    for (let i = 0; i < BURST + 5; i++) {
+      const res = await fetch(`${gateway.url}${sendPath()}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${alice.token}` },
+        body: '{',
+      });
+      answers.push(`${res.status} ${((await res.json()) as { errcode: string }).errcode}`);
+    }
+    assert.deepEqual(answers.slice(0, BURST), Array(BURST).fill('400 M_NOT_JSON'), 'within the limit, judged');
+    assert.deepEqual(answers.slice(BURST), Array(5).fill('429 M_LIMIT_EXCEEDED'), 'past it, refused unread');
+  });
+});
+
 describe('memory held by waiting requests', () => {
   let gateway: AppProcess;
   const SEND_TIMEOUT_MS = 4000;
@@ -161,6 +190,33 @@ describe('memory held by waiting requests', () => {
     assert.equal(await heldBytes(), 0, 'nothing held once they are answered');
     const again = await send(arraysBody);
     assert.match(again.body.error, /Timed out/, 'room again for a large send');
+  });
+
+  it('counts bodies still being received against MAX_IN_FLIGHT_BYTES, and frees them when their clients leave', async () => {
+    const size = 131_072;
+    const connections: RawConnection[] = [];
+    try {
+      for (let i = 0; i < 32; i++) {
+        const connection = await RawConnection.open(gateway.url);
+        connections.push(connection);
+        connection.write(
+          requestHead('PUT', sendPath(), { authorization: `Bearer ${alice.token}`, 'content-length': size }),
+        );
+        connection.write(' '.repeat(size - 1)); // the last byte held back
+      }
+      const deadline = performance.now() + 5000;
+      while ((await heldBytes()) < 32 * size && performance.now() < deadline) await sleep(50);
+      assert.equal(await heldBytes(), 32 * size, 'the premise: 32 bodies of 128 KB being received are counted');
+      const refused = await send('{"msgtype":"m.text","body":"small"}');
+      assert.equal(refused.status, 503);
+      assert.match(refused.body.error, /in flight/);
+      assert.ok(Number(refused.retryAfter) >= 1, 'with Retry-After');
+    } finally {
+      for (const connection of connections) connection.destroy();
+    }
+    const deadline = performance.now() + 3000;
+    while ((await heldBytes()) > 0 && performance.now() < deadline) await sleep(50);
+    assert.equal(await heldBytes(), 0, 'nothing held once the clients left');
   });
 });
 
@@ -278,6 +334,36 @@ describe('slow clients and connection limits', () => {
       clearInterval(trickle);
       connection.destroy();
     }
+  });
+
+  it('takes a client that drops mid-body, or misses the body deadline, as its own doing: no error log, no 500', async () => {
+    const outputBefore = gateway.output.length;
+    const head = requestHead('PUT', sendPath(), { authorization: `Bearer ${alice.token}`, 'content-length': 1000 });
+    const dropping = await RawConnection.open(gateway.url);
+    dropping.write(head);
+    dropping.write('{"body":"');
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the gateway is reading the body
+    dropping.destroy();
+    const late = await RawConnection.open(gateway.url);
+    late.write(head);
+    late.write('{"body":"');
+    try {
+      assert.ok(await late.closesWithin(REQUEST_TIMEOUT_MS + slack), 'the late body is cut off (the premise)');
+    } finally {
+      late.destroy();
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const logs = gateway.output.slice(outputBefore).join('');
+    assert.doesNotMatch(logs, /unhandled error|answered 500|Error: aborted/);
+    const series = [...(await scrapeMetrics(gateway.metricsUrl)).keys()];
+    assert.ok(
+      series.some((name) => name.startsWith('matrix_gateway_')),
+      'the metrics are read (the premise)',
+    );
+    assert.deepEqual(
+      series.filter((name) => name.includes('status="500"')),
+      [],
+    );
   });
 
   it('counts only receiving the request against HTTP_REQUEST_TIMEOUT_MS, not waiting for the outcome', async () => {

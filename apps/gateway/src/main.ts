@@ -8,6 +8,7 @@ import { NestExpressApplication } from '@nestjs/platform-express';
 import { AppConfig, loadScopeHashSecret } from '@app/config';
 import { silenceKafkajsTimerWarnings } from '@app/kafka';
 import { AppExpressAdapter, assignRequestIds, bootOrExit, usePino } from '@app/observability';
+import { checkAuthFiles } from './auth/auth.module';
 import { GatewayModule } from './gateway.module';
 import { answerClientErrorsWithJson } from './http/client-error';
 import { matrixCors } from './http/cors.middleware';
@@ -19,7 +20,11 @@ const gateway = {
   name: 'gateway',
   metricsPort: (c: AppConfig) => c.GATEWAY_METRICS_PORT,
   // Without the deployment's scope-hash key a gateway would hash scopes apart from the others: no key, no start.
-  requires: loadScopeHashSecret,
+  // The token file and registrations are read here too, so that a refused one is one line, not a Nest stack trace.
+  requires: (config: AppConfig) => {
+    loadScopeHashSecret(config);
+    checkAuthFiles(config);
+  },
 };
 bootOrExit(gateway, async (config, logger) => {
   const app = await NestFactory.create<NestExpressApplication>(

@@ -60,11 +60,14 @@ export const MAX_QUOTED_CHARS = 40;
  * `why` alone.
  */
 export function badJsonValue(why: string, value: string): MatrixError {
-  const shown =
-    value.length > MAX_QUOTED_CHARS ? `${value.slice(0, MAX_QUOTED_CHARS)}… (${value.length} characters)` : value;
-  const error = badJson(`${why} (${shown})`);
+  const error = badJson(`${why} (${quoted(value)})`);
   error.logText = why;
   return error;
+}
+
+/** The client's input as an error text may quote it: whole up to MAX_QUOTED_CHARS, else its start and length. */
+export function quoted(value: string): string {
+  return value.length > MAX_QUOTED_CHARS ? `${value.slice(0, MAX_QUOTED_CHARS)}… (${value.length} characters)` : value;
 }
 export const invalidParam = (why: string): MatrixError => new MatrixError(400, 'M_INVALID_PARAM', why);
 export const tooLarge = (why: string): MatrixError => new MatrixError(413, 'M_TOO_LARGE', why);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { JsonObject } from './canonical-json';
-import { MatrixError } from './errors';
+import { MatrixError, MAX_QUOTED_CHARS } from './errors';
 import { checkLocalEvent, globMatches, serverMatchesAcl } from './local-event-rules';
 
 const ROOM = '!room:example.org';
@@ -103,6 +103,24 @@ describe('the reference homeserver rules for a locally sent event', () => {
       judge('m.room.power_levels', { events: { 'm.room.name': null } }),
       `400 M_BAD_JSON: "events"."m.room.name": not of type 'integer'`,
     );
+  });
+
+  it('quotes at most MAX_QUOTED_CHARS of a power level name in the error, and logs none of it', () => {
+    const name = `@${'a'.repeat(27_000)}:example.org`;
+    for (const key of ['users', 'events', 'notifications']) {
+      assert.throws(
+        () =>
+          checkLocalEvent({ roomId: ROOM, type: 'm.room.power_levels', content: { [key]: { [name]: 'x' } } }, SERVER),
+        (error: unknown) => {
+          assert.ok(error instanceof MatrixError);
+          assert.equal(error.errcode, 'M_BAD_JSON');
+          assert.ok(error.message.includes(name.slice(0, MAX_QUOTED_CHARS)), 'the client sees which name it was');
+          assert.ok(error.message.length < 200, `an error of ${error.message.length} characters`);
+          assert.ok(error.logText !== undefined && !error.logText.includes('aaaa'), 'the log text quotes nothing');
+          return true;
+        },
+      );
+    }
   });
 
   it('bounds m.room.aliases entries at 255 code points', () => {

@@ -1,5 +1,5 @@
 import { isJsonObject, JsonObject } from './canonical-json';
-import { badJson, forbidden, invalidParam, MatrixError } from './errors';
+import { badJson, forbidden, invalidParam, MatrixError, quoted } from './errors';
 
 /**
  * The rules a homeserver applies to an event its own client sends, judged from the event's type, content and room
@@ -121,7 +121,11 @@ function checkPowerLevels(content: JsonObject): void {
     const map = content[key];
     if (!isJsonObject(map)) throw badJson(`"${key}": not of type 'object'`);
     for (const [name, level] of Object.entries(map)) {
-      if (!isInteger(level)) throw badJson(`"${key}"."${name}": not of type 'integer'`);
+      if (isInteger(level)) continue;
+      // The name is the client's (a user ID or event type of any length): quoted bounded, and never logged.
+      const error = badJson(`"${key}"."${quoted(name)}": not of type 'integer'`);
+      error.logText = `"${key}".<name>: not of type 'integer'`;
+      throw error;
     }
   }
 }

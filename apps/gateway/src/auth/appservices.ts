@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { RE2JS } from 're2js';
-import { parse as parseYaml } from 'yaml';
+import { ConfigError } from '@app/config';
 import { forbidden, invalidParam, isDeviceId, isUserId, Sender, serverNameOf, sha256Base64Url } from '@app/matrix';
+import { readYamlFile } from './yaml-file';
 
 /** The fields of an application service registration (spec: Application Service API, "Registration") we use. */
 export interface Registration {
@@ -29,7 +29,8 @@ export interface AppserviceRequester {
   rateLimited: boolean;
 }
 
-export class RegistrationError extends Error {}
+/** A refused registration: the gateway does not start (one line naming the file, never its tokens). */
+export class RegistrationError extends ConfigError {}
 
 /** Application services, looked up by the SHA-256 of their as_token (the same time whatever the token's characters). */
 export class Appservices {
@@ -96,7 +97,7 @@ function parseRegistration(path: string): Registration {
   };
   let doc: Record<string, unknown>;
   try {
-    doc = parseYaml(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    doc = readYamlFile(path) as Record<string, unknown>;
   } catch (error) {
     return fail(error instanceof Error ? error.message : String(error));
   }

@@ -12,6 +12,12 @@ const list = (value: string | undefined): string[] =>
     .map((s) => s.trim())
     .filter(Boolean);
 
+/** Reads MATRIX_TOKENS_FILE and MATRIX_APPSERVICE_FILES as the module will: throws their ConfigError, if any. */
+export function checkAuthFiles(config: AppConfig): void {
+  if (config.MATRIX_TOKENS_FILE) StaticTokens.fromFile(config.MATRIX_TOKENS_FILE);
+  Appservices.fromFiles(list(config.MATRIX_APPSERVICE_FILES), config.MATRIX_SERVER_NAME);
+}
+
 @Module({
   providers: [
     {

@@ -26,6 +26,38 @@ const errcodeOf = (promise: Promise<unknown>) =>
   );
 
 describe('homeserver token look-ups', () => {
+  it('answers a retryable 503, not a sender, when whoami names an invalid user or device ID', async () => {
+    const answers: Record<string, object> = {
+      good: { user_id: '@good:x', device_id: 'DEVICE' },
+      longDevice: { user_id: '@good:x', device_id: 'D'.repeat(20_000) },
+      badUser: { user_id: 'not-a-user-id' },
+    };
+    const fetch = (async (_url: URL, init: { headers: { authorization: string } }) =>
+      new Response(JSON.stringify(answers[init.headers.authorization.replace('Bearer ', '')]), {
+        status: 200,
+      })) as unknown as typeof globalThis.fetch;
+    const tokens = new HomeserverTokens({
+      baseUrl: 'http://hs',
+      positiveTtlMs: 60_000,
+      negativeTtlMs: 60_000,
+      timeoutMs: 1000,
+      fetch,
+    });
+    assert.deepEqual(await tokens.lookup('good'), {
+      userId: '@good:x',
+      deviceId: 'DEVICE',
+      tokenHash: (await tokens.lookup('good')).tokenHash,
+    });
+    for (const token of ['longDevice', 'badUser']) {
+      await assert.rejects(tokens.lookup(token), (error: MatrixError) => {
+        assert.equal(`${error.status} ${error.errcode}`, '503 M_UNKNOWN');
+        assert.ok(error.retryAfterSeconds !== undefined && error.retryAfterSeconds > 0, 'retryable');
+        assert.ok(!error.message.includes('DDDD') && !error.message.includes('not-a-user'), error.message);
+        return true;
+      });
+    }
+  });
+
   it('keeps valid tokens cached while a flood of unknown tokens comes and goes', async () => {
     const homeserver = fakeHomeserver({ good: '@good:x' });
     const tokens = new HomeserverTokens({

@@ -1,4 +1,5 @@
-import { MatrixError, Sender, sha256Base64Url, unavailable, unknownToken } from '@app/matrix';
+import { Logger } from '@nestjs/common';
+import { isDeviceId, isUserId, MatrixError, Sender, sha256Base64Url, unavailable, unknownToken } from '@app/matrix';
 
 interface Cached {
   expires: number;
@@ -37,6 +38,7 @@ export class HomeserverTokens {
   private readonly inFlightByClient = new Map<string, number>();
   private readonly fetch: typeof fetch;
   private readonly now: () => number;
+  private readonly logger = new Logger(HomeserverTokens.name);
 
   constructor(private readonly options: HomeserverTokensOptions) {
     this.fetch = options.fetch ?? fetch;
@@ -87,6 +89,11 @@ export class HomeserverTokens {
     }
     const body = (await res.json().catch(() => null)) as Record<string, unknown> | null;
     if (res.ok && typeof body?.user_id === 'string') {
+      if (!isUserId(body.user_id) || (typeof body.device_id === 'string' && !isDeviceId(body.device_id))) {
+        // The homeserver's fault, not the token's: retryable, not cached, and the IDs stay out of the log.
+        this.logger.warn('The homeserver answered whoami with a user_id or device_id outside the Matrix grammar');
+        throw unavailable('Could not check the access token: the homeserver answered with an invalid ID', 2);
+      }
       const sender: Sender = {
         userId: body.user_id,
         tokenHash,

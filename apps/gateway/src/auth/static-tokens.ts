@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { ConfigError } from '@app/config';
 import { isDeviceId, isUserId, Sender, sha256Base64Url } from '@app/matrix';
+import { readYamlFile } from './yaml-file';
 
 export interface StaticTokenEntry {
   token: string;
@@ -8,7 +8,8 @@ export interface StaticTokenEntry {
   device_id?: string;
 }
 
-export class TokenFileError extends Error {}
+/** A refused MATRIX_TOKENS_FILE: the gateway does not start (one line naming the file, never its content). */
+export class TokenFileError extends ConfigError {}
 
 /**
  * Tokens from a YAML or JSON file (`MATRIX_TOKENS_FILE`). Looked up by the token's SHA-256, so finding a token
@@ -27,7 +28,7 @@ export class StaticTokens {
   static fromFile(path: string): StaticTokens {
     let parsed: unknown;
     try {
-      parsed = parseYaml(readFileSync(path, 'utf8')); // YAML is a superset of JSON
+      parsed = readYamlFile(path); // YAML is a superset of JSON
     } catch (error) {
       throw new TokenFileError(`MATRIX_TOKENS_FILE ${path}: ${error instanceof Error ? error.message : String(error)}`);
     }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { tooLarge } from '@app/matrix';
+import { MatrixError, tooLarge } from '@app/matrix';
 
 /**
  * Reads a request's body as bytes, whatever Content-Type says (clients do not always send one), up to `limit`
@@ -16,7 +16,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const finish = (error?: Error): void => {
       req.removeListener('data', onData);
       req.removeListener('end', onEnd);
-      req.removeListener('error', finish);
+      req.removeListener('error', onError);
       if (error) reject(error);
       else resolve(Buffer.concat(chunks, size));
     };
@@ -30,11 +30,17 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(chunk);
     };
     const onEnd = (): void => finish();
+    // The connection ended before the body did: the client left, or missed HTTP_REQUEST_TIMEOUT_MS (Node then
+    // destroys the socket). Its doing, not a failure of ours; nobody is left to read the answer.
+    const onError = (error: Error): void => finish(req.destroyed ? bodyNotReceived() : error);
     req.on('data', onData);
     req.once('end', onEnd);
-    req.once('error', finish);
+    req.once('error', onError);
   });
 }
+
+/** A request whose connection closed before its body was in (logged at debug level, like any client error). */
+const bodyNotReceived = (): MatrixError => new MatrixError(400, 'M_UNKNOWN', 'Request body not received');
 
 /** Whether the request says it has a body (a length above 0, or chunked). */
 export function hasBody(req: IncomingMessage): boolean {

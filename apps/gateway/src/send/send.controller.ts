@@ -3,8 +3,8 @@ import { All, Controller, HttpCode, Param, Put, Req, UseGuards } from '@nestjs/c
 import { AppConfig } from '@app/config';
 import { JsonObject, parseEventContent, parseEventContentMeasured, unrecognized } from '@app/matrix';
 import { AuthenticatedRequest, AuthGuard } from '../auth/auth.guard';
-import { AuthService } from '../auth/auth.service';
-import { RateLimitGuard } from '../http/rate-limit.guard';
+import { Authenticated, AuthService } from '../auth/auth.service';
+import { RateLimitGuard, SenderRateLimit } from '../http/rate-limit.guard';
 import { hasBody, readBody } from '../http/request-body';
 import { MatrixValidationPipe } from './matrix-validation.pipe';
 import { SendParams } from './send-params.dto';
@@ -25,6 +25,7 @@ export class SendController {
     private readonly sends: SendService,
     private readonly auth: AuthService,
     private readonly config: AppConfig,
+    private readonly rateLimit: SenderRateLimit,
   ) {}
 
   @Put(SEND_PATHS)
@@ -34,8 +35,7 @@ export class SendController {
     @Req() req: AuthenticatedRequest,
     @Param(MatrixValidationPipe) params: SendParams,
   ): Promise<{ event_id: string }> {
-    this.sends.refuseIfFull(Number(req.headers['content-length'] ?? 0) || 0);
-    const { content, heldBytes } = await this.readContent(req);
+    const { content, heldBytes } = await this.whileReading(req, () => this.readContent(req));
     const { sender, originServerTs } = req.auth;
     return this.sends.send(
       sender,
@@ -45,6 +45,21 @@ export class SendController {
       typeof req.id === 'string' ? req.id : randomUUID(),
       heldBytes,
     );
+  }
+
+  /**
+   * Runs `read` with the body's size counted against MAX_IN_FLIGHT_BYTES from its first byte (503 + Retry-After
+   * if it does not fit): its declared length, or MAX_BODY_BYTES for a chunked body, whose length is unknown.
+   */
+  private async whileReading<T>(req: AuthenticatedRequest, read: () => Promise<T>): Promise<T> {
+    const declared = Number(req.headers['content-length'] ?? 0) || 0;
+    const bytes = req.headers['transfer-encoding'] === undefined ? declared : this.config.MAX_BODY_BYTES;
+    const release = this.sends.holdWhileReading(Math.min(bytes, this.config.MAX_BODY_BYTES));
+    try {
+      return await read();
+    } finally {
+      release();
+    }
   }
 
   /**
@@ -60,21 +75,26 @@ export class SendController {
   /**
    * A known path with another method than PUT: 405. A request with valid credentials and a body that is not an
    * event's content gets 400 instead, the first thing wrong with it (Complement's TestJson POSTs such bodies and
-   * expects 400); without valid credentials the body is not read.
+   * expects 400); without valid credentials the body is not read, and with them it is read only within the same
+   * rate limit and in-flight bounds as a PUT's.
    */
   @All(SEND_PATHS)
   async wrongMethod(@Req() req: AuthenticatedRequest): Promise<never> {
-    if (hasBody(req) && (await this.isAuthenticated(req))) {
-      const body = await readBody(req, this.config.MAX_BODY_BYTES);
-      if (body.length > 0) parseEventContent(body);
+    const auth = hasBody(req) ? await this.authenticated(req) : undefined;
+    if (auth) {
+      this.rateLimit.take(auth);
+      await this.whileReading(req, async () => {
+        const body = await readBody(req, this.config.MAX_BODY_BYTES);
+        if (body.length > 0) parseEventContent(body);
+      });
     }
     throw unrecognized(405);
   }
 
-  private isAuthenticated(req: AuthenticatedRequest): Promise<boolean> {
+  private authenticated(req: AuthenticatedRequest): Promise<Authenticated | undefined> {
     return this.auth.authenticate(req).then(
-      () => true,
-      () => false,
+      (auth) => auth,
+      () => undefined,
     );
   }
 }

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
 import { AuthModule } from '../auth/auth.module';
-import { RateLimitGuard } from '../http/rate-limit.guard';
+import { SenderRateLimit } from '../http/rate-limit.guard';
 import { BacklogMonitor } from './backlog-monitor';
 import { RequestReplyClient } from './request-reply-client';
 import { scopeHasherProvider } from './scope-hasher';
@@ -11,7 +11,7 @@ import { SendService } from './send.service';
 @Module({
   imports: [AuthModule],
   controllers: [SendController],
-  providers: [RequestReplyClient, BacklogMonitor, SendService, scopeHasherProvider, RateLimitGuard],
+  providers: [RequestReplyClient, BacklogMonitor, SendService, scopeHasherProvider, SenderRateLimit],
   exports: [SendService],
 })
 export class SendModule {}

@@ -85,6 +85,23 @@ export class SendService implements BeforeApplicationShutdown {
   }
 
   /**
+   * Counts a body being received (`bytes`: its declared length) against MAX_IN_FLIGHT_BYTES, after `refuseIfFull`
+   * with the same size; the returned function releases it, once, whatever way the reading ended.
+   */
+  holdWhileReading(bytes: number): () => void {
+    this.refuseIfFull(bytes);
+    this.inFlightBytes += bytes;
+    gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.inFlightBytes -= bytes;
+      gatewayMetrics.inFlightBytes.set(this.inFlightBytes);
+    };
+  }
+
+  /**
    * `correlationId` is the request's id in the logs; the command carries it to the consumer and back. `heldBytes`
    * is the request's estimated heap (parsed content and raw size), counted against MAX_IN_FLIGHT_BYTES until it is
    * answered.
