@@ -210,8 +210,15 @@ async function warmUpBroker(broker: Broker): Promise<void> {
  * A private three-broker cluster (the local launcher, its own ports and data), warmed up like the shared broker, for
  * the scenarios that measure what a production cluster costs: every produce waits for a second replica, and every
  * transaction's markers too. Its brokers' CPU is not in the breakdown (their pids are the launcher's).
+ * `BENCH_CLUSTER_BROKERS` (host:port,…) measures a cluster that is already running instead (left running).
  */
 async function startCluster(): Promise<Broker> {
+  const given = process.env.BENCH_CLUSTER_BROKERS;
+  if (given) {
+    const external: Broker = { brokers: given, source: 'cluster', pid: null, stop: async () => undefined };
+    await warmUpBroker(external);
+    return external;
+  }
   const started = await startPrivateBroker(3);
   const cluster: Broker = { brokers: started.brokers, source: 'cluster', pid: null, stop: () => started.stop() };
   try {
