@@ -8,6 +8,8 @@ export interface CommitEntry {
   records: TopicMessages[];
   /** The offset after the batch's last input record. */
   offset: bigint;
+  /** False once the batch must no longer commit (its partition was released since it was decided). */
+  current?: () => boolean;
 }
 
 /** What one transaction commits: the entries of every partition batch that joined it, under one group membership. */

@@ -248,6 +248,94 @@ describe('the exactly-once processor when things fail', () => {
     }
   });
 
+  it('decides the next batch while one commits, and when that one fails, commits neither and reads both again, in order, once', async () => {
+    // One transaction stalls (1 s) and then fails, as a commit refused by the broker would, while the consumer goes
+    // on fetching and deciding the batches after it on top of the uncommitted one.
+    const base0 = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: 'pipelined-test' });
+    const failing = Object.create(base0) as Kafka;
+    let failures = 0;
+    failing.producer = (config) => {
+      const producer = base0.producer(config);
+      if (!config?.transactionalId) return producer;
+      const begin = producer.transaction.bind(producer);
+      producer.transaction = async () => {
+        const tx = await begin();
+        const sendOffsets = tx.sendOffsets.bind(tx);
+        tx.sendOffsets = async (offsets) => {
+          const through = Math.max(...offsets.topics.flatMap((t) => t.partitions.map((p) => Number(p.offset))));
+          if (failures === 0 && through >= 10) {
+            failures++;
+            await sleep(1000);
+            throw new Error('injected: this commit fails');
+          }
+          return sendOffsets(offsets);
+        };
+        return tx;
+      };
+      return producer;
+    };
+    const decided: number[] = [];
+    const committed: number[] = [];
+    const aborted: number[] = [];
+    let uncommitted = 0;
+    let overlapped = false;
+    const handler: PartitionHandler<object> = {
+      ...quietHandler(),
+      decidesOnUncommitted: true,
+      processBatch: (_state, batch) => {
+        const offsets = batch.messages.map((m) => Number(m.offset));
+        if (uncommitted > 0) overlapped = true;
+        uncommitted++;
+        decided.push(...offsets);
+        return {
+          records: [],
+          afterCommit: () => void (uncommitted--, committed.push(...offsets)),
+          aborted: () => void (uncommitted--, aborted.push(...offsets)),
+        };
+      },
+    };
+    const ownInput = `${ns}.pipelined`;
+    const admin = base0.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: ownInput, numPartitions: 1 }], waitForLeaders: true });
+    await admin.disconnect();
+    const processor = new TransactionalProcessor(
+      failing,
+      { ...base('pipelined', () => undefined), inputTopic: ownInput },
+      handler,
+    );
+    const producer = base0.producer();
+    const total = 40;
+    try {
+      await processor.start();
+      await until(() => processor.isReady, 60000, 'the processor to be ready');
+      await producer.connect();
+      for (let i = 0; i < total; i++) {
+        await producer.send({ topic: ownInput, messages: [{ key: 'k', value: String(i) }] });
+        await sleep(50);
+      }
+      await until(() => committed.length >= total, 60000, 'every record to commit');
+      await sleep(1000);
+      assert.equal(failures, 1, 'one commit failed');
+      assert.ok(overlapped, 'a batch was decided while an earlier one had not committed');
+      assert.ok(aborted.length > 0, 'the failed batch was told');
+      assert.deepEqual(
+        committed,
+        Array.from({ length: total }, (_, i) => i),
+        'every record committed once, in offset order',
+      );
+      assert.ok(
+        aborted.some(
+          (offset) => offset > Math.min(...aborted) && decided.indexOf(offset) < decided.lastIndexOf(offset),
+        ),
+        'a batch decided on top of the failed one was not committed but read again',
+      );
+    } finally {
+      await producer.disconnect();
+      await processor.stop();
+    }
+  });
+
   it('tells its owner it cannot go on when its consumer stops for good, instead of staying live and never ready', async () => {
     const { kafka, counting } = countingKafka();
     const fatal: Error[] = [];

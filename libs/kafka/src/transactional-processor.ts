@@ -18,7 +18,7 @@ import {
   RestoreStats,
   writeRestoreMarkers,
 } from './changelog-restore';
-import { CommitPipeline, Round, roundOffsets } from './commit-pipeline';
+import { CommitEntry, CommitPipeline, Round, roundOffsets } from './commit-pipeline';
 import { createProducer } from './kafka-client';
 import {
   ConsumerGroupMetadata,
@@ -26,6 +26,7 @@ import {
   groupMetadataOfJoin,
   sendOffsetsToTransaction,
 } from './kafkajs-fixes/group-fencing';
+import { fetchedOffsetOf } from './kafkajs-fixes/fetched-offset';
 import { chunkByBytes } from './record-bytes';
 import { ConsumerRevival } from './retry';
 
@@ -41,6 +42,13 @@ export interface PartitionHandler<S> {
   release?(state: S): void;
   /** The state's local store, if it keeps one between owners: the restore then replays from its checkpoint. */
   localState?(state: S): LocalState | undefined;
+  /**
+   * True when processBatch may be called again for a partition before the previous batch's transaction has
+   * committed: the handler then decides on top of the uncommitted batches' changes, and each batch ends in exactly
+   * one afterCommit or aborted, in the order the batches were decided. A batch aborted makes every later batch of
+   * its partition abort too. Otherwise a partition's next batch is decided once the previous one committed.
+   */
+  readonly decidesOnUncommitted?: boolean;
 }
 
 /** The records of one partition to process, in offset order. */
@@ -109,16 +117,31 @@ export interface ProcessorObserver {
 interface RoundWritten {
   requests: TopicMessages[][];
   written: RecordMetadata[][];
+  /** The batches the transaction held: a batch whose partition was released before its round began is left out. */
+  included: Set<CommitEntry>;
 }
 
 /** A partition this process owns: its state, and where its processing stands. */
 interface Owned<S> {
   state: S;
-  /** The offset after the last batch this owner committed: a batch fetched again is not processed again. */
+  /** The offset after the last batch this owner decided: a batch fetched again is not processed again. */
   next: bigint | null;
-  /** The tail of this partition's batches: one at a time, each one's state applied before the next starts. */
+  /**
+   * The offset after the last batch of this owner that committed (or where the owner started): where the consumer
+   * reads again from when a batch after it is not committed.
+   */
+  committed: bigint | null;
+  /** The tail of this partition's batches: decided one at a time, in offset order. */
   turn: Promise<void>;
+  /** Batches decided and not yet settled (committed or not); each settles without throwing. */
+  uncommitted: Set<Promise<void>>;
 }
+
+/**
+ * Batches of one partition decided and not yet committed, at most, in a handler that decides on uncommitted batches:
+ * one committing, one waiting for the next round. Bounds what a partition holds in memory (a fetch each).
+ */
+const UNCOMMITTED_BATCHES = 2;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -188,6 +211,8 @@ export class TransactionalProcessor<S> {
   private lastHeartbeat = -Infinity; // performance.now() of the last heartbeat
   /** Consecutive failed take-overs per partition, for the back-off and the give-up. */
   private readonly takeOverFailures = new Map<number, number>();
+  /** Partitions the consumer was sent back to read again from an offset (see notCommitted), until it does. */
+  private readonly resumeAt = new Map<number, bigint>();
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private readonly revival: ConsumerRevival;
   private readonly producers: ProducerSlot[];
@@ -292,6 +317,8 @@ export class TransactionalProcessor<S> {
     this.stopped = true;
     this.revival.cancel();
     this.retryTimers.forEach((timer) => clearTimeout(timer));
+    // Batches decided meanwhile commit under this membership, before the group hears that this process leaves.
+    await this.pipeline.drained();
     await this.consumer.disconnect().catch(() => undefined);
     await this.pipeline.drained();
     await this.release([...this.owned.keys()]);
@@ -310,6 +337,7 @@ export class TransactionalProcessor<S> {
       previous.memberId === membership.memberId &&
       previous.generationId + 1 === membership.generationId;
     this.membership = membership;
+    this.resumeAt.clear(); // a new assignment reads from the committed offsets
     const assigned = new Set(assignment[this.options.inputTopic] ?? []);
     this.assigned = assigned;
     void this.release([...this.owned.keys()].filter((partition) => !continuous || !assigned.has(partition)));
@@ -387,7 +415,9 @@ export class TransactionalProcessor<S> {
       const owned = partitions.map((_partition, i): Owned<S> => ({
         state: states[i],
         next: null,
+        committed: null,
         turn: Promise.resolve(),
+        uncommitted: new Set(),
       }));
       // The transactional producers too: a process is ready only once its first round can begin at once.
       const [markerWriter] = await Promise.all([this.markers.get(), ...this.producers.map((slot) => slot.get())]);
@@ -406,7 +436,7 @@ export class TransactionalProcessor<S> {
       // The offsets kafkajs fetched when the group formed may predate a commit that was pending then: start from the
       // stable committed offsets, so a batch a previous owner committed is never processed again.
       const committed = await this.committedOffsets();
-      owned.forEach((o, i) => (o.next = committed.get(partitions[i]) ?? null));
+      owned.forEach((o, i) => (o.next = o.committed = committed.get(partitions[i]) ?? null));
       return { owned, stats };
     } catch (error) {
       states.forEach((state) => this.handler.release?.(state));
@@ -455,9 +485,15 @@ export class TransactionalProcessor<S> {
   private async processBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     const heartbeat = (): Promise<void> => payload.heartbeat();
-    if (batch.messages.length === 0 || !payload.isRunning() || payload.isStale()) return;
+    if (batch.messages.length === 0 || this.stopped || !payload.isRunning() || payload.isStale()) return;
     // A batch fetched before a rebalance took the partition away: it is the new owner's.
     if (!this.assigned.has(batch.partition)) return;
+    // A batch fetched before the consumer was sent back to read a partition again must not jump ahead of it.
+    const resumeAt = this.resumeAt.get(batch.partition);
+    if (resumeAt !== undefined) {
+      if (fetchedOffsetOf(batch) > resumeAt) return;
+      this.resumeAt.delete(batch.partition);
+    }
     let entry: Promise<Owned<S>> | undefined;
     let owner: Owned<S>;
     try {
@@ -482,14 +518,19 @@ export class TransactionalProcessor<S> {
     heartbeat: () => Promise<void>,
   ): Promise<void> {
     const { batch } = payload;
+    const pipelined = this.handler.decidesOnUncommitted === true;
+    const current = (): boolean => entry !== undefined && this.owned.get(batch.partition) === entry;
+    while (pipelined && owner.uncommitted.size >= UNCOMMITTED_BATCHES) await Promise.race(owner.uncommitted);
     // Released meanwhile (revoked, or its state is no longer trusted): the next owner takes over.
-    if (entry === undefined || this.owned.get(batch.partition) !== entry || !this.membership) return;
+    const membership = this.membership;
+    if (!current() || !membership || this.stopped) return;
     const fresh =
       owner.next === null ? batch.messages : batch.messages.filter((message) => BigInt(message.offset) >= owner.next!);
     if (fresh.length === 0) {
       payload.resolveOffset(batch.lastOffset());
       return;
     }
+    owner.committed ??= BigInt(fresh[0].offset); // nothing committed before: this owner reads from the log's start
     const started = process.hrtime.bigint();
     const seconds = (): number => Number(process.hrtime.bigint() - started) / 1e9;
     this.options.observer?.lag(batch.partition, Number(batch.offsetLag()));
@@ -499,43 +540,101 @@ export class TransactionalProcessor<S> {
       messages: fresh,
     });
     const next = BigInt(batch.lastOffset()) + 1n;
-    let round: RoundWritten;
-    try {
-      // Decided under this membership: its transaction commits under it, or not at all.
-      round = await this.pipeline.add(this.membership, {
-        topic: batch.topic,
-        partition: batch.partition,
-        records: result.records,
-        offset: next,
-      });
-    } catch (error) {
-      result.aborted?.(error);
-      this.options.observer?.batch(fresh.length, seconds(), false, 0);
-      this.logger.warn(
-        `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,
-      );
-      // A failed or refused transaction leaves this process unsure of what committed: take the partition over
-      // again, which restores the state from what did.
-      if (this.owned.get(batch.partition) === entry) await this.release([batch.partition]);
-      await sleep(200);
-      await heartbeat().catch(() => undefined);
+    owner.next = next;
+    const commitEntry: CommitEntry = {
+      topic: batch.topic,
+      partition: batch.partition,
+      records: result.records,
+      offset: next,
+      current,
+    };
+    // Decided under this membership: its transaction commits under it, or not at all.
+    const settled = this.pipeline.add(membership, commitEntry).then(
+      (round) => {
+        const outcome = { records: fresh.length, seconds: seconds() };
+        if (round.included.has(commitEntry)) return this.committed(owner, entry, commitEntry, result, round, outcome);
+        this.notCommitted(owner, entry, batch, result, new Error('its partition was released first'), outcome);
+        return false;
+      },
+      (error: unknown) => {
+        this.notCommitted(owner, entry, batch, result, error, { records: fresh.length, seconds: seconds() });
+        return false;
+      },
+    );
+    const tracked = settled.then(() => undefined);
+    owner.uncommitted.add(tracked);
+    void tracked.finally(() => owner.uncommitted.delete(tracked));
+    if (pipelined) {
+      // The consumer fetches on while the batch commits; a batch that does not commit makes it read again.
+      payload.resolveOffset(batch.lastOffset());
       return;
     }
-    owner.next = next;
+    if (await settled) {
+      payload.resolveOffset(batch.lastOffset());
+    } else {
+      await sleep(200);
+      await heartbeat().catch(() => undefined);
+    }
+  }
+
+  /** The batch's transaction committed: apply its state, send its replies. Returns true. */
+  private committed(
+    owner: Owned<S>,
+    entry: Promise<Owned<S>> | undefined,
+    batch: CommitEntry,
+    result: BatchResult,
+    round: RoundWritten,
+    { records, seconds }: { records: number; seconds: number },
+  ): boolean {
+    owner.committed = batch.offset;
     const written = result.records.reduce((sum, { messages }) => sum + messages.length, 0);
-    this.options.observer?.batch(fresh.length, seconds(), true, written);
+    this.options.observer?.batch(records, seconds, true, written);
+    // The round's requests carry the changelog records of every partition in it: the checkpoint is where the records
+    // of the batch's own changelog partition went, which only the responses to those requests tell. It may lie past
+    // this batch's records when a later batch of the partition shares the round: only that last batch moves it.
+    const last = [...round.included].filter(({ partition }) => partition === batch.partition).at(-1) === batch;
     try {
-      // The round's requests carry the changelog records of every partition in it: this batch's checkpoint is where
-      // the records of its own changelog partition went, which only the responses to those requests tell.
       result.afterCommit(
-        changelogCheckpoint(round.requests, round.written, this.options.changelogTopic, batch.partition),
+        last
+          ? changelogCheckpoint(round.requests, round.written, this.options.changelogTopic, batch.partition)
+          : undefined,
       );
     } catch (error) {
       // The state store could not take a committed batch: take the partition over again, which replays it.
       this.logger.error(`the state of ${batch.topic}/${batch.partition} missed a committed batch: ${String(error)}`);
-      if (this.owned.get(batch.partition) === entry) await this.release([batch.partition]);
+      if (this.owned.get(batch.partition) === entry) void this.release([batch.partition]);
     }
-    payload.resolveOffset(batch.lastOffset());
+    return true;
+  }
+
+  /**
+   * The batch's transaction did not commit (or it was left out of it). This process is unsure of what committed:
+   * the partition is taken over again, which restores its state from what did, and the consumer reads again from
+   * after the last batch known to have committed (the new owner skips whatever did commit beyond it).
+   */
+  private notCommitted(
+    owner: Owned<S>,
+    entry: Promise<Owned<S>> | undefined,
+    batch: EachBatchPayload['batch'],
+    result: BatchResult,
+    error: unknown,
+    { records, seconds }: { records: number; seconds: number },
+  ): void {
+    result.aborted?.(error);
+    this.options.observer?.batch(records, seconds, false, 0);
+    if (entry === undefined || this.owned.get(batch.partition) !== entry) return; // already released
+    this.logger.warn(
+      `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,
+    );
+    if (owner.committed !== null && this.handler.decidesOnUncommitted) {
+      this.resumeAt.set(batch.partition, owner.committed);
+      try {
+        this.consumer.seek({ topic: batch.topic, partition: batch.partition, offset: owner.committed.toString() });
+      } catch (seekError) {
+        this.logger.warn(`could not read ${batch.topic}/${batch.partition} again: ${String(seekError)}`);
+      }
+    }
+    void this.release([batch.partition]);
   }
 
   /**
@@ -544,19 +643,24 @@ export class TransactionalProcessor<S> {
    * replaced: its successor's initialisation aborts what it left open.
    */
   private async commitRound(round: Round, producerIndex: number): Promise<RoundWritten> {
+    // A batch whose partition was released since it was decided (a batch before it did not commit, or the group
+    // took the partition away) must not commit: it may rest on state that never committed.
+    const entries = round.entries.filter((entry) => entry.current?.() !== false);
+    const included = new Set(entries);
+    if (entries.length === 0) return { requests: [], written: [], included };
     const slot = this.producers[producerIndex];
     const producer = await slot.get();
-    const records: TopicMessages[] = round.entries.flatMap(({ records }) => records);
+    const records: TopicMessages[] = entries.flatMap(({ records }) => records);
     const requests = chunkByBytes(records, this.options.maxRequestBytes);
     const written: RecordMetadata[][] = [];
     let tx: Transaction | undefined;
     try {
       tx = await producer.transaction();
       for (const topicMessages of requests) written.push(await tx.sendBatch({ acks: -1, topicMessages }));
-      await sendOffsetsToTransaction(tx, this.options.groupId, roundOffsets(round.entries), round.metadata);
+      await sendOffsetsToTransaction(tx, this.options.groupId, roundOffsets(entries), round.metadata);
       await tx.commit();
       this.options.observer?.transaction?.(true);
-      return { requests, written };
+      return { requests, written, included };
     } catch (error) {
       this.options.observer?.transaction?.(false);
       const aborted = tx

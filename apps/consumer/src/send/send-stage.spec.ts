@@ -85,6 +85,28 @@ describe('the send stage', () => {
     assert.deepEqual(replies[3].body, replies[0].body);
   });
 
+  it('answers a retry decided while the first send still commits with the first event ID, and forgets an aborted one', () => {
+    const { replies, handler, state } = stage();
+    const first = handler.processBatch(state, batchOf({ command: command('t1') }));
+    const retry = handler.processBatch(state, batchOf({ command: command('t1', 'again') }));
+    const other = handler.processBatch(state, batchOf({ command: command('t2') }));
+    first.afterCommit();
+    retry.afterCommit();
+    assert.deepEqual(
+      replies.map((r) => r.status),
+      [200, 200],
+    );
+    assert.deepEqual(replies[1].body, replies[0].body, 'the retry got the event ID its first send got');
+    other.aborted?.(new Error('not committed'));
+    handler.processBatch(state, batchOf({ command: command('t2', 'again') })).afterCommit();
+    assert.equal(replies.length, 3);
+    assert.equal(replies[2].status, 200, 't2 is decided anew, not from the aborted batch');
+    assert.notEqual(
+      (replies[2].body as { event_id: string }).event_id,
+      (replies[0].body as { event_id: string }).event_id,
+    );
+  });
+
   it('gives the budget back when a partition is released', () => {
     const { budget, handler, state, run } = stage(10);
     run({ command: command('t1') });

@@ -27,6 +27,8 @@ export interface SendTopics {
  */
 export class SendStage implements Stage<TxnStore, TxnRecord, SendCommand> {
   readonly changelogTopic: string;
+  /** A decision reads only the transaction's own remembered outcome (`staged.get`). */
+  readonly decidesOnUncommitted = true;
 
   constructor(
     private readonly topics: SendTopics,

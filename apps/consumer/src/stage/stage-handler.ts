@@ -55,6 +55,12 @@ export interface Stage<S extends KeyedStore<V>, V, R> {
   decodeChangelog(key: string, value: Buffer | null): V | null;
   /** One input record; throws for a record that cannot be processed, which is dead-lettered. */
   decode(value: Buffer | null): R;
+  /**
+   * True when the stage reads its state only through `staged.get`: a batch can then be decided while the batches
+   * before it still commit, reading their changes (see PartitionHandler.decidesOnUncommitted). A stage that also
+   * asks its store questions across keys (held annotations by sender or event) leaves it unset.
+   */
+  readonly decidesOnUncommitted?: boolean;
   /** Changes staged before the batch's records: tombstones of what the store forgot, say. */
   beginBatch?(store: S, staged: WriteBuffer<V>): void;
   process(record: R, context: RecordContext<S, V>): void;
@@ -92,6 +98,12 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
   ) {}
 
   private readonly disks = new Map<S, DiskStore>();
+  /** Per store, the changes of batches decided and not yet committed or aborted, oldest first. */
+  private readonly uncommitted = new Map<S, WriteBuffer<V>[]>();
+
+  get decidesOnUncommitted(): boolean {
+    return this.stage.decidesOnUncommitted === true;
+  }
 
   /** Opens the partition's store on disk (throws when the disk refuses: the take-over fails and is retried). */
   createState(partition: number): S {
@@ -103,6 +115,7 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
 
   release(store: S): void {
     this.options.budget.untrack(store);
+    this.uncommitted.delete(store);
     const disk = this.disks.get(store);
     this.disks.delete(store);
     if (disk) this.options.directory.closeStore(disk);
@@ -119,7 +132,7 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
 
   processBatch(store: S, batch: InputBatch): BatchResult {
     const now = Date.now();
-    const staged = new WriteBuffer<V>((key) => store.get(key));
+    const staged = this.stagedOver(store);
     const out = new RecordCollector(this.options.deadLetterTopic, this.options.replyTopicPrefix);
     const counts: OutcomeCounts = { accepted: 0, duplicates: 0, rejected: 0, refused: 0, expired: 0, deadLetters: 0 };
     let room = this.options.budget.remaining();
@@ -158,11 +171,43 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
         try {
           store.commit(staged.entries(), checkpoint);
         } finally {
+          this.settled(store, staged);
           out.sendReplies(this.options.sendReply);
           this.options.observe?.(counts);
         }
       },
-      aborted: (error) => traced?.end(error),
+      aborted: (error) => {
+        this.settled(store, staged);
+        traced?.end(error);
+      },
     };
+  }
+
+  /**
+   * A batch's buffer over the committed store and, in a stage that decides on uncommitted batches, over the changes
+   * of those (newest first): batches of a partition commit in the order they were decided, so this is the state the
+   * batch will commit on top of.
+   */
+  private stagedOver(store: S): WriteBuffer<V> {
+    if (!this.decidesOnUncommitted) return new WriteBuffer<V>((key) => store.get(key));
+    const pending = this.uncommitted.get(store) ?? [];
+    this.uncommitted.set(store, pending);
+    const earlier = [...pending];
+    const staged = new WriteBuffer<V>((key) => {
+      for (let i = earlier.length - 1; i >= 0; i--) {
+        const change = earlier[i].change(key);
+        if (change) return change.value ?? undefined;
+      }
+      return store.get(key);
+    });
+    pending.push(staged);
+    return staged;
+  }
+
+  /** The batch committed (its changes are in the store now) or aborted (the partition is restored again). */
+  private settled(store: S, staged: WriteBuffer<V>): void {
+    const pending = this.uncommitted.get(store);
+    const at = pending?.indexOf(staged) ?? -1;
+    if (at >= 0) pending!.splice(at, 1);
   }
 }

@@ -1,8 +1,9 @@
 import { Message } from 'kafkajs';
 
 /**
- * A batch's changes to a state store: they shadow the committed state for the rest of the batch, become
- * changelog records in the batch's transaction, and reach the store only once it has committed.
+ * A batch's changes to a state store: they shadow the committed state for the rest of the batch (and, in a stage that
+ * decides on top of uncommitted batches, for the batches after it), become changelog records in the batch's
+ * transaction, and reach the store only once it has committed.
  */
 export class WriteBuffer<V> {
   private readonly changes = new Map<string, { value: V | null; description?: object }>();
@@ -12,6 +13,11 @@ export class WriteBuffer<V> {
   get(key: string): V | undefined {
     const change = this.changes.get(key);
     return change ? (change.value ?? undefined) : this.committed(key);
+  }
+
+  /** This buffer's own change of `key` (a null value: a deletion), without looking further; undefined if none. */
+  change(key: string): { value: V | null } | undefined {
+    return this.changes.get(key);
   }
 
   /**
