@@ -294,6 +294,26 @@ describe('the batching producer', () => {
     assert.equal(b.state, 'sent');
   });
 
+  it('replaces a broken producer once, however many of its requests fail', async () => {
+    start({ maxBatch: 1 });
+    const sends = ['a', 'b', 'c'].map((value) => send('t', value));
+    await settle();
+    assert.equal(kafka.unanswered().length, 3, 'the premise: three requests on one producer at once');
+    kafka.unanswered().forEach((request) => request.fail(brokerError('OUT_OF_ORDER_SEQUENCE_NUMBER')));
+    await settle();
+    assert.deepEqual(
+      sends.map((send) => send.state),
+      ['failed', 'failed', 'failed'],
+    );
+    assert.equal(replaced, 1);
+    const next = send('t', 'd');
+    await settle();
+    assert.deepEqual([kafka.producers.length, kafka.unanswered()[0].producer], [2, kafka.producers[1]]);
+    kafka.unanswered()[0].succeed();
+    await settle();
+    assert.equal(next.state, 'sent');
+  });
+
   it('fails the sends waiting for a producer that cannot connect, and connects anew for the next send', async () => {
     start();
     kafka.refuseConnect = Object.assign(new Error('Connection refused'), { name: 'KafkaJSConnectionError' });
