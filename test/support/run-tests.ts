@@ -1,6 +1,7 @@
 /**
  * `npm test`: provides a real Kafka broker (see broker.ts), runs every compiled test file with Node's test
  * runner against it, and stops the broker if it started one.
+ * `npm run test:unit` (`--unit`): no broker, the specs not named `*.e2e.spec.ts`, each test bounded to 60 s.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -8,14 +9,21 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { provideBroker } from '../../tools/harness/broker';
 
+/** Every spec that needs no broker: those that do are named `*.e2e.spec.ts`. */
+const UNIT_SPECS = 'dist/**/!(*.e2e).spec.js';
+
 async function main(): Promise<number> {
+  const unit = process.argv[2] === '--unit';
+  const patterns = process.argv.slice(unit ? 3 : 2);
   const started = Date.now();
-  const broker = await provideBroker();
-  process.stdout.write(
-    `tests use the Kafka broker at ${broker.brokers} (${broker.source}, ready in ${Date.now() - started} ms)\n`,
-  );
-  const patterns = process.argv.slice(2);
-  const files = patterns.length > 0 ? patterns : ['dist/**/*.spec.js'];
+  const broker = unit ? undefined : await provideBroker();
+  if (broker)
+    process.stdout.write(
+      `tests use the Kafka broker at ${broker.brokers} (${broker.source}, ready in ${Date.now() - started} ms)\n`,
+    );
+  const files = patterns.length > 0 ? patterns : [unit ? UNIT_SPECS : 'dist/**/*.spec.js'];
+  // Unit tests may run side by side; end-to-end tests share one broker and the machine's cores, one file at a time.
+  const limits = unit ? ['--test-timeout=60000'] : ['--test-concurrency=1', '--test-timeout=600000'];
   const root = resolve(__dirname, '../../..');
   // A second reporter writes TAP to a file, whose summary says how many tests ran and how many were skipped.
   const tap = join(mkdtempSync(join(tmpdir(), 'test-run-')), 'results.tap');
@@ -27,22 +35,20 @@ async function main(): Promise<number> {
   ];
   try {
     const code = await new Promise<number>((done) => {
-      const child = spawn(
-        process.execPath,
-        ['--test', '--test-concurrency=1', '--test-timeout=600000', ...reporters, ...files],
-        {
-          cwd: root,
-          stdio: 'inherit',
-          env: { ...process.env, KAFKA_BROKERS: broker.brokers, KAFKA_TEST_BROKER_SOURCE: broker.source },
-        },
-      );
+      const child = spawn(process.execPath, ['--test', ...limits, ...reporters, ...files], {
+        cwd: root,
+        stdio: 'inherit',
+        env: broker
+          ? { ...process.env, KAFKA_BROKERS: broker.brokers, KAFKA_TEST_BROKER_SOURCE: broker.source }
+          : process.env,
+      });
       const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
       process.on('SIGINT', forward).on('SIGTERM', forward);
       child.on('exit', (code, signal) => done(code ?? (signal ? 1 : 0)));
     });
     return code === 0 ? noSilentSkips(readFileSync(tap, 'utf8')) : code;
   } finally {
-    await broker.stop();
+    await broker?.stop();
   }
 }
 

@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import { Kafka, Message, Producer } from 'kafkajs';
+import { Message, Producer, ProducerConfig } from 'kafkajs';
 import { createProducer } from './kafka-client';
 import { recordBytes } from './record-bytes';
 import { errorChain } from './retry';
@@ -65,10 +65,18 @@ export class TopicGoneError extends Error {
   readonly type = 'UNKNOWN_TOPIC_OR_PARTITION';
 }
 
+/** What a lane uses of a kafkajs producer. */
+type LaneProducer = Pick<Producer, 'connect' | 'send' | 'disconnect'>;
+
+/** Where lanes get their producers: a kafkajs `Kafka` (the unit tests give a fake one). */
+export interface ProducerSource {
+  producer(config: ProducerConfig): LaneProducer;
+}
+
 /** One topic's sends: its own producer, queue and requests in flight, so that no topic waits on another. */
 interface Lane {
   topic: string;
-  producer: Promise<Producer> | null;
+  producer: Promise<LaneProducer> | null;
   lastUsed: number;
   queue: Pending[];
   queuedBytes: number;
@@ -95,9 +103,11 @@ export class BatchingProducer {
   private readonly gone = new Map<string, number>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
+  /** Produce requests on their way, for disconnect to wait for. */
+  private readonly requests = new Set<Promise<void>>();
 
   constructor(
-    private readonly kafka: Kafka,
+    private readonly kafka: ProducerSource,
     private readonly options: BatchingProducerOptions,
   ) {
     this.logger = new Logger(options.name);
@@ -117,10 +127,16 @@ export class BatchingProducer {
     }
   }
 
+  /**
+   * Sends what is queued, waits for every request on its way (each bounded by kafkajs' retries), then closes the
+   * producers. kafkajs' own disconnect waits only for requests already written to a connection: a send still
+   * fetching metadata reconnects the producer it was told is closed and leaves that connection open.
+   */
   async disconnect(): Promise<void> {
     for (const lane of this.lanes.values()) this.flush(lane);
     this.closed = true;
     clearInterval(this.sweeper);
+    await Promise.allSettled(this.requests);
     const all = [...this.lanes.values()];
     this.lanes.clear();
     await Promise.all(all.map((lane) => this.close(lane.producer)));
@@ -160,7 +176,7 @@ export class BatchingProducer {
     return lane;
   }
 
-  private producerOf(lane: Lane): Promise<Producer> {
+  private producerOf(lane: Lane): Promise<LaneProducer> {
     if (!lane.producer) {
       lane.producer = this.open();
       lane.producer.catch(() => undefined); // the sends that await it see the error
@@ -168,7 +184,7 @@ export class BatchingProducer {
     return lane.producer;
   }
 
-  private async open(): Promise<Producer> {
+  private async open(): Promise<LaneProducer> {
     const producer = createProducer(this.kafka, { idempotent: true, maxInFlightRequests: 5 });
     try {
       await producer.connect();
@@ -183,7 +199,9 @@ export class BatchingProducer {
     if (lane.timer) clearTimeout(lane.timer);
     lane.timer = null;
     while (lane.queue.length > 0) {
-      void this.produce(lane, this.take(lane));
+      const request = this.produce(lane, this.take(lane));
+      this.requests.add(request);
+      void request.finally(() => this.requests.delete(request));
       if (lane.queue.length < this.options.maxBatch && lane.queuedBytes < this.options.maxBatchBytes) break;
     }
     if (lane.queue.length > 0 && lane.inFlight === 0) {
@@ -252,14 +270,14 @@ export class BatchingProducer {
   }
 
   /** Forgets a broken (or never connected) producer: the next send to the topic opens a new one. */
-  private drop(lane: Lane, broken: Promise<Producer>, error: unknown): void {
+  private drop(lane: Lane, broken: Promise<LaneProducer>, error: unknown): void {
     this.logger.warn(`replacing the Kafka producer of ${lane.topic} after: ${String(error)}`);
     lane.producer = null;
     this.options.replaced?.();
     void this.close(broken);
   }
 
-  private async close(producer: Promise<Producer> | null): Promise<void> {
+  private async close(producer: Promise<LaneProducer> | null): Promise<void> {
     await producer
       ?.then(
         (p) => p.disconnect(),

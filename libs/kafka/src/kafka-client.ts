@@ -80,7 +80,10 @@ function observed(kafka: Kafka, observe: RequestObserver): Kafka {
  * Every producer of the project: the Java client's murmur2 partitioner, so a command key maps to the same
  * partition whichever client produced it.
  */
-export function createProducer(kafka: Kafka, options: ProducerConfig): Producer {
+export function createProducer<P = Producer>(
+  kafka: { producer(config: ProducerConfig): P },
+  options: ProducerConfig,
+): P {
   return kafka.producer({
     createPartitioner: Partitioners.DefaultPartitioner,
     allowAutoTopicCreation: false,

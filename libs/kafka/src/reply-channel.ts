@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import { randomBytes } from 'node:crypto';
-import { Admin, Consumer, Kafka } from 'kafkajs';
+import { Admin, Consumer, ConsumerConfig, ConsumerEvents } from 'kafkajs';
 import { ConsumerRevival } from './retry';
 import { durabilityEntries } from './topics';
 
@@ -25,6 +25,16 @@ export function isReplyTopic(prefix: string, topic: string): boolean {
 /** The consumer group that reads a reply topic: it has members exactly while its gateway reads its replies. */
 export const replyReaderGroup = (topic: string): string => `${topic}.reader`;
 
+/** What the channel uses of a kafkajs consumer. */
+type ReplyReader = Pick<Consumer, 'on' | 'connect' | 'subscribe' | 'run' | 'disconnect'> & {
+  events: Pick<ConsumerEvents, 'GROUP_JOIN' | 'HEARTBEAT' | 'CRASH'>;
+};
+
+/** Where the channel gets its reader: a kafkajs `Kafka` (the unit tests give a fake one). */
+export interface ReplyReaderSource {
+  consumer(config: ConsumerConfig): ReplyReader;
+}
+
 interface Waiter<T> {
   resolve: (reply: T) => void;
   timer: NodeJS.Timeout;
@@ -37,7 +47,7 @@ interface Waiter<T> {
  */
 export class ReplyChannel<T extends { correlation_id: string }> {
   private readonly waiters = new Map<string, Waiter<T>>();
-  private readonly consumer: Consumer;
+  private readonly consumer: ReplyReader;
   private readonly revival: ConsumerRevival;
   private ready = false;
   private lastHeartbeat = -Infinity; // performance.now() of the last heartbeat
@@ -45,8 +55,8 @@ export class ReplyChannel<T extends { correlation_id: string }> {
   unmatched?: (reply: T) => void;
 
   constructor(
-    private readonly kafka: Kafka,
-    private readonly admin: Admin,
+    kafka: ReplyReaderSource,
+    private readonly admin: Pick<Admin, 'createTopics' | 'deleteTopics' | 'deleteGroups'>,
     readonly topic: string,
     private readonly decode: (value: Buffer | null) => T | null,
     /** Called when the reader stopped for good (kafkajs does not restart it after a non-retriable error). */

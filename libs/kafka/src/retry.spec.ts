@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { afterEach, beforeEach, describe, it, mock } from 'node:test';
 import { Logger } from '@nestjs/common';
 import { ConsumerRevival, isKafkaUnreachable } from './retry';
 
@@ -20,6 +20,14 @@ describe('a consumer that kafkajs stopped for good', () => {
     assert.equal(isKafkaUnreachable(new TypeError('a defect in the stage')), false);
   });
 
+  /** Advances the mocked clock by `ms`, letting the promise continuations each timer starts run. */
+  async function advance(ms: number): Promise<void> {
+    mock.timers.tick(ms);
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+  }
+  beforeEach(() => mock.timers.enable({ apis: ['setTimeout', 'Date'], now: 0 }));
+  afterEach(() => mock.timers.reset());
+
   it('is started again, with back-off, while Kafka is out of reach, and given up after anything else', async () => {
     const runs: number[] = [];
     const givenUp: Error[] = [];
@@ -29,21 +37,25 @@ describe('a consumer that kafkajs stopped for good', () => {
       () => (runs.push(Date.now()), outcome()),
       (error) => givenUp.push(error),
     );
-    const started = Date.now();
     revival.stopped(named('KafkaJSGroupCoordinatorNotFound'));
-    await new Promise((done) => setTimeout(done, 2500)); // runs after 500 ms, 1000 ms later, then 2000 ms later
-    assert.equal(runs.length, 2);
-    assert.ok(runs[0] - started >= 450 && runs[1] - runs[0] >= 950, 'backing off');
+    await advance(499);
+    assert.deepEqual(runs, []);
+    await advance(1);
+    await advance(999);
+    assert.deepEqual(runs, [500]);
+    await advance(1);
+    assert.deepEqual(runs, [500, 1500], 'backing off: 500 ms, then 1000 ms');
     assert.deepEqual(givenUp, []);
     outcome = () => Promise.reject(new TypeError('a defect'));
-    for (let waited = 0; givenUp.length === 0 && waited < 5000; waited += 100)
-      await new Promise((done) => setTimeout(done, 100));
-    assert.equal(runs.length, 3);
+    await advance(2000);
+    assert.deepEqual(runs, [500, 1500, 3500]);
     assert.equal(givenUp.length, 1, 'a defect is not Kafka out of reach');
+    await advance(60_000);
+    assert.equal(runs.length, 3, 'nothing after giving up');
     revival.cancel();
   });
 
-  it('stops trying once cancelled, and starts again at the short delay once the consumer has joined its group', async () => {
+  it('starts again at the short delay once the consumer has joined its group, and stops trying once cancelled', async () => {
     const runs: number[] = [];
     const revival = new ConsumerRevival(
       quiet,
@@ -51,11 +63,14 @@ describe('a consumer that kafkajs stopped for good', () => {
       () => assert.fail('given up'),
     );
     revival.stopped(named('KafkaJSConnectionError'));
-    await new Promise((done) => setTimeout(done, 600));
+    await advance(500);
     revival.joined();
     revival.stopped(named('KafkaJSConnectionError'));
+    await advance(500);
+    assert.deepEqual(runs, [500, 1000], 'joined: the next stop waits 500 ms again, not 1000');
+    revival.stopped(named('KafkaJSConnectionError'));
     revival.cancel();
-    await new Promise((done) => setTimeout(done, 700));
-    assert.equal(runs.length, 1);
+    await advance(60_000);
+    assert.equal(runs.length, 2);
   });
 });
