@@ -4,16 +4,19 @@
  *
  * For each engine: bytes on disk and of V8 heap per remembered transaction, committed writes a second (batches of
  * 100, as a busy partition commits them), lookups a second (hits and misses), and restore rate from a changelog
- * (records applied a second). Then, with the engine the consumer uses (SQLite through DiskStore): a full restore of
- * `--entries` from the changelog, and a partial one from a checkpoint with 1% of them after it.
+ * (records applied a second). Then, with the engine the consumer uses (SQLite through DiskStore), for each size of
+ * `--restore-entries` (default: `--entries`): the time to read the changelog alone (no store), a full restore from
+ * it into an empty store, and a partial one from the checkpoint with 1% more records after it; with the event loop's
+ * longest delays while each ran (what a consumer's other partitions and heartbeats wait).
  *
- *   npm run bench:state -- [--entries 1000000] [--engines sqlite,lmdb,heap]
+ *   npm run bench:state -- [--entries 1000000] [--engines sqlite,lmdb,heap|none] [--restore-entries 1000000,10000000]
  */
 /* eslint-disable no-console -- a terminal program */
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { Kafka, KafkaMessage, logLevel } from 'kafkajs';
 import { decodeTxnRecord, TxnRecord } from '@app/contracts';
@@ -33,7 +36,10 @@ const arg = (name: string, fallback: string): string => {
   return i > 0 ? process.argv[i + 1] : fallback;
 };
 const entries = Number(arg('entries', '1000000'));
-const engines = arg('engines', 'sqlite,lmdb,heap').split(',');
+const engines = arg('engines', 'sqlite,lmdb,heap')
+  .split(',')
+  .filter((engine) => engine !== 'none');
+const restoreSizes = arg('restore-entries', String(entries)).split(',').map(Number);
 const WINDOW_MS = 86_400_000;
 const BATCH = 100;
 const LOOKUPS = 200_000;
@@ -62,12 +68,13 @@ interface Candidate {
   get(key: string): TxnRecord | undefined;
   /** One changelog record while restoring (the engine may write them in bigger transactions). */
   restore(key: string, value: TxnRecord): void;
-  finishRestore(): void;
+  finishRestore(): void | Promise<void>;
   close(): void;
 }
 
 function sqliteCandidate(dir: string): Candidate {
   const store = new TxnStore(new DiskStore(join(dir, 'state.db'), 64 << 20), WINDOW_MS);
+  store.clear(); // a restore into it is a full one
   let offset = 0;
   return {
     commit: (batch) => store.commit(batch, { offset: String(offset++), fingerprint: 'bench' }),
@@ -135,7 +142,7 @@ interface EngineResult {
   restore_applies_per_s: number;
 }
 
-function measureEngine(engine: string): EngineResult {
+async function measureEngine(engine: string): Promise<EngineResult> {
   const dir = mkdtempSync(join(tmpdir(), `bench-state-${engine}-`));
   try {
     const heapBefore = heapUsed();
@@ -168,7 +175,7 @@ function measureEngine(engine: string): EngineResult {
     const rows = Array.from({ length: Math.min(entries, 500_000) }, () => [id(), record()] as const);
     const restoreStarted = process.hrtime.bigint();
     for (const [key, value] of rows) target.restore(key, value);
-    target.finishRestore();
+    await target.finishRestore();
     const restoreSeconds = Number(process.hrtime.bigint() - restoreStarted) / 1e9;
     target.close();
     rmSync(restoreDir, { recursive: true, force: true });
@@ -187,17 +194,47 @@ function measureEngine(engine: string): EngineResult {
   }
 }
 
+interface Delays {
+  /** The event loop's delay while the restore ran, ms: the longest, and the 99th percentile. */
+  event_loop_max_ms: number;
+  event_loop_p99_ms: number;
+}
+
 interface RestoreResult {
+  entries: number;
   produce_ms: number;
-  full: { records: number; ms: number; kind: string };
-  partial: { records: number; ms: number; kind: string };
+  /** The changelog read to its marker with nothing applied: what the fetching alone takes. */
+  fetch_only_ms: number;
+  full: { records: number; ms: number; kind: string } & Delays;
+  partial: { records: number; ms: number; kind: string } & Delays;
+  full_s_per_million: number;
+}
+
+/** Runs `task` with the event loop's delay recorded (resolution 10 ms). */
+async function withDelays<T>(task: () => Promise<T>): Promise<[T, Delays]> {
+  const histogram = monitorEventLoopDelay({ resolution: 10 });
+  histogram.enable();
+  try {
+    const result = await task();
+    histogram.disable();
+    return [
+      result,
+      {
+        event_loop_max_ms: Math.round(histogram.max / 1e6),
+        event_loop_p99_ms: Math.round(histogram.percentile(99) / 1e6),
+      },
+    ];
+  } finally {
+    histogram.disable();
+  }
 }
 
 /**
- * A changelog of `entries` records, restored into an empty SQLite store (full), then `entries / 100` more records
- * restored into the same store from its checkpoint (partial), as after a restart.
+ * A changelog of `size` records, read once to its end with no store (the fetching alone), restored into an empty
+ * SQLite store (full), then `size / 100` more records restored into the same store from its checkpoint (partial), as
+ * after a restart.
  */
-async function measureRestore(brokers: string): Promise<RestoreResult> {
+async function measureRestore(brokers: string, size: number): Promise<RestoreResult> {
   const kafka = new Kafka({ clientId: 'bench-state', brokers: brokers.split(','), logLevel: logLevel.ERROR });
   const admin = kafka.admin();
   await admin.connect();
@@ -217,28 +254,39 @@ async function measureRestore(brokers: string): Promise<RestoreResult> {
     }
   };
   const produceStarted = Date.now();
-  await produce(entries);
+  await produce(size);
   const produceMs = Date.now() - produceStarted;
   const owner = createProducer(kafka, { transactionalId: `${topic}.owner`, idempotent: true, maxInFlightRequests: 1 });
   await owner.connect();
   const dir = mkdtempSync(join(tmpdir(), 'bench-state-restore-'));
   const store = new TxnStore(new DiskStore(join(dir, 'state.db'), 64 << 20), WINDOW_MS);
-  const restore = async (): Promise<RestoreStats> => {
+  const restore = async (withStore = true): Promise<RestoreStats> => {
     const marker = await writeRestoreMarker(owner, topic, 0);
-    const apply = (m: KafkaMessage): void => store.apply(m.key!.toString(), decodeTxnRecord(m.value));
-    const local: LocalState = store;
+    const apply = withStore
+      ? (m: KafkaMessage): void => store.apply(m.key!.toString(), decodeTxnRecord(m.value))
+      : () => undefined;
+    const local: LocalState | undefined = withStore ? store : undefined;
     return restoreChangelog(kafka, topic, [{ partition: 0, apply, local }], new Map([[0, marker]]));
   };
   try {
-    const full = await restore();
-    await produce(Math.ceil(entries / 100));
-    const partial = await restore();
-    const summary = (stats: RestoreStats) => ({
+    const fetchOnly = await restore(false);
+    const [full, fullDelays] = await withDelays(() => restore());
+    await produce(Math.ceil(size / 100));
+    const [partial, partialDelays] = await withDelays(() => restore());
+    const summary = (stats: RestoreStats, delays: Delays) => ({
       records: stats.records,
       ms: stats.millis,
       kind: stats.partitions[0].kind,
+      ...delays,
     });
-    return { produce_ms: produceMs, full: summary(full), partial: summary(partial) };
+    return {
+      entries: size,
+      produce_ms: produceMs,
+      fetch_only_ms: fetchOnly.millis,
+      full: summary(full, fullDelays),
+      partial: summary(partial, partialDelays),
+      full_s_per_million: Number(((full.millis / full.records) * 1000).toFixed(2)),
+    };
   } finally {
     store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -252,7 +300,7 @@ async function main(): Promise<void> {
   silenceKafkajsTimerWarnings();
   const results: EngineResult[] = [];
   for (const engine of engines) {
-    const result = measureEngine(engine);
+    const result = await measureEngine(engine);
     results.push(result);
     console.log(
       `${engine}: ${result.disk_bytes_per_entry} B disk and ${result.heap_bytes_per_entry} B heap per entry, ` +
@@ -261,21 +309,23 @@ async function main(): Promise<void> {
     );
   }
   const brokers = process.env.KAFKA_BROKERS ?? '127.0.0.1:9092';
-  const restore = await measureRestore(brokers);
-  const perMillion = (ms: number, records: number) => Number(((ms / records) * 1000).toFixed(2));
-  console.log(
-    `restore into SQLite: full ${restore.full.records} records in ${restore.full.ms} ms ` +
-      `(${perMillion(restore.full.ms, restore.full.records)} s per million); partial from the checkpoint ` +
-      `${restore.partial.records} records in ${restore.partial.ms} ms (${restore.partial.kind})`,
-  );
+  const restores: RestoreResult[] = [];
+  for (const size of restoreSizes) {
+    const restore = await measureRestore(brokers, size);
+    restores.push(restore);
+    console.log(
+      `restore of ${size} into SQLite: reading the changelog alone ${restore.fetch_only_ms} ms; full ` +
+        `${restore.full.records} records in ${restore.full.ms} ms (${restore.full_s_per_million} s per million, ` +
+        `event loop delayed at most ${restore.full.event_loop_max_ms} ms); partial from the checkpoint ` +
+        `${restore.partial.records} records in ${restore.partial.ms} ms (${restore.partial.kind}, event loop delayed ` +
+        `at most ${restore.partial.event_loop_max_ms} ms)`,
+    );
+  }
   const result = {
-    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version },
+    machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, load: loadavg() },
     entries,
     engines: results,
-    restore: {
-      ...restore,
-      full_s_per_million: perMillion(restore.full.ms, restore.full.records),
-    },
+    restores,
   };
   const dir = join(__dirname, '../../bench/results');
   mkdirSync(dir, { recursive: true });

@@ -95,8 +95,10 @@ export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
     this.holders = 0;
   }
 
-  restored(checkpoint: Checkpoint): void {
-    this.disk.restored(checkpoint);
+  /** Counts the holders again once restored: during a full restore the new file answers no lookups. */
+  async restored(checkpoint: Checkpoint): Promise<void> {
+    await this.disk.restored(checkpoint);
+    this.holders = this.countHolders();
   }
 
   close(): void {

@@ -54,8 +54,8 @@ export class TxnStore implements KeyedStore<TxnRecord> {
     this.disk.clear();
   }
 
-  restored(checkpoint: Checkpoint): void {
-    this.disk.restored(checkpoint);
+  restored(checkpoint: Checkpoint): Promise<void> {
+    return this.disk.restored(checkpoint);
   }
 
   close(): void {
