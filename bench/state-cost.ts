@@ -72,9 +72,9 @@ interface Candidate {
   close(): void;
 }
 
-function sqliteCandidate(dir: string): Candidate {
+function sqliteCandidate(dir: string, forRestore = false): Candidate {
   const store = new TxnStore(new DiskStore(join(dir, 'state.db'), 64 << 20), WINDOW_MS);
-  store.clear(); // a restore into it is a full one
+  if (forRestore) store.clear(); // a restore into an empty store is a full one (see DiskStore.clear)
   let offset = 0;
   return {
     commit: (batch) => store.commit(batch, { offset: String(offset++), fingerprint: 'bench' }),
@@ -126,7 +126,7 @@ function heapCandidate(): Candidate {
   };
 }
 
-const candidates: Record<string, (dir: string) => Candidate> = {
+const candidates: Record<string, (dir: string, forRestore?: boolean) => Candidate> = {
   sqlite: sqliteCandidate,
   lmdb: lmdbCandidate,
   heap: heapCandidate,
@@ -171,7 +171,7 @@ async function measureEngine(engine: string): Promise<EngineResult> {
     const diskBytes = diskUsage(dir);
 
     const restoreDir = mkdtempSync(join(tmpdir(), `bench-restore-${engine}-`));
-    const target = candidates[engine](restoreDir);
+    const target = candidates[engine](restoreDir, true);
     const rows = Array.from({ length: Math.min(entries, 500_000) }, () => [id(), record()] as const);
     const restoreStarted = process.hrtime.bigint();
     for (const [key, value] of rows) target.restore(key, value);
