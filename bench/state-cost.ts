@@ -239,7 +239,17 @@ async function measureRestore(brokers: string, size: number): Promise<RestoreRes
   const admin = kafka.admin();
   await admin.connect();
   const topic = `bench.state.${Date.now()}`;
-  await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+  // The shared broker is sometimes slow to host a new topic's leader (UNKNOWN_TOPIC_OR_PARTITION): try again.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+      await admin.fetchTopicOffsets(topic);
+      break;
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      await new Promise((done) => setTimeout(done, 2000));
+    }
+  }
   const producer = createProducer(kafka, { idempotent: true });
   await producer.connect();
   const produce = async (count: number): Promise<void> => {

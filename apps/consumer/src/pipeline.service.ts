@@ -71,6 +71,8 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   private sweeper?: NodeJS.Timeout;
   private readonly directory: StateDirectory;
   private stopped = false;
+  /** Left the groups after a store's disk refused a write; joins again once STATE_DIR takes writes. */
+  private suspended = false;
 
   constructor(
     private readonly config: AppConfig,
@@ -86,6 +88,7 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
       cacheBytesPerStore: config.STATE_CACHE_BYTES,
       cleanupDelayMs: config.STATE_CLEANUP_DELAY_MS,
     });
+    this.directory.onRefused = (message) => void this.suspend(message);
     const size = (states: { size: number; bytes: number }[] = []) => ({
       entries: states.reduce((sum, state) => sum + state.size, 0),
       diskBytes: states.reduce((sum, state) => sum + state.bytes, 0),
@@ -106,6 +109,11 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
   }
 
   onModuleInit(): void {
+    this.start();
+  }
+
+  /** Once STATE_DIR takes writes, joins the consumer groups (retrying Kafka); exits on what retrying cannot fix. */
+  private start(): void {
     this.untilStateDirectoryUsable()
       .then(() =>
         untilConnected(
@@ -123,6 +131,26 @@ export class PipelineService implements Readiness, OnModuleInit, OnApplicationSh
           process.exit(1);
         },
       );
+  }
+
+  /**
+   * A state store's disk refused a write (full, read-only, a quota or file-size limit): leaves both consumer groups,
+   * so that other consumers take the partitions over, and stays live and not ready until STATE_DIR takes writes
+   * again; then joins again, each store replaying from its checkpoint what it missed. Exiting would not help (a new
+   * process meets the same disk), and loses nothing either way: what committed is in Kafka.
+   */
+  private async suspend(message: string): Promise<void> {
+    if (this.suspended || this.stopped) return;
+    this.suspended = true;
+    this.logger.error(`${message}; leaving the consumer groups, not ready until it takes writes again`);
+    clearInterval(this.sweeper);
+    try {
+      await this.stopStages();
+    } catch (error) {
+      this.logger.warn(`stopping the stages failed: ${String(error)}`);
+    }
+    this.suspended = false;
+    if (!this.stopped) this.start();
   }
 
   /**

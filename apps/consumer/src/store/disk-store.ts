@@ -158,8 +158,7 @@ export class DiskStore {
       if (checkpoint) this.setCheckpoint(checkpoint);
       this.db.exec('COMMIT');
     } catch (error) {
-      this.db.exec('ROLLBACK');
-      this.rows = Number((this.db.prepare('SELECT count(*) AS n FROM entries').get() as { n: number }).n);
+      this.rollBack();
       throw error;
     }
   }
@@ -169,11 +168,17 @@ export class DiskStore {
    * `restored`, so a restore cut short leaves the previous checkpoint (and replays from there).
    */
   restoreRow(key: string, row: StoredRow | null): void {
-    if (this.restoring === 0) this.db.exec('BEGIN');
-    if (this.staging)
-      this.staging.run(key, row?.value ?? null, row?.expires ?? null, row?.ref ?? null, row?.group ?? null);
-    else this.put(key, row);
-    if (++this.restoring >= RESTORE_COMMIT_EVERY) this.finishRestoreChunk();
+    try {
+      if (this.restoring === 0) this.db.exec('BEGIN');
+      if (this.staging)
+        this.staging.run(key, row?.value ?? null, row?.expires ?? null, row?.ref ?? null, row?.group ?? null);
+      else this.put(key, row);
+      if (++this.restoring >= RESTORE_COMMIT_EVERY) this.finishRestoreChunk();
+    } catch (error) {
+      this.restoring = 0;
+      this.rollBack();
+      throw error;
+    }
   }
 
   /**
@@ -320,5 +325,18 @@ export class DiskStore {
     if (this.restoring === 0) return;
     this.restoring = 0;
     this.db.exec('COMMIT');
+  }
+
+  /**
+   * Ends a failed transaction. SQLite rolls some back itself (a full disk, an I/O error): then there is none to end,
+   * and the error the caller throws stays the one that says why.
+   */
+  private rollBack(): void {
+    try {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+      this.rows = Number((this.db.prepare('SELECT count(*) AS n FROM entries').get() as { n: number }).n);
+    } catch {
+      // The store is unusable until it is opened again (the take-over that follows does).
+    }
   }
 }

@@ -66,18 +66,28 @@ export function mergeStaged(job: MergeJob): void {
   }
 }
 
+/** What the worker says: nothing when it merged; else its error's message and node:sqlite's codes. */
+interface MergeOutcome {
+  error?: string;
+  code?: string;
+  errcode?: number;
+  errstr?: string;
+}
+
 /** Runs `mergeStaged` in a worker thread: a merge of millions of rows takes seconds the event loop cannot give. */
 export function mergeFullRestore(job: MergeJob): Promise<void> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(join(__dirname, 'full-restore.worker.js'), { workerData: job });
-    let outcome: { error?: string; code?: string } | undefined;
-    worker.once('message', (message: { error?: string; code?: string }) => (outcome = message));
+    let outcome: MergeOutcome | undefined;
+    worker.once('message', (message: MergeOutcome) => (outcome = message));
     worker.once('error', reject);
-    worker.once('exit', (code) => {
+    worker.once('exit', (exitCode) => {
       if (outcome && !outcome.error) resolve();
       else {
-        const error = new Error(outcome?.error ?? `the full restore's merge stopped (exit code ${code})`);
-        if (outcome?.code) Object.assign(error, { code: outcome.code });
+        const error = new Error(outcome?.error ?? `the full restore's merge stopped (exit code ${exitCode})`);
+        // As node:sqlite throws it, so that the caller can tell a full disk from other errors.
+        const { code, errcode, errstr } = outcome ?? {};
+        Object.assign(error, { code, errcode, errstr });
         reject(error);
       }
     });

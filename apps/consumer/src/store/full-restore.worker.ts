@@ -6,6 +6,6 @@ try {
   mergeStaged(workerData as MergeJob);
   parentPort!.postMessage({});
 } catch (error) {
-  const { message, code, errstr } = error as Error & { code?: string; errstr?: string };
-  parentPort!.postMessage({ error: errstr && !message.includes(errstr) ? `${message} (${errstr})` : message, code });
+  const { message, code, errcode, errstr } = error as Error & { code?: string; errcode?: number; errstr?: string };
+  parentPort!.postMessage({ error: message, code, errcode, errstr });
 }
