@@ -45,22 +45,24 @@ export function mergeStaged(job: MergeJob): void {
     // Where the sort spills: the state directory's disk rather than /tmp (PRAGMA takes no parameters).
     db.exec(`PRAGMA temp_store_directory = '${job.tempDir.replaceAll("'", "''")}'`);
     db.prepare('ATTACH DATABASE ? AS staged').run(`${job.path.slice(0, -FULL_RESTORE_SUFFIX.length)}${STAGING_SUFFIX}`);
+    const { changes: rows } = db
+      .prepare(
+        `INSERT INTO entries (key, value, expires, ref, grp)
+          SELECT key, value, expires, ref, grp FROM (
+            SELECT key, value, expires, ref, grp, row_number() OVER (PARTITION BY key ORDER BY rowid DESC) AS newest
+            FROM staged.records
+          ) WHERE newest = 1 AND value IS NOT NULL ORDER BY key`,
+      )
+      .run();
     db.exec(`
-      BEGIN;
-      INSERT INTO entries (key, value, expires, ref, grp)
-        SELECT key, value, expires, ref, grp FROM (
-          SELECT key, value, expires, ref, grp, row_number() OVER (PARTITION BY key ORDER BY rowid DESC) AS newest
-          FROM staged.records
-        ) WHERE newest = 1 AND value IS NOT NULL ORDER BY key;
-      COMMIT;
       DETACH DATABASE staged;
       BEGIN;
       ${INDEXES}
       COMMIT;
     `);
-    db.prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('checkpoint', ?)").run(
-      JSON.stringify(job.checkpoint),
-    );
+    const setMeta = db.prepare('INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)');
+    setMeta.run('rows', String(rows));
+    setMeta.run('checkpoint', JSON.stringify(job.checkpoint));
   } finally {
     db.close();
   }
