@@ -9,7 +9,11 @@
  * it into an empty store, and a partial one from the checkpoint with 1% more records after it; with the event loop's
  * longest delays while each ran (what a consumer's other partitions and heartbeats wait).
  *
+ * With `--scale`, for each size: a store of that many entries built through a full restore's path (no Kafka), then
+ * its lookups and commits a second, and how long it takes to open.
+ *
  *   npm run bench:state -- [--entries 1000000] [--engines sqlite,lmdb,heap|none] [--restore-entries 1000000,10000000]
+ *                          [--scale 10000000,30000000]
  */
 /* eslint-disable no-console -- a terminal program */
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
@@ -39,7 +43,11 @@ const entries = Number(arg('entries', '1000000'));
 const engines = arg('engines', 'sqlite,lmdb,heap')
   .split(',')
   .filter((engine) => engine !== 'none');
-const restoreSizes = arg('restore-entries', String(entries)).split(',').map(Number);
+const restoreSizes = arg('restore-entries', String(entries))
+  .split(',')
+  .map(Number)
+  .filter((size) => size > 0);
+const scaleSizes = arg('scale', '').split(',').filter(Boolean).map(Number);
 const WINDOW_MS = 86_400_000;
 const BATCH = 100;
 const LOOKUPS = 200_000;
@@ -140,6 +148,15 @@ interface EngineResult {
   lookups_per_s: number;
   misses_per_s: number;
   restore_applies_per_s: number;
+  /** How long one commit of BATCH entries held the event loop, ms. */
+  commit_p99_ms: number;
+  commit_max_ms: number;
+}
+
+/** The `q` quantile (0..1) of `values`, which it sorts. */
+function quantile(values: number[], q: number): number {
+  values.sort((a, b) => a - b);
+  return values[Math.min(values.length - 1, Math.floor(q * values.length))] ?? NaN;
 }
 
 async function measureEngine(engine: string): Promise<EngineResult> {
@@ -148,6 +165,7 @@ async function measureEngine(engine: string): Promise<EngineResult> {
     const heapBefore = heapUsed();
     const store = candidates[engine](dir);
     const keys: string[] = [];
+    const commitMs: number[] = [];
     const started = process.hrtime.bigint();
     for (let written = 0; written < entries; written += BATCH) {
       const batch: [string, TxnRecord][] = [];
@@ -156,7 +174,9 @@ async function measureEngine(engine: string): Promise<EngineResult> {
         if (keys.length < LOOKUPS) keys.push(key);
         batch.push([key, record()]);
       }
+      const commitStarted = performance.now();
       store.commit(batch);
+      commitMs.push(performance.now() - commitStarted);
     }
     const writeSeconds = Number(process.hrtime.bigint() - started) / 1e9;
     const heapBytes = heapUsed() - heapBefore - keys.length * 70; // the sample of keys kept for lookups
@@ -188,6 +208,97 @@ async function measureEngine(engine: string): Promise<EngineResult> {
       lookups_per_s: Math.round(hits),
       misses_per_s: Math.round(misses),
       restore_applies_per_s: Math.round(rows.length / restoreSeconds),
+      commit_p99_ms: Number(quantile(commitMs, 0.99).toFixed(1)),
+      commit_max_ms: Number(Math.max(...commitMs).toFixed(1)),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+interface ScaleResult {
+  entries: number;
+  /** Building the store through a full restore's path (staged, merged by the worker), records from memory. */
+  build_s: number;
+  disk_bytes_per_entry: number;
+  /** Opening it again, as a restarted consumer does. */
+  open_ms: number;
+  lookups_per_s: number;
+  misses_per_s: number;
+  /** Commits of BATCH new entries with their checkpoint, for SCALE_COMMIT_SECONDS: entries a second. */
+  writes_per_s: number;
+  commit_p50_ms: number;
+  commit_p99_ms: number;
+  commit_max_ms: number;
+}
+
+const SCALE_COMMIT_SECONDS = 20;
+
+/** Random base64url text, cheaply: building tens of millions of entries with crypto's randomness takes minutes. */
+const pool = randomBytes(1 << 20).toString('base64url');
+let seed = 0x2545f491;
+const fastText = (length: number): string => {
+  seed ^= seed << 13;
+  seed ^= seed >>> 17;
+  seed ^= seed << 5;
+  const at = (seed >>> 0) % (pool.length - length);
+  return pool.slice(at, at + length);
+};
+const fastId = (): string => fastText(11) + fastText(11);
+
+/**
+ * What a consumer's store does once it holds `size` entries: lookups (of entries spread over the whole store, and of
+ * absent keys) and commits of new entries, as 2,000 sends a second against a day's worth would make them.
+ */
+async function measureScale(size: number): Promise<ScaleResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-state-scale-'));
+  const file = join(dir, 'state.db');
+  try {
+    const built = new TxnStore(new DiskStore(file, 64 << 20), WINDOW_MS);
+    const sample: string[] = [];
+    const every = Math.max(1, Math.floor(size / LOOKUPS));
+    const started = performance.now();
+    built.clear();
+    const ts = Date.now();
+    for (let i = 0; i < size; i++) {
+      const key = fastId();
+      if (i % every === 0) sample.push(key);
+      built.apply(key, { event_id: `$${fastText(43)}`, ts });
+    }
+    await built.restored({ offset: '0', fingerprint: 'bench' });
+    const buildSeconds = (performance.now() - started) / 1000;
+    built.close();
+    const opened = performance.now();
+    const store = new TxnStore(new DiskStore(file, 64 << 20), WINDOW_MS);
+    const openMs = performance.now() - opened;
+    const lookups = (keys: string[]): number => {
+      const t = performance.now();
+      for (const key of keys) store.get(key);
+      return keys.length / ((performance.now() - t) / 1000);
+    };
+    const hits = lookups(sample.sort(() => Math.random() - 0.5));
+    const misses = lookups(Array.from({ length: LOOKUPS }, fastId));
+    const commitMs: number[] = [];
+    const writing = performance.now();
+    for (let offset = 1; performance.now() - writing < SCALE_COMMIT_SECONDS * 1000; offset++) {
+      const batch: [string, TxnRecord][] = Array.from({ length: BATCH }, () => [fastId(), record()]);
+      const t = performance.now();
+      store.commit(batch, { offset: String(offset), fingerprint: 'bench' });
+      commitMs.push(performance.now() - t);
+    }
+    const writeSeconds = (performance.now() - writing) / 1000;
+    store.close();
+    return {
+      entries: size,
+      build_s: Number(buildSeconds.toFixed(1)),
+      disk_bytes_per_entry: Math.round(diskUsage(dir) / size),
+      open_ms: Math.round(openMs),
+      lookups_per_s: Math.round(hits),
+      misses_per_s: Math.round(misses),
+      writes_per_s: Math.round((commitMs.length * BATCH) / writeSeconds),
+      commit_p50_ms: Number(quantile(commitMs, 0.5).toFixed(1)),
+      commit_p99_ms: Number(quantile(commitMs, 0.99).toFixed(1)),
+      commit_max_ms: Number(Math.max(...commitMs).toFixed(1)),
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -205,7 +316,8 @@ interface RestoreResult {
   produce_ms: number;
   /** The changelog read to its marker with nothing applied: what the fetching alone takes. */
   fetch_only_ms: number;
-  full: { records: number; ms: number; kind: string } & Delays;
+  /** `merge_ms`: of `ms`, the worker's merge of the staged records into the new file, with its indexes. */
+  full: { records: number; ms: number; kind: string; merge_ms: number } & Delays;
   partial: { records: number; ms: number; kind: string } & Delays;
   full_s_per_million: number;
 }
@@ -270,17 +382,30 @@ async function measureRestore(brokers: string, size: number): Promise<RestoreRes
   await owner.connect();
   const dir = mkdtempSync(join(tmpdir(), 'bench-state-restore-'));
   const store = new TxnStore(new DiskStore(join(dir, 'state.db'), 64 << 20), WINDOW_MS);
+  let mergeMs = 0;
   const restore = async (withStore = true): Promise<RestoreStats> => {
     const marker = await writeRestoreMarker(owner, topic, 0);
     const apply = withStore
       ? (m: KafkaMessage): void => store.apply(m.key!.toString(), decodeTxnRecord(m.value))
       : () => undefined;
-    const local: LocalState | undefined = withStore ? store : undefined;
+    // The time `restored` takes: after a full restore, the worker's merge of the staged records.
+    const local: LocalState | undefined = withStore
+      ? {
+          checkpoint: () => store.checkpoint(),
+          clear: () => store.clear(),
+          restored: async (checkpoint) => {
+            const merging = performance.now();
+            await store.restored(checkpoint);
+            mergeMs = Math.round(performance.now() - merging);
+          },
+        }
+      : undefined;
     return restoreChangelog(kafka, topic, [{ partition: 0, apply, local }], new Map([[0, marker]]));
   };
   try {
     const fetchOnly = await restore(false);
     const [full, fullDelays] = await withDelays(() => restore());
+    const fullMergeMs = mergeMs;
     await produce(Math.ceil(size / 100));
     const [partial, partialDelays] = await withDelays(() => restore());
     const summary = (stats: RestoreStats, delays: Delays) => ({
@@ -293,7 +418,7 @@ async function measureRestore(brokers: string, size: number): Promise<RestoreRes
       entries: size,
       produce_ms: produceMs,
       fetch_only_ms: fetchOnly.millis,
-      full: summary(full, fullDelays),
+      full: { ...summary(full, fullDelays), merge_ms: fullMergeMs },
       partial: summary(partial, partialDelays),
       full_s_per_million: Number(((full.millis / full.records) * 1000).toFixed(2)),
     };
@@ -318,6 +443,17 @@ async function main(): Promise<void> {
         `(${result.misses_per_s} misses/s), restore applies ${result.restore_applies_per_s}/s`,
     );
   }
+  const scale: ScaleResult[] = [];
+  for (const size of scaleSizes) {
+    const result = await measureScale(size);
+    scale.push(result);
+    console.log(
+      `a store of ${size}: built in ${result.build_s} s, ${result.disk_bytes_per_entry} B disk per entry, opened in ` +
+        `${result.open_ms} ms; ${result.lookups_per_s} lookups/s (${result.misses_per_s} misses/s), ` +
+        `${result.writes_per_s} writes/s (commits of ${BATCH}: p50 ${result.commit_p50_ms} ms, p99 ` +
+        `${result.commit_p99_ms} ms, max ${result.commit_max_ms} ms)`,
+    );
+  }
   const brokers = process.env.KAFKA_BROKERS ?? '127.0.0.1:9092';
   const restores: RestoreResult[] = [];
   for (const size of restoreSizes) {
@@ -325,7 +461,8 @@ async function main(): Promise<void> {
     restores.push(restore);
     console.log(
       `restore of ${size} into SQLite: reading the changelog alone ${restore.fetch_only_ms} ms; full ` +
-        `${restore.full.records} records in ${restore.full.ms} ms (${restore.full_s_per_million} s per million, ` +
+        `${restore.full.records} records in ${restore.full.ms} ms (${restore.full_s_per_million} s per million, the ` +
+        `merge ${restore.full.merge_ms} ms of it, ` +
         `event loop delayed at most ${restore.full.event_loop_max_ms} ms); partial from the checkpoint ` +
         `${restore.partial.records} records in ${restore.partial.ms} ms (${restore.partial.kind}, event loop delayed ` +
         `at most ${restore.partial.event_loop_max_ms} ms)`,
@@ -336,6 +473,7 @@ async function main(): Promise<void> {
     entries,
     engines: results,
     restores,
+    scale,
   };
   const dir = join(__dirname, '../../bench/results');
   mkdirSync(dir, { recursive: true });
