@@ -66,6 +66,13 @@ export function mergeStaged(job: MergeJob): void {
   } finally {
     db.close();
   }
+  // Synced here, off the event loop: the file was written without syncs, and syncing gigabytes takes seconds.
+  const fd = openSync(job.path, 'r+');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** What the worker says: nothing when it merged; else its error's message and node:sqlite's codes. */
@@ -97,16 +104,10 @@ export function mergeFullRestore(job: MergeJob): Promise<void> {
 }
 
 /**
- * Makes a merged file the store: synced to disk, then renamed over the store's name (atomic), then the folder synced,
- * so that after a crash there is either no store or the complete one with its checkpoint.
+ * Makes a merged file (synced by `mergeStaged`) the store: renamed over the store's name (atomic), then the folder
+ * synced, so that after a crash there is either no store or the complete one with its checkpoint.
  */
 export function installFullRestore(building: string, path: string): void {
-  const fd = openSync(building, 'r+');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
   renameSync(building, path);
   const folder = openSync(dirname(path), 'r');
   try {
