@@ -83,8 +83,21 @@ interface MergeOutcome {
   errstr?: string;
 }
 
-/** Runs `mergeStaged` in a worker thread: a merge of millions of rows takes seconds the event loop cannot give. */
+/** The merge under way: merges run one at a time (see `mergeFullRestore`). */
+let merging: Promise<unknown> = Promise.resolve();
+
+/**
+ * Runs `mergeStaged` in a worker thread: a merge of millions of rows takes seconds the event loop cannot give. One at
+ * a time in a process: SQLite's temp directory is a setting of the whole process, which no two threads may change at
+ * once.
+ */
 export function mergeFullRestore(job: MergeJob): Promise<void> {
+  const run = merging.then(() => mergeInWorker(job));
+  merging = run.catch(() => undefined);
+  return run;
+}
+
+function mergeInWorker(job: MergeJob): Promise<void> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(join(__dirname, 'full-restore.worker.js'), { workerData: job });
     let outcome: MergeOutcome | undefined;
