@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -114,6 +114,33 @@ describe('a state store on disk', () => {
       await merged;
       const reopened = new DiskStore(file, 1 << 20);
       assert.deepEqual(reopened.checkpoint(), { offset: '5', fingerprint: 'f' }, 'the merged file is complete');
+      reopened.close();
+    }));
+
+  it('copies its write-ahead log into the database from a worker, not inside a commit', () =>
+    withDir(async (dir) => {
+      const file = join(dir, 'state.db');
+      const store = new DiskStore(file, 1 << 20);
+      const commit = (n: number): void =>
+        store.write(
+          Array.from({ length: 100 }, (_, i): [string, StoredRow] => [
+            `k${n}-${i}`,
+            { value: 'v'.repeat(100), expires: 1 },
+          ]),
+          { offset: String(n), fingerprint: 'f' },
+        );
+      for (let n = 0; n < 50; n++) commit(n);
+      await new Promise((done) => setTimeout(done, 1100));
+      commit(50); // past the interval: asks the worker again
+      const deadline = Date.now() + 10_000;
+      while (statSync(file).size < 500_000 && Date.now() < deadline) await new Promise((done) => setTimeout(done, 50));
+      // The store's connection checkpoints only past 16 MB of log (or when it closes, which it has not).
+      assert.ok(statSync(`${file}-wal`).size < 16 << 20, 'the premise: SQLite did not checkpoint on its own');
+      assert.ok(statSync(file).size >= 500_000, 'the worker copied the log into the database');
+      store.close();
+      const reopened = new DiskStore(file, 1 << 20);
+      assert.equal(reopened.size, 5100);
+      assert.deepEqual(reopened.checkpoint(), { offset: '50', fingerprint: 'f' });
       reopened.close();
     }));
 });
