@@ -1,5 +1,6 @@
 import '@app/kafka'; // before kafkajs: patches its read_committed filter
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -230,6 +231,57 @@ describe('a state directory that cannot be written', () => {
     } finally {
       await consumer.stop();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a disk that stops taking writes under load: a clear error, live and not ready without exiting, and once it takes writes again nothing is lost or doubled', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'matrix-send-state-full-'));
+    const pipeline = await startPipeline({
+      STATE_DIR: stateDir,
+      SEND_TIMEOUT_MS: '2000',
+      CONSUMER_SESSION_TIMEOUT_MS: '6000',
+      LOG_LEVEL: 'info',
+    });
+    /** Sets the consumer's file size limit (soft RLIMIT_FSIZE): at 1 byte, as on a full disk, no file write works. */
+    const limitFileSize = (limit: string): void => {
+      const set = spawnSync('prlimit', ['--pid', String(pipeline.consumer.pid), `--fsize=${limit}:`]);
+      assert.equal(set.status, 0, `prlimit: ${set.stderr?.toString()}`);
+    };
+    try {
+      const before = await runLoad(() => pipeline.gateway.url, transactions('full-a', 300), { concurrency: 16 });
+      await assertExactlyOnce(pipeline.env, before);
+
+      limitFileSize('1');
+      const during = runLoad(() => pipeline.gateway.url, transactions('full-b', 300), { concurrency: 16 });
+      const consumer = pipeline.consumer;
+      const where = stateDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      await untilLogged(
+        consumer,
+        new RegExp(
+          `STATE_DIR ${where} is not usable \\((SQLITE_IOERR|SQLITE_FULL)[^)]*\\) [^;]+; leaving the consumer groups`,
+        ),
+      );
+      const refusedAt = Date.now();
+      await untilLogged(consumer, new RegExp(`STATE_DIR ${where} is not usable \\(EFBIG\\); not ready until it is`));
+      await new Promise((done) => setTimeout(done, 7000)); // past a retry of the probe
+      assert.equal(consumer.exitCode, null, 'the consumer did not exit');
+      assert.equal((await fetch(`${consumer.url}/health/live`)).status, 200, 'live');
+      assert.equal((await fetch(`${consumer.url}/health/ready`)).status, 503, 'not ready');
+
+      limitFileSize('unlimited');
+      await consumer.waitReady(60_000);
+      assert.ok(Date.now() - refusedAt > 7000);
+      const afterwards = await during;
+      assert.ok(
+        afterwards.some((o) => o.retryable.includes(503)),
+        'clients got 503 while the disk refused (otherwise the limit hit an idle consumer)',
+      );
+      await assertExactlyOnce(pipeline.env, [...before, ...afterwards]);
+      await assertRetriesGetTheirEvents(pipeline.gateway.url, [...before.slice(0, 50), ...afterwards.slice(0, 100)]);
+      assert.equal(consumer.exitCode, null, 'the same process throughout');
+    } finally {
+      await pipeline.stop();
+      rmSync(stateDir, { recursive: true, force: true });
     }
   });
 });

@@ -76,9 +76,9 @@ export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
     return this.disk.bytes;
   }
 
-  /** Transactions past the window waiting for their tombstone (they stay until it commits). */
+  /** Forgets nothing itself: a transaction past the window stays until the tombstone a batch writes for it commits. */
   sweep(): number {
-    return this.expiredKeys().length;
+    return 0;
   }
 
   /** Changelog keys to tombstone: transactions past the window, oldest first, a batch's worth. */
@@ -95,8 +95,10 @@ export class AnnotationStore implements KeyedStore<AnnotationStateValue> {
     this.holders = 0;
   }
 
-  restored(checkpoint: Checkpoint): void {
-    this.disk.restored(checkpoint);
+  /** Counts the holders again once restored: during a full restore the new file answers no lookups. */
+  async restored(checkpoint: Checkpoint): Promise<void> {
+    await this.disk.restored(checkpoint);
+    this.holders = this.countHolders();
   }
 
   close(): void {

@@ -105,9 +105,14 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     return this.stage.decidesOnUncommitted === true;
   }
 
-  /** Opens the partition's store on disk (throws when the disk refuses: the take-over fails and is retried). */
+  /**
+   * Opens the partition's store on disk. Throws when the disk refuses (the take-over fails), and tells the state
+   * directory, as every store operation below does: a full disk is the operator's to fix, not a reason to exit.
+   */
   createState(partition: number): S {
-    const disk = this.options.directory.openStore(this.options.group, this.stage.changelogTopic, partition);
+    const disk = this.onDisk(`opening the state of ${this.stage.changelogTopic}/${partition}`, () =>
+      this.options.directory.openStore(this.options.group, this.stage.changelogTopic, partition),
+    );
     const store = this.stage.createStore(disk);
     this.disks.set(store, disk);
     return this.options.budget.track(store);
@@ -118,16 +123,47 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
     this.uncommitted.delete(store);
     const disk = this.disks.get(store);
     this.disks.delete(store);
-    if (disk) this.options.directory.closeStore(disk);
+    if (disk) {
+      try {
+        this.options.directory.closeStore(disk); // closed whatever it throws
+      } catch (error) {
+        this.options.directory.refused(error, `closing the state of ${this.stage.changelogTopic}`);
+      }
+    }
   }
 
   localState(store: S): LocalState {
-    return store;
+    const restoring = `restoring the state of ${this.stage.changelogTopic}`;
+    return {
+      checkpoint: () => store.checkpoint(),
+      clear: () => this.onDisk(restoring, () => store.clear()),
+      restored: async (checkpoint) => {
+        try {
+          await store.restored(checkpoint);
+        } catch (error) {
+          this.options.directory.refused(error, restoring);
+          throw error;
+        }
+      },
+    };
   }
 
   restore(store: S, message: KafkaMessage): void {
     const key = message.key?.toString();
-    if (key) store.apply(key, this.stage.decodeChangelog(key, message.value));
+    if (key)
+      this.onDisk(`restoring the state of ${this.stage.changelogTopic}`, () =>
+        store.apply(key, this.stage.decodeChangelog(key, message.value)),
+      );
+  }
+
+  /** Runs a store operation; an error from the disk is reported to the state directory, and thrown on. */
+  private onDisk<T>(doing: string, operation: () => T): T {
+    try {
+      return operation();
+    } catch (error) {
+      this.options.directory.refused(error, doing);
+      throw error;
+    }
   }
 
   processBatch(store: S, batch: InputBatch): BatchResult {
@@ -169,7 +205,9 @@ export class StageHandler<S extends KeyedStore<V>, V, R> implements PartitionHan
       afterCommit: (checkpoint?: Checkpoint) => {
         traced?.end();
         try {
-          store.commit(staged.entries(), checkpoint);
+          this.onDisk(`writing a committed batch to the state of ${this.stage.changelogTopic}/${batch.partition}`, () =>
+            store.commit(staged.entries(), checkpoint),
+          );
         } finally {
           this.settled(store, staged);
           out.sendReplies(this.options.sendReply);

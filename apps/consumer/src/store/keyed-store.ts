@@ -16,8 +16,11 @@ export interface KeyedStore<V> extends LocalState {
   readonly size: number;
   /** Bytes the store takes on disk, for the disk budget. */
   readonly bytes: number;
-  /** Forgets entries older than the window; returns how many. */
-  sweep(): number;
+  /**
+   * Forgets at most `limit` entries older than the window, in one SQLite transaction; returns how many it forgot
+   * (the caller yields to the event loop and calls again while it gets `limit`).
+   */
+  sweep(limit: number): number;
   /** Closes the files; the partition's state stays on disk (see StateDirectory for when it goes). */
   close(): void;
 }

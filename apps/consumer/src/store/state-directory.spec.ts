@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
-import { StateDirectory } from './state-directory';
+import { DatabaseSync } from 'node:sqlite';
+import { diskRefusal, StateDirectory } from './state-directory';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -52,6 +53,46 @@ describe('the state directory', () => {
       });
       assert.throws(() => directory.prepare(), /STATE_DIR \S+\/file\/state is not usable \(ENOTDIR\)/);
     } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('tells a write the disk refused from other errors, and reports it naming the directory', () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    const db = new DatabaseSync(join(root, 'small.db'));
+    try {
+      // A real SQLITE_FULL: the database may not grow past its pages.
+      db.exec('CREATE TABLE t (x TEXT); PRAGMA max_page_count = 3;');
+      const full = (() => {
+        try {
+          db.exec(`INSERT INTO t VALUES ('${'x'.repeat(20_000)}')`);
+        } catch (error) {
+          return error;
+        }
+      })();
+      assert.equal(diskRefusal(full), 'SQLITE_FULL: database or disk is full');
+      const constraint = (() => {
+        try {
+          new DatabaseSync(':memory:').exec('CREATE TABLE u (k PRIMARY KEY); INSERT INTO u VALUES (1), (1);');
+        } catch (error) {
+          return error;
+        }
+      })();
+      assert.match(String(constraint), /UNIQUE constraint failed/, 'the premise: a constraint error');
+      assert.equal(diskRefusal(constraint), undefined);
+      assert.equal(diskRefusal(Object.assign(new Error('no space'), { code: 'ENOSPC' })), 'ENOSPC');
+      assert.equal(diskRefusal(new Error('something else')), undefined);
+
+      const directory = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 0 });
+      const told: string[] = [];
+      directory.onRefused = (message) => told.push(message);
+      directory.refused(constraint, 'writing a batch');
+      directory.refused(full, 'writing a batch');
+      assert.deepEqual(told, [
+        `STATE_DIR ${root} is not usable (SQLITE_FULL: database or disk is full) writing a batch`,
+      ]);
+    } finally {
+      db.close();
       rmSync(root, { recursive: true, force: true });
     }
   });

@@ -1,7 +1,31 @@
 import { Logger } from '@nestjs/common';
-import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskStore } from './disk-store';
+
+/** SQLite's primary result codes that mean the disk refused (https://sqlite.org/rescode.html). */
+const SQLITE_DISK_ERRORS: Record<number, string> = {
+  8: 'SQLITE_READONLY',
+  10: 'SQLITE_IOERR',
+  13: 'SQLITE_FULL',
+  14: 'SQLITE_CANTOPEN',
+};
+/** File system errors that mean the state directory cannot take writes. */
+const FS_DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'EACCES', 'EPERM', 'EIO', 'ENOTDIR', 'EEXIST']);
+
+/**
+ * Why the disk refused, when `error` says it did (a full disk, a quota or file-size limit, a read-only or vanished
+ * directory): say `SQLITE_FULL: database or disk is full` or `ENOSPC`; undefined for any other error.
+ */
+export function diskRefusal(error: unknown): string | undefined {
+  const { code, errcode, errstr } = (error ?? {}) as { code?: unknown; errcode?: unknown; errstr?: unknown };
+  if (typeof errcode === 'number' && SQLITE_DISK_ERRORS[errcode & 0xff])
+    return `${SQLITE_DISK_ERRORS[errcode & 0xff]}: ${typeof errstr === 'string' ? errstr : String(error)}`;
+  return typeof code === 'string' && FS_DISK_ERRORS.has(code) ? code : undefined;
+}
+
+/** What `prepare` writes to prove the directory takes writes: enough that a disk about to fill up fails it. */
+const PROBE_BYTES = 1 << 20;
 
 export interface StateDirectoryOptions {
   /** STATE_DIR: the root, or null for stores that live in memory only (unit tests). */
@@ -26,12 +50,26 @@ export class StateDirectory {
   /** Set once the partition counts are known (see STATE_CACHE_BYTES); applies to stores opened from then on. */
   cacheBytesPerStore: number;
 
+  /** Told when a store's disk refused a write (see `refused`), with a line naming the directory and why. */
+  onRefused?: (message: string) => void;
+
   constructor(private readonly options: StateDirectoryOptions) {
     this.cacheBytesPerStore = options.cacheBytesPerStore;
   }
 
   /**
-   * Creates the root if needed and proves it writable, with an error that says which directory and why; then
+   * Reports `error`, thrown while `doing` something with a store, to `onRefused` if it says the disk refused; any
+   * other error is the caller's to handle.
+   */
+  refused(error: unknown, doing: string): void {
+    const reason = diskRefusal(error);
+    if (reason === undefined) return;
+    this.onRefused?.(`STATE_DIR ${this.options.root ?? '(in memory)'} is not usable (${reason}) ${doing}`);
+  }
+
+  /**
+   * Creates the root if needed and proves it writable (a write of 1 MiB, synced), with an error that says which
+   * directory and why; then
    * schedules the deletion of every store left from an earlier run (cancelled when a take-over opens it).
    */
   prepare(): void {
@@ -41,8 +79,11 @@ export class StateDirectory {
       mkdirSync(root, { recursive: true });
       accessSync(root, constants.W_OK);
       const probe = join(root, `.write-probe-${process.pid}`);
-      writeFileSync(probe, 'ok');
-      unlinkSync(probe);
+      try {
+        writeFileSync(probe, Buffer.alloc(PROBE_BYTES), { flush: true });
+      } finally {
+        rmSync(probe, { force: true });
+      }
     } catch (error) {
       const reason = (error as NodeJS.ErrnoException).code ?? String(error);
       throw new Error(`STATE_DIR ${root} is not usable (${reason})`, { cause: error });

@@ -22,7 +22,7 @@ describe("the send stage's state store", () => {
     now = 1200;
     assert.equal(state.get('old'), undefined, 'past the window before the sweep too');
     assert.equal(state.size, 2);
-    assert.equal(state.sweep(), 1);
+    assert.equal(state.sweep(1000), 1);
     assert.equal(state.size, 1);
     assert.equal(state.get('new')?.event_id, '$new');
     now = 1600;
@@ -35,7 +35,7 @@ describe("the send stage's state store", () => {
     state.commit([['old', { event_id: '$old', ts: 0 }]]);
     state.close();
     now = 5000;
-    assert.equal(state.sweep(), 0);
+    assert.equal(state.sweep(1000), 0);
     assert.equal(state.bytes, 0);
   });
 

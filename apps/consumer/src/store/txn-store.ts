@@ -3,9 +3,6 @@ import { TxnRecord } from '@app/contracts';
 import { DiskStore, StoredRow } from './disk-store';
 import { KeyedStore } from './keyed-store';
 
-/** Rows one sweep deletes at most in one SQLite statement, so that a sweep never holds the store for long. */
-const SWEEP_CHUNK = 50_000;
-
 /**
  * The send stage's state store for one partition: the remembered outcome of each transaction, for the window, in a
  * DiskStore. Its changelog is `matrix.send.txns`, keyed by transaction identity.
@@ -30,12 +27,9 @@ export class TxnStore implements KeyedStore<TxnRecord> {
     this.disk.write(this.rowsOf(changes), checkpoint);
   }
 
-  /** Forgets everything older than the window (the changelog's retention drops it there). */
-  sweep(): number {
-    let forgotten = 0;
-    for (let deleted = SWEEP_CHUNK; deleted === SWEEP_CHUNK; forgotten += deleted)
-      deleted = this.disk.deleteExpired(this.now(), SWEEP_CHUNK);
-    return forgotten;
+  /** Forgets at most `limit` transactions older than the window (the changelog's retention drops them there). */
+  sweep(limit: number): number {
+    return this.disk.deleteExpired(this.now(), limit);
   }
 
   get size(): number {
@@ -54,8 +48,8 @@ export class TxnStore implements KeyedStore<TxnRecord> {
     this.disk.clear();
   }
 
-  restored(checkpoint: Checkpoint): void {
-    this.disk.restored(checkpoint);
+  restored(checkpoint: Checkpoint): Promise<void> {
+    return this.disk.restored(checkpoint);
   }
 
   close(): void {
