@@ -6,7 +6,7 @@ import { CommitEntry } from './commit-pipeline';
 import { fetchedOffsetOf } from './kafkajs-fixes/fetched-offset';
 import { ConsumerGroupMetadata } from './kafkajs-fixes/group-fencing';
 import type { BatchResult, PartitionHandler, ProcessorObserver } from './processor-api';
-import type { RecordCollector, RoundWritten } from './record-collector';
+import type { StreamsProducer, RoundWritten } from './streams-producer';
 
 /**
  * Batches of one partition decided and not yet committed, at most, in a handler that decides on uncommitted batches:
@@ -58,7 +58,7 @@ export interface TaskContext<S> {
   /** The changelog topic, partition for partition with the input topic. */
   readonly changelogTopic: string;
   readonly observer?: ProcessorObserver;
-  readonly collector: RecordCollector;
+  readonly producer: StreamsProducer;
   readonly rewind: ConsumerRewind;
   /** The group membership of the last join: a batch decided now commits under it, or not at all. */
   membership(): ConsumerGroupMetadata | undefined;
@@ -75,8 +75,8 @@ interface BatchOutcome {
 
 /**
  * The task of one input partition this process owns (Kafka Streams' StreamTask): its state, and where its processing
- * stands. Its batches are decided one at a time, in offset order, and each commits in a round of the record
- * collector; a batch that did not commit makes the partition be taken over again.
+ * stands. Its batches are decided one at a time, in offset order, and each commits in a round of the process's
+ * StreamsProducer; a batch that did not commit makes the partition be taken over again.
  */
 export class StreamTask<S> {
   /** The offset after the last batch this owner decided: a batch fetched again is not processed again. */
@@ -151,7 +151,7 @@ export class StreamTask<S> {
       current,
     };
     // Decided under this membership: its transaction commits under it, or not at all.
-    const settled = this.context.collector.add(membership, commitEntry).then(
+    const settled = this.context.producer.add(membership, commitEntry).then(
       (round) => {
         const outcome = { records: fresh.length, seconds: seconds() };
         if (round.included.has(commitEntry)) return this.onCommitted(current, commitEntry, result, round, outcome);

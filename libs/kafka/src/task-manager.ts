@@ -4,7 +4,7 @@ import { restoreChangelog, RestoreStats, writeRestoreMarkers } from './changelog
 import { createProducer } from './kafka-client';
 import { ConsumerGroupMetadata, fetchStableOffsets } from './kafkajs-fixes/group-fencing';
 import type { PartitionHandler, ProcessorObserver } from './processor-api';
-import { ProducerSlot, RecordCollector } from './record-collector';
+import { ProducerSlot, StreamsProducer } from './streams-producer';
 import { StreamTask } from './stream-task';
 
 /** Take-overs of the same partitions that may fail in a row (broker trouble) before the processor gives up. */
@@ -51,7 +51,7 @@ export class TaskManager<S> {
     private readonly kafka: Kafka,
     private readonly options: TaskManagerOptions,
     private readonly handler: PartitionHandler<S>,
-    private readonly collector: RecordCollector,
+    private readonly producer: StreamsProducer,
     private readonly newTask: (state: S) => StreamTask<S>,
     private readonly logger: Logger,
     /** Called when taking partitions over kept failing. */
@@ -216,7 +216,7 @@ export class TaskManager<S> {
       for (const partition of partitions) states.push(this.handler.createState(partition));
       const tasks = states.map((state) => this.newTask(state));
       // The transactional producers too: a process is ready only once its first round can begin at once.
-      const [markerWriter] = await Promise.all([this.markers.get(), this.collector.connect()]);
+      const [markerWriter] = await Promise.all([this.markers.get(), this.producer.connect()]);
       const markers = await writeRestoreMarkers(markerWriter, this.options.changelogTopic, partitions);
       const stats = await restoreChangelog(
         this.kafka,

@@ -3,7 +3,7 @@ import { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { groupMetadataOfJoin } from './kafkajs-fixes/group-fencing';
 import type { PartitionHandler, ProcessorObserver } from './processor-api';
-import { RecordCollector } from './record-collector';
+import { StreamsProducer } from './streams-producer';
 import { ConsumerRewind, StreamTask } from './stream-task';
 import { TaskManager } from './task-manager';
 import { ConsumerRevival } from './retry';
@@ -46,14 +46,14 @@ export interface TransactionalProcessorOptions {
  *
  * The roles, as in Kafka Streams: the consumer and its group membership here; which partitions this process owns,
  * and their take-over, in TaskManager (which also says why a take-over stays exact); one partition's processing in
- * StreamTask; the transaction of a round in RecordCollector (rounds: CommitPipeline); the changelog reader in
- * changelog-restore.ts.
+ * StreamTask; the transactions, one per round of batches, in StreamsProducer (rounds: CommitPipeline); the changelog
+ * reader in changelog-restore.ts. kafkajs internals are reached only through kafkajs-fixes/.
  */
 export class TransactionalProcessor<S> {
   private readonly logger: Logger;
   private readonly consumer: Consumer;
   private readonly tasks: TaskManager<S>;
-  private readonly collector: RecordCollector;
+  private readonly producer: StreamsProducer;
   private readonly rewind: ConsumerRewind;
   private joined = false;
   private failed = false;
@@ -76,14 +76,14 @@ export class TransactionalProcessor<S> {
       heartbeatInterval: Math.floor(options.sessionTimeoutMs / 5),
       retry: { retries: 10 },
     });
-    this.collector = new RecordCollector(kafka, options);
+    this.producer = new StreamsProducer(kafka, options);
     this.rewind = new ConsumerRewind(this.consumer, this.logger);
     const context = {
       logger: this.logger,
       handler,
       changelogTopic: options.changelogTopic,
       observer: options.observer,
-      collector: this.collector,
+      producer: this.producer,
       rewind: this.rewind,
       membership: () => this.tasks.membership,
       stopped: () => this.stopped,
@@ -93,7 +93,7 @@ export class TransactionalProcessor<S> {
       kafka,
       options,
       handler,
-      this.collector,
+      this.producer,
       (state: S) => new StreamTask(state, context),
       this.logger,
       (error) => this.fail(error),
@@ -157,11 +157,11 @@ export class TransactionalProcessor<S> {
     this.revival.cancel();
     this.tasks.stop();
     // Batches decided meanwhile commit under this membership, before the group hears that this process leaves.
-    await this.collector.drained();
+    await this.producer.drained();
     await this.consumer.disconnect().catch(() => undefined);
-    await this.collector.drained();
+    await this.producer.drained();
     await this.tasks.releaseAll();
-    await Promise.all([this.collector.close(), this.tasks.close()]);
+    await Promise.all([this.producer.close(), this.tasks.close()]);
   }
 
   /** Hands a fetched batch to its partition's task, taking the partition over first if needed. */

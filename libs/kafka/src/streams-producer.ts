@@ -53,7 +53,7 @@ export interface RoundWritten {
   included: Set<CommitEntry>;
 }
 
-export interface RecordCollectorOptions {
+export interface StreamsProducerOptions {
   /** The consumer group whose offsets the transactions commit; also the prefix of the transactional ids. */
   groupId: string;
   /** Bound on one produce request of a transaction: a round's output goes out in as many requests as it needs. */
@@ -65,13 +65,14 @@ export interface RecordCollectorOptions {
 }
 
 /**
- * The record collector of one process (Kafka Streams' exactly-once v2, KIP-447): the batches its tasks decide join
- * rounds (see CommitPipeline), and each round is one transaction, on transactional producers of this process (not of
- * a partition): the round's records, in produce requests of at most maxRequestBytes, and its input offsets, fenced by
- * the group membership the round's batches were decided under. A producer whose transaction could not even be
- * aborted is replaced: its successor's initialisation aborts what it left open.
+ * The transactional producers of one process, shared by all its tasks (Kafka Streams' StreamsProducer under
+ * exactly-once v2, KIP-447): the batches the tasks decide join rounds (see CommitPipeline), and each round is one
+ * transaction, on producers of this process (not of a partition): the round's records, in produce requests of at
+ * most maxRequestBytes, and its input offsets, fenced by the group membership the round's batches were decided
+ * under. A producer whose transaction could not even be aborted is replaced: its successor's initialisation aborts
+ * what it left open.
  */
-export class RecordCollector {
+export class StreamsProducer {
   private readonly producers: ProducerSlot[];
   private readonly pipeline = new CommitPipeline<RoundWritten>(
     (round, slot) => this.commitRound(round, slot),
@@ -81,7 +82,7 @@ export class RecordCollector {
 
   constructor(
     kafka: Kafka,
-    private readonly options: RecordCollectorOptions,
+    private readonly options: StreamsProducerOptions,
   ) {
     // One id per process and producer: a process that starts again is a new writer, as in Kafka Streams.
     const instance = randomUUID();
