@@ -58,7 +58,8 @@ export interface TaskContext<S> {
   /** The changelog topic, partition for partition with the input topic. */
   readonly changelogTopic: string;
   readonly observer?: ProcessorObserver;
-  readonly producer: StreamsProducer;
+  /** Where decided batches go to commit, a round at a time. */
+  readonly producer: Pick<StreamsProducer, 'add'>;
   readonly rewind: ConsumerRewind;
   /** The group membership of the last join: a batch decided now commits under it, or not at all. */
   membership(): ConsumerGroupMetadata | undefined;

@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { groupMetadataOfJoin } from './kafkajs-fixes/group-fencing';
 import type { PartitionHandler, ProcessorObserver } from './processor-api';
 import { StreamsProducer } from './streams-producer';
-import { ConsumerRewind, StreamTask } from './stream-task';
+import { ConsumerRewind, StreamTask, TaskContext } from './stream-task';
 import { TaskManager } from './task-manager';
 import { ConsumerRevival } from './retry';
 
@@ -78,7 +78,7 @@ export class TransactionalProcessor<S> {
     });
     this.producer = new StreamsProducer(kafka, options);
     this.rewind = new ConsumerRewind(this.consumer, this.logger);
-    const context = {
+    const context: TaskContext<S> = {
       logger: this.logger,
       handler,
       changelogTopic: options.changelogTopic,
