@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import { Message, Producer, ProducerConfig } from 'kafkajs';
 import { createProducer } from './kafka-client';
 import { recordBytes } from './record-bytes';
-import { errorChain } from './retry';
+import { errorChain } from './kafkajs-fixes/error-chain';
 
 interface Pending {
   topic: string;

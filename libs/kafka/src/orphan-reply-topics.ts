@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { Admin } from 'kafkajs';
 import { isReplyTopic, replyReaderGroup } from './reply-channel';
-import { errorChain } from './retry';
+import { errorChain } from './kafkajs-fixes/error-chain';
 
 export interface OrphanReplyTopicsOptions {
   /**

@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { errorChain } from './kafkajs-fixes/error-chain';
 
 /**
  * Runs `attempt` until it succeeds, backing off up to 5 s, so a process can start (live, not ready) before Kafka
@@ -44,16 +45,7 @@ const UNREACHABLE = new Set([
   'KafkaJSNumberOfRetriesExceeded',
 ]);
 
-/** An error and the ones it wraps: kafkajs nests the cause in `originalError` (retries exceeded) or `cause`. */
-export function errorChain(error: unknown): { name?: string; type?: string }[] {
-  const chain = [];
-  let cause = error as { name?: string; type?: string; originalError?: unknown; cause?: unknown } | undefined;
-  for (let depth = 0; cause && depth < 5; depth++) {
-    chain.push(cause);
-    cause = (cause.originalError ?? cause.cause) as typeof cause;
-  }
-  return chain;
-}
+export { errorChain };
 
 export function isKafkaUnreachable(error: unknown): boolean {
   return errorChain(error).some(({ name }) => name !== undefined && UNREACHABLE.has(name));
