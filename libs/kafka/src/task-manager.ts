@@ -102,22 +102,24 @@ export class TaskManager<S> {
     );
   }
 
-  /** The task of an assigned partition, taken over first if this process does not own it yet. */
-  async taskOf(partition: number, heartbeat: () => Promise<void>): Promise<StreamTask<S>> {
+  /**
+   * The task of an assigned partition, taken over first if this process does not own it yet, and whether that task
+   * still owns the partition (not released since): told of the very take-over awaited, not of one that replaced it
+   * meanwhile.
+   */
+  async taskOf(
+    partition: number,
+    heartbeat: () => Promise<void>,
+  ): Promise<{ task: StreamTask<S>; current: () => boolean }> {
     if (!this.tasks.has(partition)) this.acquire([partition], heartbeat);
+    const entry = this.tasks.get(partition)!;
     // Restoring can take a while: keep the group membership alive meanwhile.
     const beat = setInterval(() => void heartbeat().catch(() => undefined), 1000);
     try {
-      return await this.tasks.get(partition)!;
+      return { task: await entry, current: () => this.tasks.get(partition) === entry };
     } finally {
       clearInterval(beat);
     }
-  }
-
-  /** Tells, later, whether the partition's task is still the one owning it now (not released since). */
-  ownership(partition: number): () => boolean {
-    const entry = this.tasks.get(partition);
-    return () => entry !== undefined && this.tasks.get(partition) === entry;
   }
 
   /** Gives partitions up: their states are released, and a batch of theirs will take them over again. */

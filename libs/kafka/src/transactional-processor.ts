@@ -173,15 +173,13 @@ export class TransactionalProcessor<S> {
     if (!this.tasks.isAssigned(batch.partition)) return;
     // A batch fetched before the consumer was sent back to read a partition again must not jump ahead of it.
     if (this.rewind.fetchedBefore(batch)) return;
-    let task: StreamTask<S>;
-    let current: () => boolean;
+    let owned: { task: StreamTask<S>; current: () => boolean };
     try {
-      task = await this.tasks.taskOf(batch.partition, heartbeat);
-      current = this.tasks.ownership(batch.partition);
+      owned = await this.tasks.taskOf(batch.partition, heartbeat);
     } catch {
       await sleep(500); // not resolving the offsets makes kafkajs fetch this batch again
       return;
     }
-    await task.process(payload, current, heartbeat);
+    await owned.task.process(payload, owned.current, heartbeat);
   }
 }
