@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Kafka, logLevel, Producer } from 'kafkajs';
+import { Kafka, logLevel, Offsets, Producer } from 'kafkajs';
 import {
   BatchResult,
   PartitionHandler,
@@ -46,6 +46,31 @@ function countingKafka(failConnect: (transactionalId: string) => boolean = () =>
     return producer;
   };
   return { kafka, counting, live };
+}
+
+/**
+ * A Kafka client whose transactional producers hand every sendOffsets of a transaction to `intercept` first, which
+ * may delay it, or fail it instead of sending it: how a test freezes or breaks a commit at its offsets.
+ */
+function interceptingOffsets(
+  clientId: string,
+  intercept: (offsets: Offsets, send: () => Promise<void>) => Promise<void>,
+): { kafka: Kafka; base: Kafka } {
+  const base = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId });
+  const kafka = Object.create(base) as Kafka;
+  kafka.producer = (config) => {
+    const producer = base.producer(config);
+    if (!config?.transactionalId) return producer;
+    const begin = producer.transaction.bind(producer);
+    producer.transaction = async () => {
+      const tx = await begin();
+      const sendOffsets = tx.sendOffsets.bind(tx);
+      tx.sendOffsets = (offsets) => intercept(offsets, () => sendOffsets(offsets));
+      return tx;
+    };
+    return producer;
+  };
+  return { kafka, base };
 }
 
 const quietHandler = (overrides: Partial<PartitionHandler<object>> = {}): PartitionHandler<object> => ({
@@ -181,24 +206,11 @@ describe('the exactly-once processor when things fail', () => {
     const reachedOffsets = new Promise<void>((resolve) => (stalled = resolve));
     let wake!: () => void;
     const woken = new Promise<void>((resolve) => (wake = resolve));
-    const base0 = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: 'zombie-test' });
-    const zombieKafka = Object.create(base0) as Kafka;
-    zombieKafka.producer = (config) => {
-      const producer = base0.producer(config);
-      if (!config?.transactionalId) return producer;
-      const begin = producer.transaction.bind(producer);
-      producer.transaction = async () => {
-        const tx = await begin();
-        const sendOffsets = tx.sendOffsets.bind(tx);
-        tx.sendOffsets = async (offsets) => {
-          stalled();
-          await woken;
-          return sendOffsets(offsets);
-        };
-        return tx;
-      };
-      return producer;
-    };
+    const { kafka: zombieKafka, base: base0 } = interceptingOffsets('zombie-test', async (_offsets, send) => {
+      stalled();
+      await woken;
+      return send();
+    });
     const applied = { zombie: 0, survivor: 0 };
     const outcomes: boolean[] = [];
     const handlerOf = (who: keyof typeof applied) =>
@@ -251,29 +263,16 @@ describe('the exactly-once processor when things fail', () => {
   it('decides the next batch while one commits, and when that one fails, commits neither and reads both again, in order, once', async () => {
     // One transaction stalls (1 s) and then fails, as a commit refused by the broker would, while the consumer goes
     // on fetching and deciding the batches after it on top of the uncommitted one.
-    const base0 = new Kafka({ brokers, logLevel: logLevel.NOTHING, clientId: 'pipelined-test' });
-    const failing = Object.create(base0) as Kafka;
     let failures = 0;
-    failing.producer = (config) => {
-      const producer = base0.producer(config);
-      if (!config?.transactionalId) return producer;
-      const begin = producer.transaction.bind(producer);
-      producer.transaction = async () => {
-        const tx = await begin();
-        const sendOffsets = tx.sendOffsets.bind(tx);
-        tx.sendOffsets = async (offsets) => {
-          const through = Math.max(...offsets.topics.flatMap((t) => t.partitions.map((p) => Number(p.offset))));
-          if (failures === 0 && through >= 10) {
-            failures++;
-            await sleep(1000);
-            throw new Error('injected: this commit fails');
-          }
-          return sendOffsets(offsets);
-        };
-        return tx;
-      };
-      return producer;
-    };
+    const { kafka: failing, base: base0 } = interceptingOffsets('pipelined-test', async (offsets, send) => {
+      const through = Math.max(...offsets.topics.flatMap((t) => t.partitions.map((p) => Number(p.offset))));
+      if (failures === 0 && through >= 10) {
+        failures++;
+        await sleep(1000);
+        throw new Error('injected: this commit fails');
+      }
+      return send();
+    });
     const decided: number[] = [];
     const committed: number[] = [];
     const aborted: number[] = [];
