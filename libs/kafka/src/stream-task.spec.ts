@@ -37,7 +37,7 @@ function fetched(offsets: number[], fetchedOffset = offsets[0]) {
  * A task of partition 0 started at offset 10, whose rounds the test commits or fails by hand; the fake producer
  * leaves out of its round a batch whose partition was released meanwhile, as StreamsProducer does.
  */
-function taskOf(decidesOnUncommitted: boolean) {
+function taskOf(decidesOnUncommitted: boolean, storeRefuses = new Set<number>()) {
   const decided: number[][] = [];
   const outcomes: string[] = [];
   const seeks: string[] = [];
@@ -53,13 +53,17 @@ function taskOf(decidesOnUncommitted: boolean) {
       decided.push(messages.map(({ offset }) => Number(offset)));
       return {
         records: [],
-        afterCommit: () => void outcomes.push(`committed ${first}`),
+        afterCommit: () => {
+          if (storeRefuses.has(first)) throw new Error('injected: the store refuses the batch');
+          outcomes.push(`committed ${first}`);
+        },
         aborted: () => void outcomes.push(`aborted ${first}`),
       };
     },
   };
   const logger = new Logger('stream-task-test');
   logger.warn = () => undefined;
+  logger.error = () => undefined;
   const rewind = new ConsumerRewind({ seek: ({ offset }) => void seeks.push(offset) }, logger);
   const context: TaskContext<object> = {
     logger,
@@ -136,6 +140,19 @@ describe("a partition's stream task", () => {
     assert.equal(rewind.fetchedBefore(fetched([15], 15).batch), true, 'a batch fetched before the seek is skipped');
     assert.equal(rewind.fetchedBefore(fetched([12], 12).batch), false);
     assert.equal(rewind.fetchedBefore(fetched([15], 15).batch), false, 'once read again, nothing more is skipped');
+  });
+
+  it('when the store cannot take a committed batch, reads again from after it: the later batch does not commit', async () => {
+    const { process, outcomes, seeks, releases, rounds } = taskOf(true, new Set([10]));
+    await process(fetched([10, 11]).payload);
+    await process(fetched([12]).payload);
+    rounds[0].commit();
+    await turns();
+    rounds[1].commit(); // its round began after the partition was released: the batch is left out of it
+    await turns();
+    assert.deepEqual(outcomes, ['aborted 12']);
+    assert.deepEqual(seeks, ['12'], 'batch 10-11 committed (the restore replays it); 12 is read again');
+    assert.deepEqual(releases, [0]);
   });
 
   it('does not decide again the records of a batch fetched again', async () => {

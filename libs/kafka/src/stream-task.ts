@@ -206,9 +206,20 @@ export class StreamTask<S> {
       this.context.logger.error(
         `the state of ${batch.topic}/${batch.partition} missed a committed batch: ${String(error)}`,
       );
-      if (current()) this.context.release(batch.partition);
+      if (current()) this.giveUp(batch.topic, batch.partition);
     }
     return true;
+  }
+
+  /**
+   * Releases the partition to be taken over again. The batches decided after the last committed one will not commit
+   * (they are left out of their rounds), so the consumer reads again from there.
+   */
+  private giveUp(topic: string, partition: number): void {
+    if (this.committed !== null && this.context.handler.decidesOnUncommitted) {
+      this.context.rewind.rewind(topic, partition, this.committed);
+    }
+    this.context.release(partition);
   }
 
   /**
@@ -229,9 +240,6 @@ export class StreamTask<S> {
     this.context.logger.warn(
       `batch ${batch.topic}/${batch.partition}@${batch.firstOffset()} not committed (${String(error)}); it will be retried`,
     );
-    if (this.committed !== null && this.context.handler.decidesOnUncommitted) {
-      this.context.rewind.rewind(batch.topic, batch.partition, this.committed);
-    }
-    this.context.release(batch.partition);
+    this.giveUp(batch.topic, batch.partition);
   }
 }
