@@ -9,6 +9,28 @@ import { diskRefusal, StateDirectory } from './state-directory';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('the state directory', () => {
+  it('starts a store that is not a database any more anew, so that its partition restores fully instead of failing', () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    try {
+      const directory = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 60_000 });
+      directory.prepare();
+      const first = directory.openStore('group', 'topic', 0);
+      first.write([['k', { value: '"v"', expires: null }]], { offset: '5', fingerprint: 'f' });
+      assert.ok(first.checkpoint(), 'premise: the store held a checkpoint');
+      directory.closeStore(first);
+      writeFileSync(first.path, Buffer.alloc(40_000, 7)); // garbage where the database was
+      rmSync(`${first.path}-wal`, { force: true });
+      rmSync(`${first.path}-shm`, { force: true });
+      const reopened = directory.openStore('group', 'topic', 0);
+      assert.equal(reopened.checkpoint(), undefined, 'no checkpoint: the take-over restores fully');
+      assert.equal(reopened.size, 0);
+      directory.closeStore(reopened);
+      directory.stop();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('deletes the state of a partition no longer owned after the delay, and keeps one that came back', async () => {
     const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
     try {
@@ -81,6 +103,8 @@ describe('the state directory', () => {
       assert.match(String(constraint), /UNIQUE constraint failed/, 'the premise: a constraint error');
       assert.equal(diskRefusal(constraint), undefined);
       assert.equal(diskRefusal(Object.assign(new Error('no space'), { code: 'ENOSPC' })), 'ENOSPC');
+      // Node's recursive mkdir under a read-only mount answers ENOENT, not EROFS.
+      assert.equal(diskRefusal(Object.assign(new Error('mkdir'), { code: 'ENOENT' })), 'ENOENT');
       assert.equal(diskRefusal(new Error('something else')), undefined);
 
       const directory = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 0 });

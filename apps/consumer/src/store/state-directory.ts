@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DiskStore } from './disk-store';
+import { removeDatabase } from './full-restore';
 
 /** SQLite's primary result codes that mean the disk refused (https://sqlite.org/rescode.html). */
 const SQLITE_DISK_ERRORS: Record<number, string> = {
@@ -10,8 +11,24 @@ const SQLITE_DISK_ERRORS: Record<number, string> = {
   13: 'SQLITE_FULL',
   14: 'SQLITE_CANTOPEN',
 };
-/** File system errors that mean the state directory cannot take writes. */
-const FS_DISK_ERRORS = new Set(['ENOSPC', 'EDQUOT', 'EFBIG', 'EROFS', 'EACCES', 'EPERM', 'EIO', 'ENOTDIR', 'EEXIST']);
+/**
+ * File system errors that mean the state directory cannot take writes. ENOENT too: Node's recursive mkdir reports a
+ * read-only file system so, and a store's folder that vanished is the operator's to look at as well.
+ */
+const FS_DISK_ERRORS = new Set([
+  'ENOSPC',
+  'EDQUOT',
+  'EFBIG',
+  'EROFS',
+  'EACCES',
+  'EPERM',
+  'EIO',
+  'ENOTDIR',
+  'EEXIST',
+  'ENOENT',
+]);
+/** SQLite's primary result codes of a file that is not a store any more (corrupt, or something else). */
+const SQLITE_UNREADABLE: Record<number, string> = { 11: 'SQLITE_CORRUPT', 26: 'SQLITE_NOTADB' };
 
 /**
  * Why the disk refused, when `error` says it did (a full disk, a quota or file-size limit, a read-only or vanished
@@ -102,7 +119,20 @@ export class StateDirectory {
     if (dir === null) return new DiskStore(':memory:', this.cacheBytesPerStore);
     clearTimeout(this.cleanups.get(dir));
     this.cleanups.delete(dir);
-    const store = new DiskStore(join(dir, 'state.db'), this.cacheBytesPerStore);
+    const path = join(dir, 'state.db');
+    let store: DiskStore;
+    try {
+      store = new DiskStore(path, this.cacheBytesPerStore);
+    } catch (error) {
+      // A store that cannot be read is only a copy of its changelog: start it anew, and the partition restores fully
+      // (a process that exited on it would meet the same file at every restart).
+      const { errcode } = (error ?? {}) as { errcode?: unknown };
+      const unreadable = typeof errcode === 'number' ? SQLITE_UNREADABLE[errcode & 0xff] : undefined;
+      if (unreadable === undefined) throw error;
+      this.logger.warn(`the state store ${path} is unreadable (${unreadable}): deleted, its partition restores fully`);
+      removeDatabase(path);
+      store = new DiskStore(path, this.cacheBytesPerStore);
+    }
     this.open.add(dir);
     return store;
   }
