@@ -7,3 +7,4 @@ import './read-committed';
 import './produce-retry';
 import './transactions';
 import './group-fencing';
+import './request-queue-timer';
