@@ -3,8 +3,8 @@
  * kafkajs modules in Node's module cache, so they must load before anything loads kafkajs: `@app/kafka` imports
  * this first.
  */
+import './request-queue-timer';
 import './read-committed';
 import './produce-retry';
 import './transactions';
 import './group-fencing';
-import './request-queue-timer';

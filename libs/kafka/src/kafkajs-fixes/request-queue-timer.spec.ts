@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import '.'; // every fix, in the order the apps load them
 import { patchRequestQueue } from './request-queue-timer';
-import '.';
 
 describe('the request queue fix for kafkajs', () => {
   it('answers a request without a negative-timeout warning', async () => {
