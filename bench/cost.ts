@@ -43,13 +43,19 @@ function cpuSecondsOf(pid: number, thread?: number): number | null {
   }
 }
 
-/** CPU-seconds of a JVM's JIT compiler threads (named "C1 CompilerThre…" and "C2 CompilerThre…"). */
-export function jitSecondsOf(pid: number): number | null {
+/**
+ * CPU-seconds of the JIT compiler threads (named "C1 CompilerThre…" and "C2 CompilerThre…") of the JVMs `pids`,
+ * together; null when there are none or one cannot be read.
+ */
+export function jitSecondsOf(pids: number[]): number | null {
+  if (pids.length === 0) return null;
   try {
     let seconds = 0;
-    for (const thread of readdirSync(`/proc/${pid}/task`).map(Number)) {
-      const name = readFileSync(`/proc/${pid}/task/${thread}/comm`, 'utf8');
-      if (/^C[12] Compiler/.test(name)) seconds += cpuSecondsOf(pid, thread) ?? 0;
+    for (const pid of pids) {
+      for (const thread of readdirSync(`/proc/${pid}/task`).map(Number)) {
+        const name = readFileSync(`/proc/${pid}/task/${thread}/comm`, 'utf8');
+        if (/^C[12] Compiler/.test(name)) seconds += cpuSecondsOf(pid, thread) ?? 0;
+      }
     }
     return seconds;
   } catch {
@@ -75,8 +81,9 @@ export async function snapshot(processes: MeasuredProcess[]): Promise<Snapshot> 
           ? cpuSecondsOf(pid)
           : null;
     cpuSeconds[role] = seconds === null || cpuSeconds[role] === null ? null : (cpuSeconds[role] ?? 0) + seconds;
-    if (role === 'broker') cpuSeconds.broker_jit = pid ? jitSecondsOf(pid) : null;
   }
+  const brokers = processes.filter(({ role, pid }) => role === 'broker' && pid !== null).map(({ pid }) => pid!);
+  if (processes.some(({ role }) => role === 'broker')) cpuSeconds.broker_jit = jitSecondsOf(brokers);
   const series = new Map<string, number>();
   for (const { metricsUrl } of processes) if (metricsUrl) await scrape(metricsUrl, series);
   return { cpuSeconds, series };

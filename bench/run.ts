@@ -162,7 +162,8 @@ async function pipelineScenario(
   return withPipeline(env, instances, async (gateways, consumers) => {
     console.log(`  ${name}: ${instances} gateway(s) + ${instances} consumer(s) ready; measuring ${MEASURE_S}s`);
     const processes: MeasuredProcess[] = [
-      { role: 'broker', pid: broker.pid },
+      // A broker not on this machine (or not known) is still a row of the breakdown, its CPU unknown.
+      ...(broker.pids.length > 0 ? broker.pids : [null]).map((pid): MeasuredProcess => ({ role: 'broker', pid })),
       ...gateways.map((g): MeasuredProcess => ({ role: 'gateway', pid: g.pid, metricsUrl: g.metricsUrl })),
       ...consumers.map((c): MeasuredProcess => ({ role: 'consumer', pid: c.pid, metricsUrl: c.metricsUrl })),
       { role: 'load', pid: process.pid },
@@ -190,13 +191,13 @@ async function pipelineScenario(
 async function warmUpBroker(broker: Broker): Promise<void> {
   const env = { ...benchEnv(), ...TUNING, KAFKA_BROKERS: broker.brokers };
   await withPipeline(env, 1, async ([gateway]) => {
-    let jit = broker.pid ? jitSecondsOf(broker.pid) : null;
+    let jit = jitSecondsOf(broker.pids);
     let slices = 0;
     let quiet = false;
     while (slices < WARMUP_SLICES_MAX && !(quiet && slices >= WARMUP_SLICES_MIN)) {
       await sendLoad({ url: gateway.url, tokens, connections: CONNECTIONS, durationSeconds: WARMUP_SLICE_S });
       slices++;
-      const now = broker.pid ? jitSecondsOf(broker.pid) : null;
+      const now = jitSecondsOf(broker.pids);
       quiet = jit === null || now === null || (now - jit) / WARMUP_SLICE_S < JIT_QUIET;
       jit = now;
     }
@@ -209,18 +210,24 @@ async function warmUpBroker(broker: Broker): Promise<void> {
 /**
  * A private three-broker cluster (the local launcher, its own ports and data), warmed up like the shared broker, for
  * the scenarios that measure what a production cluster costs: every produce waits for a second replica, and every
- * transaction's markers too. Its brokers' CPU is not in the breakdown (their pids are the launcher's).
- * `BENCH_CLUSTER_BROKERS` (host:port,…) measures a cluster that is already running instead (left running).
+ * transaction's markers too. Its three brokers' CPU is the breakdown's `broker`, and the warm-up waits for all three
+ * JITs. `BENCH_CLUSTER_BROKERS` (host:port,…) measures a cluster that is already running instead (left running; its
+ * brokers' CPU unknown, so warmed up for the fewest slices).
  */
 async function startCluster(): Promise<Broker> {
   const given = process.env.BENCH_CLUSTER_BROKERS;
   if (given) {
-    const external: Broker = { brokers: given, source: 'cluster', pid: null, stop: async () => undefined };
+    const external: Broker = { brokers: given, source: 'cluster', pids: [], stop: async () => undefined };
     await warmUpBroker(external);
     return external;
   }
   const started = await startPrivateBroker(3);
-  const cluster: Broker = { brokers: started.brokers, source: 'cluster', pid: null, stop: () => started.stop() };
+  const cluster: Broker = {
+    brokers: started.brokers,
+    source: 'cluster',
+    pids: await started.pids(),
+    stop: () => started.stop(),
+  };
   try {
     await warmUpBroker(cluster);
   } catch (error) {

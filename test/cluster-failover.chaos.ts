@@ -79,7 +79,15 @@ describe('a three-broker cluster', () => {
     const chaos = (async () => {
       await sleep(5000); // steady load first
       killedAt = Date.now();
+      const before = await cluster.pids();
+      assert.equal(before.length, 3, 'a pid per node');
       await cluster.launcher('kill-node', String(busiest));
+      // The launcher's pids (the benchmark's CPU figures) are those of the nodes that run.
+      assert.deepEqual(
+        await cluster.pids(),
+        before.filter((_, i) => i !== busiest - 1),
+        'pids of the live nodes',
+      );
       await sleep(5000);
       await cluster.launcher('start-node', String(busiest));
       for (const node of [1, 2, 3]) {

@@ -12,8 +12,8 @@ export interface Broker {
   brokers: string;
   /** Where it came from, for the test log. */
   source: 'KAFKA_BROKERS' | 'testcontainers' | 'kafka-local' | 'cluster';
-  /** The broker's process on this machine, when known (the local launcher's), for the benchmark's CPU figures. */
-  pid: number | null;
+  /** The brokers' processes on this machine, when known (the local launcher's), for the benchmark's CPU figures. */
+  pids: number[];
   stop(): Promise<void>;
 }
 
@@ -23,7 +23,7 @@ export interface Broker {
  */
 export async function provideBroker(): Promise<Broker> {
   const given = process.env.KAFKA_BROKERS;
-  if (given) return { brokers: given, source: 'KAFKA_BROKERS', pid: null, stop: async () => undefined };
+  if (given) return { brokers: given, source: 'KAFKA_BROKERS', pids: [], stop: async () => undefined };
 
   const container = await startTestcontainer();
   if (container) return container;
@@ -36,7 +36,7 @@ export async function provideBroker(): Promise<Broker> {
   return {
     brokers: stdout.trim().split('\n').pop()!,
     source: 'kafka-local',
-    pid: localBrokerPid(),
+    pids: await launcherPids({ ...process.env }),
     // A broker somebody else started (npm start, a previous run) stays up; one we started, we stop.
     stop: async () => {
       if (!wasRunning) await run('bash', [LAUNCHER, 'stop']);
@@ -44,13 +44,13 @@ export async function provideBroker(): Promise<Broker> {
   };
 }
 
-/** The pid of the launcher's default broker (one node, data in .cache/kafka-local). */
-function localBrokerPid(): number | null {
-  try {
-    return Number(readFileSync(resolve(__dirname, '../../../.cache/kafka-local/kafka.pid'), 'utf8').trim()) || null;
-  } catch {
-    return null;
-  }
+/** The pids of the nodes the launcher runs with `env` (its `pids` command); none when it cannot tell. */
+async function launcherPids(env: NodeJS.ProcessEnv): Promise<number[]> {
+  const { stdout } = await run('bash', [LAUNCHER, 'pids'], { env }).catch(() => ({ stdout: '' }));
+  return stdout
+    .split('\n')
+    .map(Number)
+    .filter((pid) => pid > 0);
 }
 
 export interface PrivateBroker {
@@ -59,6 +59,8 @@ export interface PrivateBroker {
   clientEnv: Record<string, string>;
   /** Runs the launcher on this broker or cluster: `stop`, `start`, `status`, `kill-node I`, `stop-node I`, … */
   launcher(...command: string[]): Promise<void>;
+  /** The pids of its running nodes. */
+  pids(): Promise<number[]>;
   stop(): Promise<void>;
 }
 
@@ -119,6 +121,7 @@ export async function startPrivateBroker(
     brokers: stdout.trim().split('\n').pop()!,
     clientEnv,
     launcher,
+    pids: () => launcherPids(env),
     stop: async () => {
       await launcher('stop');
       // KEEP_BROKER_DATA=1 keeps the brokers' logs and data for a look after a failure.
@@ -140,7 +143,7 @@ async function startTestcontainer(): Promise<Broker | null> {
   return {
     brokers: `${container.getHost()}:${container.getMappedPort(9093)}`,
     source: 'testcontainers',
-    pid: null,
+    pids: [],
     stop: async () => {
       await container.stop();
     },

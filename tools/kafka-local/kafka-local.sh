@@ -9,6 +9,7 @@
 #   kafka-local.sh stop          stop every node this script started
 #   kafka-local.sh status        one line per node (up or down); exit 0 if every node runs and answers
 #   kafka-local.sh brokers       print the bootstrap list
+#   kafka-local.sh pids          print the pid of each running node, one per line (for CPU figures)
 #   kafka-local.sh kill-node I   kill -9 node I at once, as a crash would
 #   kafka-local.sh stop-node I   stop node I gracefully (for a rolling restart)
 #   kafka-local.sh start-node I  start node I again on its data, and wait until it answers
@@ -310,6 +311,7 @@ case "${1:-}" in
   stop) stop ;;
   status) status >&2 ;;
   brokers) bootstrap ;;
+  pids) for i in $(seq 1 "$nodes"); do running_pid "$i" || true; done ;;
   kill-node) kill_node "${2:?usage: $0 kill-node I}" ;;
   stop-node) stop_node "${2:?usage: $0 stop-node I}" ;;
   start-node) start_node "${2:?usage: $0 start-node I}" ;;
