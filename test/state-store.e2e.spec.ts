@@ -242,6 +242,29 @@ describe('a state directory that cannot be written', () => {
     }
   });
 
+  it('a second consumer given the STATE_DIR of a running one says so, stays live and not ready, and takes it over once the first stops', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'matrix-send-state-shared-'));
+    const env = isolatedEnv({ STATE_DIR: dir, LOG_LEVEL: 'info' });
+    const first = await AppProcess.start('consumer', env);
+    const second = await AppProcess.start('consumer', env, { waitReady: false });
+    try {
+      await untilLogged(
+        second,
+        new RegExp(
+          `STATE_DIR ${dir} is in use by another consumer process \\(pid ${first.pid} on [^)]+\\); each consumer needs a STATE_DIR of its own; not ready until it is`,
+        ),
+      );
+      assert.equal((await fetch(`${second.url}/health/live`)).status, 200, 'live');
+      assert.equal((await fetch(`${second.url}/health/ready`)).status, 503, 'not ready');
+      assert.equal(first.exitCode, null, 'the first runs on');
+      await first.stop();
+      await second.waitReady(60_000);
+    } finally {
+      await Promise.all([first.stop(), second.stop()]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a disk that stops taking writes under load: a clear error, live and not ready without exiting, and once it takes writes again nothing is lost or doubled', async () => {
     const stateDir = mkdtempSync(join(tmpdir(), 'matrix-send-state-full-'));
     const pipeline = await startPipeline({

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -51,12 +53,12 @@ describe('the state directory', () => {
       directory.closeStore(back);
 
       // A new process finds what an earlier one left, and deletes what no take-over opens within the delay.
+      directory.stop();
       const restarted = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 300 });
       restarted.prepare();
       await sleep(400);
       assert.equal(existsSync(returningDir), false, 'left from an earlier run and never opened: deleted');
       restarted.stop();
-      directory.stop();
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -117,6 +119,56 @@ describe('the state directory', () => {
       ]);
     } finally {
       db.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('lets one consumer process at a time use a STATE_DIR, names the one that holds it, and lets the next in once it stops', () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    const options = { root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 60_000 };
+    const first = new StateDirectory(options);
+    const second = new StateDirectory(options);
+    try {
+      first.prepare();
+      first.prepare(); // again after a suspension: the lock it holds stays its own
+      assert.throws(
+        () => second.prepare(),
+        new RegExp(`STATE_DIR ${root} is in use by another consumer process \\(pid ${process.pid} on .+ since .+\\)`),
+      );
+      first.stop();
+      second.prepare();
+    } finally {
+      first.stop();
+      second.stop();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('frees the STATE_DIR of a consumer process killed with kill -9 at once, with no stale lock to clear', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    const options = { root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 60_000 };
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const { StateDirectory } = require(${JSON.stringify(require.resolve('./state-directory'))});
+         new StateDirectory(${JSON.stringify(options)}).prepare();
+         console.log('held');
+         setInterval(() => undefined, 1000);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const directory = new StateDirectory(options);
+    try {
+      const [line] = (await once(holder.stdout, 'data')) as [Buffer];
+      assert.equal(line.toString().trim(), 'held');
+      assert.throws(() => directory.prepare(), new RegExp(`in use by another consumer process \\(pid ${holder.pid} `));
+      holder.kill('SIGKILL');
+      await once(holder, 'exit');
+      directory.prepare();
+    } finally {
+      holder.kill('SIGKILL');
+      directory.stop();
       rmSync(root, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,17 @@
 import { Logger } from '@nestjs/common';
-import { accessSync, constants, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { DiskStore } from './disk-store';
 import { removeDatabase } from './full-restore';
 
@@ -43,6 +54,9 @@ export function diskRefusal(error: unknown): string | undefined {
 
 /** What `prepare` writes to prove the directory takes writes: enough that a disk about to fill up fails it. */
 const PROBE_BYTES = 1 << 20;
+/** The file whose lock a consumer process holds on its STATE_DIR (Kafka Streams' `.lock`), and who holds it. */
+const LOCK_FILE = '.lock';
+const LOCK_OWNER_FILE = '.lock-owner';
 
 export interface StateDirectoryOptions {
   /** STATE_DIR: the root, or null for stores that live in memory only (unit tests). */
@@ -63,6 +77,8 @@ export class StateDirectory {
   private readonly logger = new Logger('StateDirectory');
   private readonly open = new Set<string>();
   private readonly cleanups = new Map<string, NodeJS.Timeout>();
+  /** The connection whose exclusive lock on `<root>/.lock` says this process owns the directory. */
+  private lock?: DatabaseSync;
 
   /** Set once the partition counts are known (see STATE_CACHE_BYTES); applies to stores opened from then on. */
   cacheBytesPerStore: number;
@@ -86,7 +102,7 @@ export class StateDirectory {
 
   /**
    * Creates the root if needed and proves it writable (a write of 1 MiB, synced), with an error that says which
-   * directory and why; then
+   * directory and why; takes the directory's lock (throws while another live process holds it); then
    * schedules the deletion of every store left from an earlier run (cancelled when a take-over opens it).
    */
   prepare(): void {
@@ -105,6 +121,7 @@ export class StateDirectory {
       const reason = (error as NodeJS.ErrnoException).code ?? String(error);
       throw new Error(`STATE_DIR ${root} is not usable (${reason})`, { cause: error });
     }
+    this.takeLock(root);
     for (const group of this.list(root))
       for (const topic of this.list(join(root, group)))
         for (const partition of this.list(join(root, group, topic))) {
@@ -146,9 +163,44 @@ export class StateDirectory {
     this.scheduleCleanup(dir);
   }
 
+  /** Cancels the pending deletions and releases the directory's lock. */
   stop(): void {
     this.cleanups.forEach((timer) => clearTimeout(timer));
     this.cleanups.clear();
+    this.lock?.close();
+    this.lock = undefined;
+  }
+
+  /**
+   * Two processes on one STATE_DIR would each delete the stores the other has open, and could write one partition's
+   * store at once during a hand-over, so a consumer holds an exclusive lock on `<root>/.lock` for as long as it runs,
+   * as Kafka Streams does on its state directory. The lock is SQLite's (POSIX advisory locks): the kernel releases it
+   * when the process ends however it ends, so no stale lock outlives a crash; a frozen process keeps it.
+   */
+  private takeLock(root: string): void {
+    if (this.lock) return;
+    const lock = new DatabaseSync(join(root, LOCK_FILE), { timeout: 0 });
+    try {
+      lock.exec('PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE');
+    } catch (error) {
+      lock.close();
+      if ((error as { errcode?: number }).errcode !== 5 /* SQLITE_BUSY */) throw error;
+      let owner = '';
+      try {
+        owner = ` (${readFileSync(join(root, LOCK_OWNER_FILE), 'utf8').trim()})`;
+      } catch {
+        // who holds it is only a hint
+      }
+      throw new Error(
+        `STATE_DIR ${root} is in use by another consumer process${owner}; each consumer needs a STATE_DIR of its own`,
+        { cause: error },
+      );
+    }
+    this.lock = lock;
+    writeFileSync(
+      join(root, LOCK_OWNER_FILE),
+      `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`,
+    );
   }
 
   private scheduleCleanup(dir: string): void {
