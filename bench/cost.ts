@@ -10,6 +10,8 @@ export interface MeasuredProcess {
 
 interface Snapshot {
   cpuSeconds: Record<string, number | null>;
+  /** The machine's busy and total CPU time so far, all cores, in clock ticks (/proc/stat); null off Linux. */
+  machine: { busy: number; total: number } | null;
   /** Every sample of every process's /metrics, summed by series name and labels. */
   series: Map<string, number>;
 }
@@ -28,6 +30,27 @@ export interface CostBreakdown {
   records_written_per_send: number;
   commands_per_transaction: number;
   transactions_per_second: number;
+  /**
+   * Share of all the machine's cores busy while the scenario was measured, 0–1, whatever ran: near 1, the scenario
+   * measured the machine's CPU (every process here shares it), not its latencies.
+   */
+  machine_busy: number | null;
+}
+
+/** Busy and total CPU ticks of all cores (/proc/stat, first line: user nice system idle iowait irq softirq steal). */
+function machineTicks(): { busy: number; total: number } | null {
+  try {
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]
+      .trim()
+      .split(/\s+/)
+      .slice(1, 9)
+      .map(Number);
+    const busy = user + nice + system + irq + softirq + steal;
+    return { busy, total: busy + idle + iowait };
+  } catch {
+    return null;
+  }
 }
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
@@ -86,7 +109,7 @@ export async function snapshot(processes: MeasuredProcess[]): Promise<Snapshot> 
   if (processes.some(({ role }) => role === 'broker')) cpuSeconds.broker_jit = jitSecondsOf(brokers);
   const series = new Map<string, number>();
   for (const { metricsUrl } of processes) if (metricsUrl) await scrape(metricsUrl, series);
-  return { cpuSeconds, series };
+  return { cpuSeconds, series, machine: machineTicks() };
 }
 
 /** The series of `name` whose labels include every `label="value"` given, summed. */
@@ -132,5 +155,9 @@ export function breakdown(before: Snapshot, after: Snapshot, sends: number, seco
       1,
     ),
     transactions_per_second: round(transactions / seconds, 1),
+    machine_busy:
+      before.machine && after.machine && after.machine.total > before.machine.total
+        ? round((after.machine.busy - before.machine.busy) / (after.machine.total - before.machine.total), 2)
+        : null,
   };
 }

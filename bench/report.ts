@@ -57,13 +57,13 @@ function renderCosts(report: BenchReport): string[] {
       .join(', ');
   return [
     'Cost per send (CPU-seconds per 1,000 sends by process, the broker with its JIT compiler threads in brackets;',
-    'Kafka requests per send by API, the six most frequent):',
+    'Kafka requests per send by API, the six most frequent; machine busy: the share of all cores busy meanwhile):',
     '',
-    '| scenario | broker | gateway | consumer | load | commands/txn | txn/s | records/send | request bytes/send | Kafka requests per send |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| scenario | broker | gateway | consumer | load | machine busy | commands/txn | txn/s | records/send | request bytes/send | Kafka requests per send |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
     ...costed.map(
       ([name, c]) =>
-        `| ${name} | ${cpu(c.cpu_s_per_1000_sends.broker)} (${cpu(c.cpu_s_per_1000_sends.broker_jit)}) | ${cpu(c.cpu_s_per_1000_sends.gateway)} | ${cpu(c.cpu_s_per_1000_sends.consumer)} | ${cpu(c.cpu_s_per_1000_sends.load)} | ${c.commands_per_transaction} | ${c.transactions_per_second} | ${c.records_written_per_send} | ${c.kafka_request_bytes_per_send} | ${top(c.kafka_requests_per_send)} |`,
+        `| ${name} | ${cpu(c.cpu_s_per_1000_sends.broker)} (${cpu(c.cpu_s_per_1000_sends.broker_jit)}) | ${cpu(c.cpu_s_per_1000_sends.gateway)} | ${cpu(c.cpu_s_per_1000_sends.consumer)} | ${cpu(c.cpu_s_per_1000_sends.load)} | ${c.machine_busy === null || c.machine_busy === undefined ? '–' : `${Math.round(c.machine_busy * 100)}%`} | ${c.commands_per_transaction} | ${c.transactions_per_second} | ${c.records_written_per_send} | ${c.kafka_request_bytes_per_send} | ${top(c.kafka_requests_per_send)} |`,
     ),
     '',
   ];
