@@ -400,6 +400,8 @@ describe('start-up', () => {
     for (const [name, value] of [
       ['CONSUMER_SESSION_TIMEOUT_MS', '100'],
       ['STATE_MAX_ENTRIES', 'lots'],
+      ['STATE_DIR', ' '],
+      ['STATE_DIR', '/var/lib/state '],
       ['KAFKA_MAX_REQUEST_BYTES', '10'],
     ]) {
       const result = await run(process.execPath, [join(DIST, 'apps', 'consumer', 'src', 'main.js')], {
