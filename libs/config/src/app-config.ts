@@ -209,7 +209,7 @@ export class AppConfig {
   @Transform(toInt) @IsInt() @Min(1) @Max(1_000_000_000) STATE_MAX_HELD_ANNOTATIONS_PER_SENDER = 100_000;
   /** Where the consumer keeps its state stores (one SQLite database per stage and partition); each process its own. */
   @IsString()
-  @Matches(/^\S(.*\S)?$/, { message: 'a directory, without spaces around it' })
+  @Matches(/^\S(.*\S)?$/, { message: 'a directory, on one line, without spaces around it' })
   STATE_DIR = '.cache/state';
   /** Disk the state stores of one consumer process may take; past it, new transactions get a retryable 503. */
   @Transform(toInt) @IsInt() @Min(1_048_576) @Max(Number.MAX_SAFE_INTEGER) STATE_DISK_BUDGET_BYTES = 68_719_476_736;

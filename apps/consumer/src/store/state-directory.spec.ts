@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -169,6 +169,58 @@ describe('the state directory', () => {
     } finally {
       holder.kill('SIGKILL');
       directory.stop();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('names the lock file it cannot take, and why, instead of an anonymous SQLite error', () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    const directory = new StateDirectory({ root, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 60_000 });
+    try {
+      mkdirSync(join(root, '.lock'));
+      assert.throws(
+        () => directory.prepare(),
+        new RegExp(`STATE_DIR ${root} is not usable \\(cannot lock ${root}/\\.lock: SQLITE_CANTOPEN`),
+      );
+      rmSync(join(root, '.lock'), { recursive: true });
+      writeFileSync(join(root, '.lock'), 'a pid file of some other program, not a database'.repeat(4));
+      assert.throws(() => directory.prepare(), /\(cannot lock \S+\/\.lock: SQLITE_NOTADB: file is not a database\)/);
+    } finally {
+      directory.stop();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a lock file it may only read, rather than run without a lock', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'state-directory-'));
+    writeFileSync(join(root, '.lock'), '');
+    chmodSync(join(root, '.lock'), 0o444);
+    // Root may write any file: under root the attempt runs as nobody, in a directory it may write, on root's .lock.
+    const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+    if (asNobody.uid !== undefined) {
+      chmodSync(root, 0o777);
+    }
+    try {
+      const attempt = spawn(
+        process.execPath,
+        [
+          '-e',
+          `const { StateDirectory } = require(${JSON.stringify(require.resolve('./state-directory'))});
+           try {
+             const options = { root: ${JSON.stringify(root)}, cacheBytesPerStore: 1 << 20, cleanupDelayMs: 60000 };
+             new StateDirectory(options).prepare();
+             console.log('locked');
+           } catch (error) {
+             console.log(error.message);
+           }`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'], ...asNobody },
+      );
+      let output = '';
+      attempt.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      await once(attempt, 'exit');
+      assert.match(output, new RegExp(`STATE_DIR ${root} is not usable \\(cannot lock \\S+: SQLITE_READONLY`));
+    } finally {
       rmSync(root, { recursive: true, force: true });
     }
   });

@@ -179,28 +179,41 @@ export class StateDirectory {
    */
   private takeLock(root: string): void {
     if (this.lock) return;
-    const lock = new DatabaseSync(join(root, LOCK_FILE), { timeout: 0 });
+    const path = join(root, LOCK_FILE);
+    let lock: DatabaseSync | undefined;
     try {
-      lock.exec('PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE');
+      lock = new DatabaseSync(path, { timeout: 0 });
+      // The write proves a writer's lock: SQLite opens a file it may not write read-only, and there BEGIN EXCLUSIVE
+      // succeeds without locking anything. The transaction is never committed; it ends with the process.
+      lock.exec('PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; PRAGMA user_version = 1');
     } catch (error) {
-      lock.close();
-      if ((error as { errcode?: number }).errcode !== 5 /* SQLITE_BUSY */) throw error;
-      let owner = '';
-      try {
-        owner = ` (${readFileSync(join(root, LOCK_OWNER_FILE), 'utf8').trim()})`;
-      } catch {
-        // who holds it is only a hint
+      lock?.close();
+      const { errcode, errstr } = (error ?? {}) as { errcode?: unknown; errstr?: unknown };
+      if (errcode === 5 /* SQLITE_BUSY */) {
+        let owner = '';
+        try {
+          owner = ` (${readFileSync(join(root, LOCK_OWNER_FILE), 'utf8').trim()})`;
+        } catch {
+          // who holds it is only a hint
+        }
+        throw new Error(
+          `STATE_DIR ${root} is in use by another consumer process${owner}; each consumer needs a STATE_DIR of its own`,
+          { cause: error },
+        );
       }
-      throw new Error(
-        `STATE_DIR ${root} is in use by another consumer process${owner}; each consumer needs a STATE_DIR of its own`,
-        { cause: error },
-      );
+      const unreadable = typeof errcode === 'number' ? SQLITE_UNREADABLE[errcode & 0xff] : undefined;
+      const reason = diskRefusal(error) ?? (unreadable ? `${unreadable}: ${String(errstr)}` : (error as Error).message);
+      throw new Error(`STATE_DIR ${root} is not usable (cannot lock ${path}: ${reason})`, { cause: error });
     }
     this.lock = lock;
-    writeFileSync(
-      join(root, LOCK_OWNER_FILE),
-      `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`,
-    );
+    try {
+      writeFileSync(
+        join(root, LOCK_OWNER_FILE),
+        `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}\n`,
+      );
+    } catch (error) {
+      this.logger.warn(`could not say who holds ${path} in ${LOCK_OWNER_FILE}: ${String(error)}`);
+    }
   }
 
   private scheduleCleanup(dir: string): void {
