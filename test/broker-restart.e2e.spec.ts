@@ -36,34 +36,48 @@ describe('a broker restart during load', () => {
   });
 
   it('gives clients retryable errors, never a wrong 200, and resumes by itself', async () => {
-    let restarted: Promise<unknown> | undefined;
-    const outcomes = await runLoad(() => gateway.url, transactions('broker', 1500), {
-      concurrency: 16,
-      maxAttempts: 400,
-      onProgress: (done) => {
-        if (done === 300) {
-          restarted = broker
-            .launcher('stop')
-            .then(() => new Promise((r) => setTimeout(r, 3000)))
-            .then(() => broker.launcher('start'));
-        }
-      },
-    });
-    await restarted;
-    const retried = outcomes.filter((o) => o.retryable.length > 0);
-    assert.ok(retried.length > 0, 'clients felt the outage');
-    assert.ok(
-      retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)),
-      'only retryable answers during the outage',
-    );
-    await assertExactlyOnce(env, outcomes);
-    const longest = Math.max(...outcomes.map((o) => o.longestWaitMs));
-    assert.ok(longest <= WAIT_BOUND_MS + 1000, `requests stayed bounded during the outage (longest ${longest} ms)`);
-    const ready = await fetch(`${gateway.url}/health/ready`);
-    assert.equal(ready.status, 200, 'the gateway is ready again without a restart');
-    process.stdout.write(
-      `# broker restart: ${outcomes.length} transactions, ${retried.length} retried, longest wait ${longest} ms\n`,
-    );
+    // What the apps said is what tells a pipeline that never came back from a slow one: printed when this fails.
+    const since = new Map([gateway, consumer].map((app) => [app, app.output.length]));
+    try {
+      let restarted: Promise<unknown> | undefined;
+      const outcomes = await runLoad(() => gateway.url, transactions('broker', 1500), {
+        concurrency: 16,
+        maxAttempts: 400,
+        deadline: Date.now() + 240_000,
+        onProgress: (done) => {
+          if (done === 300) {
+            restarted = broker
+              .launcher('stop')
+              .then(() => new Promise((r) => setTimeout(r, 3000)))
+              .then(() => broker.launcher('start'));
+          }
+        },
+      });
+      await restarted;
+      const retried = outcomes.filter((o) => o.retryable.length > 0);
+      assert.ok(retried.length > 0, 'clients felt the outage');
+      assert.ok(
+        retried.every((o) => o.retryable.every((status) => status === 503 || status === 0)),
+        'only retryable answers during the outage',
+      );
+      await assertExactlyOnce(env, outcomes);
+      const longest = Math.max(...outcomes.map((o) => o.longestWaitMs));
+      assert.ok(longest <= WAIT_BOUND_MS + 1000, `requests stayed bounded during the outage (longest ${longest} ms)`);
+      const ready = await fetch(`${gateway.url}/health/ready`);
+      assert.equal(ready.status, 200, 'the gateway is ready again without a restart');
+      process.stdout.write(
+        `# broker restart: ${outcomes.length} transactions, ${retried.length} retried, longest wait ${longest} ms\n`,
+      );
+    } catch (error) {
+      const brokerUp = await broker.launcher('status').then(
+        () => 'up',
+        (down: unknown) => `not up: ${String(down)}`,
+      );
+      process.stdout.write(`# the broker is ${brokerUp}\n`);
+      for (const [app, from] of since)
+        process.stdout.write(`# ${app.name} output since the load began:\n${app.output.slice(from).join('')}\n`);
+      throw error;
+    }
   });
 
   it('turns both apps not ready while Kafka is lost, answers sends 503 with Retry-After, and is ready again after', async () => {

@@ -37,6 +37,11 @@ export async function runLoad(
     requestTimeoutMs?: number;
     /** Checked before each new transaction: once true, no new one starts (those under way finish). */
     shouldStop?: () => boolean;
+    /**
+     * Epoch ms past which nothing is retried and no transaction starts: a pipeline that never recovers fails the
+     * test with what it answered, instead of running into the test's timeout (and on after it).
+     */
+    deadline?: number;
     /** Told the time each transaction ended, for throughput over time. */
     onDone?: (outcome: TransactionOutcome, at: number) => void;
     onProgress?: (done: number) => void;
@@ -47,7 +52,8 @@ export async function runLoad(
   let next = 0;
   let done = 0;
   async function worker(): Promise<void> {
-    while (next < transactions.length && !options.shouldStop?.()) {
+    const pastDeadline = (): boolean => options.deadline !== undefined && Date.now() > options.deadline;
+    while (next < transactions.length && !options.shouldStop?.() && !pastDeadline()) {
       const transaction = transactions[next++];
       const outcome: TransactionOutcome = { transaction, eventIds: [], retryable: [], failures: [], longestWaitMs: 0 };
       for (let send = 0; send < transaction.sends; send++) {
@@ -73,12 +79,18 @@ export async function runLoad(
             outcome.eventIds.push(String(res.body.event_id));
             break;
           }
-          if ((res.status === 503 || res.status === 429 || res.status === 0) && attempt < maxAttempts) {
+          if (
+            (res.status === 503 || res.status === 429 || res.status === 0) &&
+            attempt < maxAttempts &&
+            !pastDeadline()
+          ) {
             outcome.retryable.push(res.status);
             await new Promise((resolve) => setTimeout(resolve, options.retryPauseMs ?? 250));
             continue;
           }
-          outcome.failures.push(`${res.status} ${JSON.stringify(res.body)}`);
+          outcome.failures.push(
+            `${res.status} ${JSON.stringify(res.body)}${pastDeadline() ? ' (the deadline passed)' : ''}`,
+          );
           break;
         }
       }

@@ -281,7 +281,12 @@ stop_node() {
   if ! pid="$(running_pid "$i")"; then rm -f "$(pidfile "$i")"; return 0; fi
   kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then say "node $i did not stop in 30s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
+  if kill -0 "$pid" 2>/dev/null; then
+    say "node $i did not stop in 30s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    # Gone, not just signalled: a start right after must find its port free.
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+  fi
   rm -f "$(pidfile "$i")"
   say "node $i stopped"
 }
