@@ -189,7 +189,7 @@ export class StateDirectory {
     } catch (error) {
       lock?.close();
       const { errcode, errstr } = (error ?? {}) as { errcode?: unknown; errstr?: unknown };
-      if (errcode === 5 /* SQLITE_BUSY */) {
+      if (typeof errcode === 'number' && (errcode & 0xff) === 5 /* SQLITE_BUSY, and its extended codes */) {
         let owner = '';
         try {
           owner = ` (${readFileSync(join(root, LOCK_OWNER_FILE), 'utf8').trim()})`;
